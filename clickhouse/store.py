@@ -1,0 +1,179 @@
+"""The ClickHouse store, through clickhouse-connect: chDB in-process or a server.
+
+The same SQL runs on both. One Store per process: chDB allows one engine per
+process and one process per data dir, so every call goes through one lock.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import clickhouse_connect
+import pyarrow as pa
+
+INVENTORY_SQL = """
+SELECT
+    asset,
+    countIf(status = 'valid') AS valid,
+    countIf(status = 'duplicate') AS duplicates,
+    countIf(status = 'invalid') AS invalid,
+    if(valid = 0, NULL, maxIf(ts, status = 'valid')) AS last_event_ts,
+    min(ingest_ts) AS first_seen,
+    max(ingest_ts) AS last_seen
+FROM ingest_assets
+GROUP BY asset
+ORDER BY asset
+"""
+
+
+class StoreError(RuntimeError):
+    """ClickHouse is unreachable, locked or refused a statement; one clear line."""
+
+
+# chDB initialises one engine per process for the first path it is given and
+# would silently keep using it for any other path: refuse instead.
+_chdb_path: str | None = None
+
+
+def _claim_chdb_path(dsn: str) -> None:
+    global _chdb_path
+    path = dsn.removeprefix("chdb://")
+    if _chdb_path is None:
+        _chdb_path = path
+    elif _chdb_path != path:
+        raise StoreError(
+            f"this process already uses the chDB store {_chdb_path}; chDB allows one per process"
+        )
+
+
+def migrations() -> list[tuple[int, str, list[str]]]:
+    """(version, name, statements) for every clickhouse/migrations/NNN_name.sql, in order."""
+    out = []
+    for entry in resources.files("clickhouse").joinpath("migrations").iterdir():
+        m = re.match(r"^(\d+)_(.+)\.sql$", entry.name)
+        if not m:
+            continue
+        text = entry.read_text(encoding="utf-8")
+        statements = [s.strip() for s in re.split(r";\s*(?:\n|$)", text) if _has_sql(s)]
+        out.append((int(m.group(1)), m.group(2), statements))
+    return sorted(out)
+
+
+def _has_sql(chunk: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in chunk.splitlines())
+
+
+def _describe(exc: BaseException, dsn: str) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "Cannot lock file" in str(exc) or "status" in text and "lock" in text.lower():
+        path = dsn.removeprefix("chdb://")
+        return f"the store {path} is locked by another process (a running `stocktake up`/worker?)"
+    return text[:300]
+
+
+class Store:
+    def __init__(self, dsn: str, *, connect_timeout: int = 5):
+        self.dsn = dsn
+        self._lock = threading.RLock()
+        if self.embedded:
+            _claim_chdb_path(dsn)
+        try:
+            self.client = clickhouse_connect.get_client(dsn=dsn, connect_timeout=connect_timeout)
+        except Exception as exc:
+            raise StoreError(f"cannot open ClickHouse {_mask(dsn)}: {_describe(exc, dsn)}") from None
+
+    @property
+    def embedded(self) -> bool:
+        return self.dsn.startswith("chdb://")
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; idempotent (every statement is IF NOT EXISTS too)."""
+        with self._lock:
+            self.command(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+                "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"
+            )
+            done = {row[0] for row in self.rows("SELECT version FROM schema_migrations")}
+            applied = []
+            for version, name, statements in migrations():
+                if version in done:
+                    continue
+                for statement in statements:
+                    self.command(statement)
+                self.command(
+                    "INSERT INTO schema_migrations (version, name) VALUES ({v:UInt32}, {n:String})",
+                    {"v": version, "n": name},
+                )
+                applied.append(version)
+            return applied
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        with self._lock:
+            try:
+                return self.client.command(sql, parameters=parameters)
+            except Exception as exc:
+                raise StoreError(_describe(exc, self.dsn)) from None
+
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with self._lock:
+            try:
+                result = self.client.query(sql, parameters=parameters)
+            except Exception as exc:
+                raise StoreError(_describe(exc, self.dsn)) from None
+            return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+    def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.query(sql, parameters)[1]
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        """One insert = one atomic block (rows per batch stay far below max_insert_block_size)."""
+        with self._lock:
+            try:
+                self.client.insert_arrow(table, data)
+            except Exception as exc:
+                raise StoreError(f"insert into {table} failed: {_describe(exc, self.dsn)}") from None
+
+    # -- what the worker needs on partition assignment ---------------------------------
+
+    def watermarks(self, topic: str, partitions: Sequence[int] | None = None) -> dict[int, int]:
+        """Highest stored offset per partition of a topic."""
+        sql = "SELECT partition, max(offset) FROM ingest_log WHERE topic = {t:String}"
+        params: dict[str, Any] = {"t": topic}
+        if partitions is not None:
+            sql += " AND partition IN {p:Array(UInt32)}"
+            params["p"] = list(partitions)
+        return {int(p): int(o) for p, o in self.rows(sql + " GROUP BY partition", params)}
+
+    def recent_event_ids(self, topic: str, window_s: float, limit: int) -> list[tuple[str, int]]:
+        """(event_id, ts_ms) of valid events within window_s of the topic's newest event time."""
+        return [
+            (str(e), int(t))
+            for e, t in self.rows(
+                "SELECT event_id, toUnixTimestamp64Milli(ts) FROM ingest_log "
+                "WHERE topic = {t:String} AND status = 'valid' AND ts >= "
+                "(SELECT max(ts) FROM ingest_log WHERE topic = {t:String} AND status = 'valid')"
+                " - toIntervalMillisecond({w:UInt64}) ORDER BY ts DESC LIMIT {n:UInt64}",
+                {"t": topic, "w": int(window_s * 1000), "n": limit},
+            )
+        ]
+
+    def inventory(self) -> list[dict[str, Any]]:
+        cols, rows = self.query(INVENTORY_SQL)
+        return [dict(zip(cols, row, strict=True)) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self.client.close()
+            except Exception:  # closing a broken connection must not mask the real error
+                pass
+
+
+def _mask(dsn: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)

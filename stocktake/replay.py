@@ -1,0 +1,318 @@
+"""Replay real e-commerce data into Kafka as contract v1 events.
+
+    events = load_events("rees46")                       # or "olist", or a contract file
+    msgs = to_messages(events, envelope=100, faults=parse_faults("duplicates=0.03"))
+    produce("127.0.0.1:9092", msgs, speed=60.0)          # 60x event time
+
+Source mappings live in `stocktake.replay_sources`; this module turns events into
+Kafka messages (single events or batch envelopes, with optional injected faults)
+and produces them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+from stocktake.replay_sources import (
+    KEY_FIELD,
+    ReplayEvent,
+    contract_file_events,
+    is_contract_file,
+    olist_events,
+    rees46_events,
+    sort_by_time,
+    ts_seconds,
+)
+
+__all__ = [
+    "DATA_DIR",
+    "FAULTS",
+    "TOPICS",
+    "Message",
+    "ReplayEvent",
+    "load_events",
+    "parse_faults",
+    "produce",
+    "to_messages",
+]
+
+TOPICS = {
+    "behaviour": "stocktake.behaviour",
+    "product": "stocktake.product",
+    "transaction": "stocktake.transaction",
+}
+DATA_DIR = Path(__file__).resolve().parent / "data"
+FAULTS = ("duplicates", "malformed")
+MAX_SLEEP_S = 5.0  # longest single pause when replaying at event-time speed
+PROGRESS_EVERY = 1000
+
+
+class Message(NamedTuple):
+    topic: str
+    key: bytes | None
+    value: bytes
+    events: int  # valid events inside (0 for a malformed message)
+    kind: str  # "event" | "envelope" | "duplicate" | "malformed"
+
+
+# ------------------------------------------------------------------- loading
+
+
+def load_events(source: str, data_dir: Path | None = None) -> list[ReplayEvent]:
+    """Contract v1 events from "rees46", "olist" or a path to a .csv/.jsonl/.ndjson
+    file (optionally .gz) already in the contract, sorted by event time (stable)."""
+    base = DATA_DIR if data_dir is None else Path(data_dir)
+    if source == "rees46":
+        events = rees46_events(base)
+    elif source == "olist":
+        events = olist_events(base)
+    else:
+        path = Path(source)
+        if not is_contract_file(path):
+            raise ValueError(
+                f"unknown replay source {source!r}: expected 'rees46', 'olist' or a path "
+                "to a .csv, .jsonl or .ndjson file of contract v1 events"
+            )
+        if not path.is_file():
+            raise ValueError(f"replay source file not found: {source}")
+        events = contract_file_events(path)
+    return sort_by_time(events)
+
+
+# -------------------------------------------------------------------- faults
+
+
+def parse_faults(spec: str) -> dict[str, float]:
+    """"duplicates=0.03,malformed=0.01" -> {"duplicates": 0.03, "malformed": 0.01}."""
+    faults: dict[str, float] = {}
+    if not spec.strip():
+        return faults
+    allowed = ", ".join(FAULTS)
+    for part in spec.split(","):
+        name, sep, text = (s.strip() for s in part.partition("="))
+        if not sep or not name:
+            raise ValueError(f"bad fault {part.strip()!r}: expected NAME=PROBABILITY, "
+                             f"e.g. duplicates=0.03 (NAME one of {allowed})")
+        if name not in FAULTS:
+            raise ValueError(f"unknown fault {name!r} in {part.strip()!r}: allowed are {allowed}")
+        if name in faults:
+            raise ValueError(f"fault {name!r} given twice in {spec!r}")
+        try:
+            p = float(text)
+        except ValueError:
+            raise ValueError(f"bad probability {text!r} for {name}: expected a number "
+                             "between 0 and 1") from None
+        if not 0.0 <= p <= 1.0:  # also rejects nan
+            raise ValueError(f"probability for {name} must be between 0 and 1, got {text}")
+        faults[name] = p
+    return faults
+
+
+def _check_faults(faults: dict[str, float] | None) -> dict[str, float]:
+    faults = dict(faults or {})
+    for name, p in faults.items():
+        if name not in FAULTS:
+            raise ValueError(f"unknown fault {name!r}: allowed are {', '.join(FAULTS)}")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"probability for {name} must be between 0 and 1, got {p}")
+    return faults
+
+
+# Malformed variants, cycled in this order. Each is one item that contract v1 rejects.
+MALFORMED_VARIANTS = ("truncated_json", "not_an_object", "missing_key", "bad_ts", "invalid_utf8")
+
+
+def _malformed(n: int, stream: str, template: dict[str, Any], key: bytes | None) -> Message:
+    variant = MALFORMED_VARIANTS[n % len(MALFORMED_VARIANTS)]
+    event_id = f"malformed-{n}"  # unique within a replay, so dedupe never hides one
+    if variant == "truncated_json":
+        value = b'{"event_id": "' + event_id.encode()  # cut inside a string
+    elif variant == "not_an_object":
+        value = b'"just a string"'  # not an array: arrays are envelopes
+    elif variant == "missing_key":
+        # A real-looking event without the stream's required key field.
+        bad = {k: v for k, v in template.items() if k != KEY_FIELD[stream]}
+        value = orjson.dumps({**bad, "event_id": event_id})
+    elif variant == "bad_ts":
+        value = orjson.dumps({**template, "event_id": event_id, "ts": "not-a-time"})
+    else:
+        value = b"\xff\xfe"
+    return Message(TOPICS[stream], key, value, 0, "malformed")
+
+
+# ------------------------------------------------------------------ messages
+
+
+def _batches(events: Iterable[ReplayEvent], size: int) -> Iterator[list[ReplayEvent]]:
+    """Groups of up to `size` consecutive events of one stream.
+
+    One buffer per stream, as a collector batches per topic: interleaved streams
+    still fill whole envelopes. A batch leaves when full; the rest at the end,
+    oldest first."""
+    if size == 1:
+        for ev in events:
+            yield [ev]
+        return
+    buffers: dict[str, list[ReplayEvent]] = {}
+    for ev in events:
+        buf = buffers.setdefault(ev.stream, [])
+        buf.append(ev)
+        if len(buf) >= size:
+            yield buffers.pop(ev.stream)
+    yield from buffers.values()  # dict order = order the open buffers were started
+
+
+def to_messages(
+    events: Iterable[ReplayEvent],
+    *,
+    envelope: int = 1,
+    faults: dict[str, float] | None = None,
+    seed: int = 0,
+) -> Iterator[Message]:
+    """Kafka messages for `events`: one event per message (envelope=1) or JSON arrays of
+    up to `envelope` events of one stream, plus injected faults drawn from Random(seed)."""
+    if isinstance(envelope, bool) or not isinstance(envelope, int) or envelope < 1:
+        raise ValueError(f"envelope must be an integer >= 1, got {envelope!r}")
+    checked = _check_faults(faults)
+    p_dup, p_bad = checked.get("duplicates", 0.0), checked.get("malformed", 0.0)
+    rng = random.Random(seed)
+    n_bad = 0
+    for batch in _batches(events, envelope):
+        stream = batch[0].stream
+        if stream not in TOPICS:
+            raise ValueError(f"unknown stream {stream!r} (expected one of {', '.join(TOPICS)})")
+        # Keyed by the first event that has a key: an envelope must not go unkeyed.
+        key = next((ev.key for ev in batch if ev.key is not None), None)
+        key_bytes = None if key is None else key.encode()
+        if envelope == 1:
+            msg = Message(TOPICS[stream], key_bytes, orjson.dumps(batch[0].event), 1, "event")
+        else:
+            value = orjson.dumps([ev.event for ev in batch])
+            msg = Message(TOPICS[stream], key_bytes, value, len(batch), "envelope")
+        yield msg
+        # Both draws every time: each fault's pattern is independent of the other's rate.
+        dup_draw, bad_draw = rng.random(), rng.random()
+        if dup_draw < p_dup:
+            yield msg._replace(kind="duplicate")  # same key, same bytes: a producer retry
+        if bad_draw < p_bad:
+            yield _malformed(n_bad, stream, batch[-1].event, key_bytes)
+            n_bad += 1
+
+
+# ------------------------------------------------------------------- produce
+
+
+def message_time(msg: Message) -> float | None:
+    """Event time (epoch s) a message stands for: its event's ts, or an envelope's last
+    (a collector sends when the batch is full). None for malformed messages."""
+    if msg.kind == "malformed":
+        return None
+    try:
+        obj = orjson.loads(msg.value)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(obj, list):
+        obj = obj[-1] if obj else None
+    return ts_seconds(obj.get("ts")) if isinstance(obj, dict) else None
+
+
+class Pacer:
+    """Sleeps so that messages go out at `speed` x event time, at most MAX_SLEEP_S at once.
+
+    Paces against a schedule anchored at the first message (not per-gap sleeps), so
+    time spent producing is not added on top; a capped gap shifts the schedule."""
+
+    def __init__(self, speed: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Any] = time.sleep) -> None:
+        self.speed, self.clock, self.sleep = speed, clock, sleep
+        self._anchor: tuple[float, float] | None = None  # (wall, event time)
+
+    def wait_for(self, event_time: float | None) -> float:
+        """Wait until `event_time` is due; returns the seconds waited (for tests)."""
+        if event_time is None:
+            return 0.0
+        now = self.clock()
+        if self._anchor is None:
+            self._anchor = (now, event_time)
+            return 0.0
+        wall0, t0 = self._anchor
+        delay = wall0 + (event_time - t0) / self.speed - now
+        if delay > MAX_SLEEP_S:
+            self._anchor = (wall0 - (delay - MAX_SLEEP_S), t0)
+            delay = MAX_SLEEP_S
+        if delay <= 0:
+            return 0.0
+        self.sleep(delay)
+        return delay
+
+
+def produce(
+    bootstrap: str,
+    messages: Iterable[Message],
+    *,
+    speed: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Produce `messages` (idempotent producer); speed=None: as fast as possible, speed=N:
+    N x event time. Raises RuntimeError on any delivery error. Returns message counts."""
+    if not isinstance(bootstrap, str) or not bootstrap.strip():
+        raise ValueError("bootstrap must be a host:port[,host:port...] string")
+    if speed is not None and (isinstance(speed, bool) or not isinstance(speed, int | float)
+                              or not math.isfinite(speed) or speed <= 0):
+        raise ValueError(f"speed must be a positive number (x event time) or None, got {speed!r}")
+
+    from confluent_kafka import Producer  # here, so loading/mapping works without librdkafka
+
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 5,
+        "enable.idempotence": True,  # retries must not add duplicates we did not inject
+        "acks": "all",
+        "message.timeout.ms": 30_000,  # a dead broker fails the replay, not hangs it
+    })
+    errors: list[str] = []
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            errors.append(f"{msg.topic()}: {err}")
+
+    def check() -> None:
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise RuntimeError(f"delivery to {bootstrap} failed: {errors[0]}{more}")
+
+    # While pacing, wait inside poll() so delivery reports keep being served.
+    pacer = Pacer(speed, sleep=producer.poll) if speed is not None else None
+    counts = {"messages": 0, "events": 0, "duplicates": 0, "malformed": 0}
+    for msg in messages:
+        if pacer is not None and msg.kind != "duplicate":
+            pacer.wait_for(message_time(msg))
+        while True:
+            try:
+                producer.produce(msg.topic, msg.value, msg.key, on_delivery=on_delivery)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                producer.poll(0.1)
+                check()
+        producer.poll(0)
+        check()
+        counts["messages"] += 1
+        counts["events"] += msg.events
+        counts["duplicates"] += msg.kind == "duplicate"
+        counts["malformed"] += msg.kind == "malformed"
+        if progress is not None and counts["messages"] % PROGRESS_EVERY == 0:
+            progress(counts["messages"])
+    remaining = producer.flush(60.0)
+    check()
+    if remaining:
+        raise RuntimeError(f"{remaining} messages not delivered to {bootstrap} within 60 s")
+    if progress is not None and counts["messages"] % PROGRESS_EVERY:
+        progress(counts["messages"])
+    return counts

@@ -1,0 +1,134 @@
+"""Running workers: broker (embedded or not), store, topics, Faust apps.
+
+``Runtime`` owns what one process needs: the store (chDB allows one per
+process), the embedded broker when STOCKTAKE_KAFKA is unset, and any number
+of Faust apps (workers of one consumer group) started in this event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from clickhouse.store import Store
+from processors.contract import STREAMS
+from stocktake.broker import EmbeddedBroker, create_topics, free_port
+from stocktake.settings import Settings
+from streams.app import StocktakeApp, create_app
+from streams.sink import Sink
+
+log = logging.getLogger("stocktake.runtime")
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        kafka_port: int | None = None,
+        store: Store | None = None,
+        bootstrap: str | None = None,
+    ):
+        self.settings = settings
+        self.kafka_port = kafka_port
+        self.broker: EmbeddedBroker | None = None
+        self.store: Store | None = store
+        self._owns_store = store is None
+        self._bootstrap = bootstrap
+        self.workers: list[tuple[StocktakeApp, Sink]] = []
+        self.http_url: str | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        if self.broker is not None:
+            return self.broker.bootstrap
+        return self._bootstrap or self.settings.kafka
+
+    def open(self) -> Runtime:
+        """Start/connect broker and store, migrate, create topics. Blocking."""
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        if s.embedded_kafka and not self._bootstrap:
+            self.broker = EmbeddedBroker(self.kafka_port, log_path=s.data_dir / "tansu.log").start()
+        if self.store is None:
+            self.store = Store(s.clickhouse_dsn)
+        self.store.migrate()
+        self.open_topics()
+        return self
+
+    def open_topics(self) -> None:
+        """Create the settings' topics (the three streams and the dead-letter topic)."""
+        s = self.settings
+        topics = {s.topic(stream): s.partitions for stream in STREAMS}
+        topics[s.deadletter_topic] = s.partitions
+        create_topics(self.bootstrap, topics)
+
+    async def start_worker(self, *, web: bool = False) -> tuple[StocktakeApp, Sink]:
+        assert self.store is not None, "open() first"
+        web_port = None
+        if web:
+            web_port = self.settings.http_port or free_port(self.settings.http_host)
+            self.http_url = f"http://{self.settings.http_host}:{web_port}"
+        app, sink = create_app(self.settings, self.store, self.bootstrap, web_port=web_port)
+        await app.start()
+        self.workers.append((app, sink))
+        if web:
+            self._write_worker_file()
+        return app, sink
+
+    async def stop_worker(self, app: StocktakeApp, sink: Sink) -> None:
+        """Graceful: flush every buffer (insert + commit) before leaving the group."""
+        with contextlib.suppress(Exception):
+            await sink.flush_all()
+        await app.stop()
+        self.workers = [w for w in self.workers if w[0] is not app]
+
+    async def stop_all(self) -> None:
+        for app, sink in list(reversed(self.workers)):
+            await self.stop_worker(app, sink)
+
+    def close(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.worker_file(self.settings.data_dir).unlink()
+        if self.store is not None and self._owns_store:
+            self.store.close()
+        self.store = None
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    # -- discovery of a running worker by other commands ---------------------------------
+
+    @staticmethod
+    def worker_file(data_dir: Path) -> Path:
+        return data_dir / "worker.json"
+
+    def _write_worker_file(self) -> None:
+        info = {"pid": os.getpid(), "http": self.http_url, "kafka": self.bootstrap}
+        self.worker_file(self.settings.data_dir).write_text(json.dumps(info))
+
+
+def running_worker(data_dir: Path) -> dict[str, Any] | None:
+    """The worker.json of a live worker owning data_dir, if any."""
+    try:
+        info = json.loads(Runtime.worker_file(data_dir).read_text())
+        os.kill(int(info["pid"]), 0)
+    except (FileNotFoundError, ValueError, KeyError, ProcessLookupError, PermissionError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+async def wait_until_assigned(sinks: list[Sink], partitions: int, timeout: float = 60) -> None:
+    """Wait until the group owns every partition of our three topics."""
+    want = partitions * len(STREAMS)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while sum(len(s.assigned) for s in sinks) < want:
+        if loop.time() > deadline:
+            raise TimeoutError(f"partitions not assigned within {timeout:.0f}s")
+        await asyncio.sleep(0.1)

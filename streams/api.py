@@ -1,0 +1,50 @@
+"""The worker's HTTP API on 127.0.0.1: chDB allows one process per store, so
+while the worker runs, `stocktake inventory/query` ask it here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+import orjson
+from faust.web import Request, Response, View
+
+from clickhouse.store import Store, StoreError
+from stocktake.output import jsonable
+
+
+def _json(view: View, payload: Any, status: int = 200) -> Response:
+    return view.bytes(orjson.dumps(jsonable(payload)), content_type="application/json",
+                      status=status)
+
+
+def register(app: faust.App, store: Store, sink: Any) -> None:
+    @app.page("/api/inventory")
+    class Inventory(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                return _json(self, {"assets": store.inventory()})
+            except StoreError as exc:
+                return _json(self, {"error": str(exc)}, 503)
+
+    @app.page("/api/query")
+    class Query(View):
+        async def post(self, request: Request) -> Response:
+            body = await request.json()
+            sql = body.get("sql", "") if isinstance(body, dict) else ""
+            if not sql.strip():
+                return _json(self, {"error": "body must be {\"sql\": \"...\"}"}, 400)
+            try:
+                columns, rows = store.query(sql)
+            except StoreError as exc:
+                return _json(self, {"error": str(exc)}, 400)
+            return _json(self, {"columns": columns, "rows": rows})
+
+    @app.page("/api/stats")
+    class Stats(View):
+        async def get(self, request: Request) -> Response:
+            return _json(self, {
+                "sink": sink.stats.as_dict(),
+                "assigned": sorted(f"{t}[{p}]" for t, p in sink.assigned),
+                "watermarks": {f"{t}[{p}]": o for (t, p), o in sink.watermarks.items()},
+            })

@@ -1,0 +1,113 @@
+"""The Faust app: topics, thin agents, rebalance hooks and the worker's HTTP API.
+
+No module-level app: ``create_app`` builds one per worker, so a test can run
+two workers (two apps, one consumer group) in one process sharing one store.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from clickhouse.store import Store
+from processors.contract import STREAMS
+from processors.judge import DeadLetter
+from stocktake.settings import Settings
+from streams import api
+from streams.sink import Key, Sink
+from streams.transport import FetchBatch, batching_transport
+
+log = logging.getLogger("stocktake.worker")
+
+
+class StocktakeApp(faust.App):
+    """faust.App whose consumer transport delivers fetch batches for our topics."""
+
+    batch_topics: frozenset[str] = frozenset()
+
+    def _new_transport(self) -> Any:
+        cls = batching_transport(self.batch_topics)
+        return cls(self.conf.broker_consumer, self)
+
+
+def create_app(
+    settings: Settings,
+    store: Store,
+    bootstrap: str,
+    *,
+    web_port: int | None = None,
+) -> tuple[StocktakeApp, Sink]:
+    topics = {settings.topic(s): s for s in STREAMS}
+    web = web_port is not None
+    app = StocktakeApp(
+        settings.group_id,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        autodiscover=False,
+        web_enabled=web,
+        web_bind=settings.http_host,
+        web_port=web_port or 6066,
+        web_host=settings.http_host,
+        # Tansu holds JoinGroup for session.timeout/2: keep it short (DESIGN.md).
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
+        broker_max_poll_records=5000,
+        broker_commit_every=10**9,     # offsets of our topics are committed by the sink
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=5,
+        stream_wait_empty=False,
+        table_standby_replicas=0,
+    )
+    app.batch_topics = frozenset(topics)
+    deadletter = settings.deadletter_topic
+
+    async def publish(dead_letters: list[DeadLetter]) -> None:
+        producer = app.producer
+        futures = [
+            await producer.send(deadletter, dl.key, dl.value, None, None, dl.headers)
+            for dl in dead_letters
+        ]
+        await producer.flush()
+        for future in futures:
+            await future  # raises if the broker refused one: nothing is committed then
+
+    async def commit(offsets: dict[Key, int]) -> bool:
+        return bool(await app.consumer._commit_offsets(
+            {app.consumer._new_topicpartition(t, p): o for (t, p), o in offsets.items()}
+        ))
+
+    sink = Sink(settings, store, topics, publish, commit,
+                generation=lambda: app.consumer_generation_id)
+
+    for topic_name, stream in topics.items():
+        channel = app.topic(topic_name, value_serializer="raw", key_serializer="raw", acks=False)
+
+        async def ingest(batches: Any) -> None:
+            async for batch in batches:
+                if isinstance(batch, FetchBatch):
+                    await sink.add(batch)
+
+        app.agent(channel, name=f"stocktake.ingest.{stream}")(ingest)
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        await sink.on_assigned((tp.topic, tp.partition) for tp in assigned)
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        await sink.on_revoked((tp.topic, tp.partition) for tp in revoked)
+
+    @app.timer(interval=min(settings.flush_interval_s, 1.0))
+    async def _flush_due() -> None:
+        await sink.flush_due()
+
+    if web:
+        api.register(app, store, sink)
+    return app, sink

@@ -1,0 +1,217 @@
+"""The exactly-counted sink: judge, buffer per partition, insert, then commit.
+
+Order per partition flush (DESIGN.md "Correctness without Kafka transactions"):
+  1. publish the batch's dead letters and wait for the broker (at-least-once),
+  2. insert every judged event with its coordinates in ONE insert (atomic),
+  3. raise the in-memory watermark, then commit offset+1 to Kafka.
+A crash after 2 and before 3 redelivers records that step 2 stored; the
+watermark read back from ClickHouse on assignment skips them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from clickhouse.rows import ingest_log_table
+from clickhouse.store import Store, StoreError
+from processors.contract import Event
+from processors.dedupe import DedupeWindow
+from processors.judge import COLUMNS, DeadLetter, Judged, judge_batch, skip_stored
+from stocktake.settings import Settings
+from streams.transport import FetchBatch
+
+log = logging.getLogger("stocktake.sink")
+
+Key = tuple[str, int]  # (topic, partition)
+PublishFn = Callable[[list[DeadLetter]], Awaitable[None]]
+CommitFn = Callable[[dict[Key, int]], Awaitable[bool]]
+ValidHook = Callable[[str, list[Event]], None]
+
+
+@dataclass
+class PartitionBuffer:
+    stream: str
+    columns: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in COLUMNS})
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    last_offset: int = -1
+    since: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return len(self.columns["offset"])
+
+    def add(self, judged: Judged) -> None:
+        if self.last_offset < 0:
+            self.since = time.monotonic()
+        for name, values in judged.columns.items():
+            self.columns[name].extend(values)
+        self.dead_letters.extend(judged.dead_letters)
+        self.last_offset = max(self.last_offset, judged.last_offset)
+
+
+@dataclass
+class SinkStats:
+    valid: int = 0
+    duplicate: int = 0
+    invalid: int = 0
+    skipped_stored: int = 0
+    inserts: int = 0
+    rows_inserted: int = 0
+    insert_seconds: float = 0.0
+    dropped_stale: int = 0
+    per_stream: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count(self, stream: str, statuses: list[str]) -> None:
+        counts = self.per_stream.setdefault(stream, {"valid": 0, "duplicate": 0, "invalid": 0})
+        for status in counts:
+            n = statuses.count(status)
+            counts[status] += n
+            setattr(self, status, getattr(self, status) + n)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "per_stream": {k: dict(v) for k, v in self.per_stream.items()}}
+
+
+class Sink:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        streams_by_topic: dict[str, str],
+        publish: PublishFn,
+        commit: CommitFn,
+        generation: Callable[[], int] = lambda: 0,
+    ):
+        self.settings = settings
+        self.store = store
+        self.streams_by_topic = streams_by_topic
+        self._publish = publish
+        self._commit = commit
+        self._generation = generation
+        self.watermarks: dict[Key, int] = {}
+        self.assigned: set[Key] = set()
+        self.dedupe: dict[str, DedupeWindow] = {}
+        self.buffers: dict[Key, PartitionBuffer] = {}
+        self.stats = SinkStats()
+        self.valid_hooks: list[ValidHook] = []
+        self._lock = asyncio.Lock()
+
+    # -- rebalance ------------------------------------------------------------------
+
+    async def on_assigned(self, tps: Iterable[Key]) -> None:
+        """Read watermarks and rebuild dedupe state from ClickHouse for our partitions."""
+        tps = [tp for tp in tps if tp[0] in self.streams_by_topic]
+        async with self._lock:
+            by_stream: dict[str, list[int]] = {}
+            for topic, partition in tps:
+                by_stream.setdefault(self.streams_by_topic[topic], []).append(partition)
+            for stream, partitions in by_stream.items():
+                topic = self.settings.topic(stream)
+                marks = await self._retry(self.store.watermarks, topic, partitions)
+                for p in partitions:
+                    if p in marks:
+                        self.watermarks[(topic, p)] = marks[p]
+                    else:
+                        self.watermarks.pop((topic, p), None)
+                # Everything we judged before is flushed (revoke flushes all), so the
+                # store is the whole truth: replace, don't merge.
+                window = DedupeWindow(
+                    int(self.settings.dedupe_window_s * 1000), self.settings.dedupe_max_keys
+                )
+                window.load(await self._retry(
+                    self.store.recent_event_ids, topic, self.settings.dedupe_window_s,
+                    self.settings.dedupe_max_keys,
+                ))
+                self.dedupe[stream] = window
+            self.assigned.update(tps)
+        log.info("assigned %s; watermarks %s", sorted(tps), self.watermarks)
+
+    async def on_revoked(self, tps: Iterable[Key]) -> None:
+        tps = [tp for tp in tps if tp[0] in self.streams_by_topic]
+        async with self._lock:
+            for tp in tps:
+                await self._flush(tp)
+            self.assigned.difference_update(tps)
+            for tp in tps:
+                self.buffers.pop(tp, None)
+
+    # -- the hot path ------------------------------------------------------------------
+
+    async def add(self, batch: FetchBatch) -> None:
+        tp = (batch.topic, batch.partition)
+        async with self._lock:
+            # Checked under the lock: a revoke/assign may have run while we waited.
+            if tp not in self.assigned or batch.generation_id != self._generation():
+                # Fetched before a rebalance: re-read from the committed offset.
+                self.stats.dropped_stale += len(batch.records)
+                return
+            stream = self.streams_by_topic[batch.topic]
+            buffer = self.buffers.get(tp)
+            floor = max(self.watermarks.get(tp, -1), buffer.last_offset if buffer else -1)
+            records = skip_stored(batch.records, floor if floor >= 0 else None)
+            self.stats.skipped_stored += len(batch.records) - len(records)
+            if not records:
+                return
+            judged = judge_batch(
+                stream, batch.topic, batch.partition, records, self.dedupe[stream],
+                int(time.time() * 1000),
+            )
+            for hook in self.valid_hooks:
+                hook(stream, judged.valid)
+            if buffer is None:
+                buffer = self.buffers[tp] = PartitionBuffer(stream)
+            buffer.add(judged)
+            if buffer.rows >= self.settings.batch_rows:
+                await self._flush(tp)
+
+    async def flush_due(self) -> None:
+        """Timer: flush buffers older than the flush interval (batches by size AND time)."""
+        now = time.monotonic()
+        async with self._lock:
+            for tp, buffer in list(self.buffers.items()):
+                if buffer.last_offset >= 0 and now - buffer.since >= self.settings.flush_interval_s:
+                    await self._flush(tp)
+
+    async def flush_all(self) -> None:
+        async with self._lock:
+            for tp in list(self.buffers):
+                await self._flush(tp)
+
+    async def _flush(self, tp: Key) -> None:
+        buffer = self.buffers.get(tp)
+        if buffer is None or buffer.last_offset < 0:
+            return
+        if buffer.dead_letters:
+            await self._publish(buffer.dead_letters)
+        if buffer.rows:
+            table = ingest_log_table(buffer.columns)
+            started = time.perf_counter()
+            await self._retry(self.store.insert_arrow, "ingest_log", table)
+            self.stats.insert_seconds += time.perf_counter() - started
+            self.stats.inserts += 1
+            self.stats.rows_inserted += buffer.rows
+            self.stats.count(buffer.stream, buffer.columns["status"])
+        self.watermarks[tp] = buffer.last_offset
+        self.buffers[tp] = PartitionBuffer(buffer.stream)
+        if not self.settings.commit_offsets:
+            return
+        try:
+            await self._commit({tp: buffer.last_offset + 1})
+        except Exception as exc:  # the watermark keeps us exact; a later commit catches up
+            log.warning("offset commit for %s failed: %s", tp, exc)
+
+    async def _retry(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking store call in a thread; retry with backoff while ClickHouse is away."""
+        delay = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except StoreError as exc:
+                log.error("ClickHouse unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)

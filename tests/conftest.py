@@ -1,0 +1,56 @@
+"""Shared fixtures. Integration tests start a real Tansu broker and a real
+chDB store themselves (or use the ClickHouse server named by
+STOCKTAKE_TEST_CLICKHOUSE) and stop what they start.
+
+chDB allows one store path per process, so this pytest process opens one
+store for the session and every test isolates itself with its own topic
+prefix and consumer group (uuid names).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clickhouse.store import Store
+from stocktake.broker import EmbeddedBroker
+from stocktake.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def store_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return os.environ.get("STOCKTAKE_TEST_CLICKHOUSE") or (
+        f"chdb://{tmp_path_factory.mktemp('store').resolve() / 'chdb'}"
+    )
+
+
+@pytest.fixture(scope="session")
+def store(store_dsn: str) -> Iterator[Store]:
+    s = Store(store_dsn)
+    s.migrate()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, store_dsn: str):  # type: ignore[no-untyped-def]
+    def make(**overrides: object) -> Settings:
+        prefix = f"t{uuid.uuid4().hex[:10]}"
+        values: dict[str, object] = {
+            "data_dir": tmp_path, "topic_prefix": prefix, "group_id": prefix, "partitions": 3,
+            "flush_interval_s": 0.2, "clickhouse": store_dsn,
+        }
+        values.update(overrides)
+        return Settings.from_env({}, **values)
+    return make

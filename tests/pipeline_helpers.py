@@ -1,0 +1,77 @@
+"""What tests expect from a replay, computed from the messages themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from clickhouse.store import Store
+from stocktake import replay
+
+
+def retopic(messages: list[replay.Message], prefix: str) -> list[replay.Message]:
+    """The replay produces to stocktake.*; tests use their own uuid prefix."""
+    return [m._replace(topic=prefix + m.topic.removeprefix("stocktake")) for m in messages]
+
+
+def expected_counts(messages: list[replay.Message]) -> dict[tuple[str, str], int]:
+    """(stream, status) -> events, straight from how the replay built each message."""
+    out: Counter[tuple[str, str]] = Counter()
+    for m in messages:
+        stream = m.topic.rsplit(".", 1)[1]
+        if m.kind == "malformed":
+            out[(stream, "invalid")] += 1
+        elif m.kind == "duplicate":
+            out[(stream, "duplicate")] += m.events
+        else:
+            out[(stream, "valid")] += m.events
+    return dict(out)
+
+
+def stored_counts(store: Store, prefix: str) -> dict[tuple[str, str], int]:
+    rows = store.rows(
+        "SELECT stream, toString(status), count() FROM ingest_log "
+        "WHERE startsWith(topic, {p:String}) GROUP BY stream, status", {"p": prefix + "."})
+    return {(s, st): int(n) for s, st, n in rows}
+
+
+def coordinates_unique(store: Store, prefix: str) -> tuple[int, int]:
+    """(rows, distinct coordinates): equal when nothing was stored twice."""
+    (rows, distinct), = store.rows(
+        "SELECT count(), uniqExact(topic, partition, offset, idx) FROM ingest_log "
+        "WHERE startsWith(topic, {p:String})", {"p": prefix + "."})
+    return int(rows), int(distinct)
+
+
+async def wait_rows(store: Store, prefix: str, want: int, timeout: float = 90) -> int:
+    deadline = time.monotonic() + timeout
+    got = 0
+    while time.monotonic() < deadline:
+        got = sum(stored_counts(store, prefix).values())
+        if got >= want:
+            return got
+        await asyncio.sleep(0.2)
+    return got
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int, want: int,
+               timeout: float = 30) -> list[Any]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time()}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < want and time.monotonic() < deadline:
+        for m in consumer.consume(1000, timeout=0.5):
+            if m.error() is None:
+                out.append(m)
+    # Anything beyond `want` would be a duplicate dead letter: look a little longer.
+    for m in consumer.consume(1000, timeout=1.0):
+        if m.error() is None:
+            out.append(m)
+    consumer.close()
+    return out
