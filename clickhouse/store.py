@@ -69,7 +69,7 @@ def _has_sql(chunk: str) -> bool:
 
 def _describe(exc: BaseException, dsn: str) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "Cannot lock file" in str(exc) or "status" in text and "lock" in text.lower():
+    if "Cannot lock file" in str(exc) or ("status" in text and "lock" in text.lower()):
         path = dsn.removeprefix("chdb://")
         return f"the store {path} is locked by another process (a running `stocktake up`/worker?)"
     return text[:300]

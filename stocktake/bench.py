@@ -56,7 +56,7 @@ def _ceiling(bootstrap: str, topic: str, partitions: int, n_messages: int) -> fl
             started = time.perf_counter()
         for message in batch:
             if message.error() is None:
-                loads(message.value())
+                loads(message.value() or b"null")
                 seen += 1
     elapsed = time.perf_counter() - (started or time.perf_counter())
     consumer.close()

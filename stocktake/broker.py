@@ -6,9 +6,7 @@ Its storage here is memory-only, so topics live as long as the child process.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import time

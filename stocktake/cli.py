@@ -199,7 +199,7 @@ async def _serve_async(runtime: Any, duration: float | None, events: list[Any] |
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    app, sink = await runtime.start_worker(web=True)
+    _app, sink = await runtime.start_worker(web=True)
     console.print(
         f"[bold]stocktake[/] Kafka [cyan]{runtime.bootstrap}[/] · ClickHouse "
         f"[cyan]{settings.clickhouse_dsn}[/] · API [cyan]{runtime.http_url}[/]"

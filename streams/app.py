@@ -79,8 +79,11 @@ def create_app(
             await future  # raises if the broker refused one: nothing is committed then
 
     async def commit(offsets: dict[Key, int]) -> bool:
-        return bool(await app.consumer._commit_offsets(
-            {app.consumer._new_topicpartition(t, p): o for (t, p), o in offsets.items()}
+        # Faust's own commit path (producer flush, assignment check, bookkeeping);
+        # our topics have acks off, so nothing else commits them.
+        consumer: Any = app.consumer
+        return bool(await consumer._commit_offsets(
+            {consumer._new_topicpartition(t, p): o for (t, p), o in offsets.items()}
         ))
 
     sink = Sink(settings, store, topics, publish, commit,
@@ -96,13 +99,14 @@ def create_app(
 
         app.agent(channel, name=f"stocktake.ingest.{stream}")(ingest)
 
-    @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         await sink.on_assigned((tp.topic, tp.partition) for tp in assigned)
 
-    @app.on_partitions_revoked.connect
     async def _revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         await sink.on_revoked((tp.topic, tp.partition) for tp in revoked)
+
+    app.on_partitions_assigned.connect(_assigned)  # type: ignore[arg-type]
+    app.on_partitions_revoked.connect(_revoked)  # type: ignore[arg-type]
 
     @app.timer(interval=min(settings.flush_interval_s, 1.0))
     async def _flush_due() -> None:

@@ -60,10 +60,11 @@ class BatchingConsumer(faust_aiokafka.Consumer):
             generation_id,
         )
         # Offset of the last record keeps Faust's read-offset bookkeeping monotonic.
+        timestamp = last.timestamp / 1000.0 if last.timestamp is not None else 0.0
         return faust_aiokafka.ConsumerMessage(
-            last.topic, last.partition, last.offset,
-            last.timestamp / 1000.0 if last.timestamp is not None else None,
-            last.timestamp_type, [], None, batch, None, 0, 0, tp,
+            last.topic, last.partition, last.offset, timestamp,
+            last.timestamp_type, [], None, batch,  # type: ignore[arg-type]  # raw codec passes it on
+            None, 0, 0, tp,
             generation_id=generation_id,
         )
 

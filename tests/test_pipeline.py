@@ -37,7 +37,7 @@ def test_replay_with_faults_counts_exactly(broker, store, make_settings, rees46_
 
     async def run() -> None:
         runtime = Runtime(settings, store=store, bootstrap=broker.bootstrap).open()
-        app, sink = await runtime.start_worker()
+        _app, sink = await runtime.start_worker()
         try:
             await wait_until_assigned([sink], settings.partitions)
             await asyncio.to_thread(replay.produce, broker.bootstrap, messages)
@@ -92,7 +92,7 @@ def test_rebalance_mid_stream_loses_nothing_and_counts_once(broker, store, make_
 
     async def run() -> tuple[int, int]:
         runtime = Runtime(settings, store=store, bootstrap=broker.bootstrap).open()
-        app1, sink1 = await runtime.start_worker()
+        _app1, sink1 = await runtime.start_worker()
         try:
             await wait_until_assigned([sink1], settings.partitions)
             producer = threading.Thread(target=produce_paced)
