@@ -6,13 +6,20 @@ Its storage here is memory-only, so topics live as long as the child process.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
+
+# librdkafka logs through this logger instead of writing to stderr itself;
+# the CLI keeps it quiet unless --log-level DEBUG (our own errors say enough).
+KAFKA_LOG = logging.getLogger("stocktake.kafka")
+log = logging.getLogger("stocktake.broker")
 
 
 class BrokerError(RuntimeError):
@@ -104,13 +111,36 @@ class EmbeddedBroker:
         self.stop()
 
 
-def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0) -> None:
-    """Create topics (name -> partitions) if missing; existing ones are left alone."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
-    try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
-    except Exception as exc:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+def _kafka_reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "str=" in text:  # KafkaError{code=..,val=..,str="..."}: keep the human part
+        text = text.split("str=", 1)[1].strip('"}')
+    return text
+
+
+def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0,
+                  connect_timeout: float = 30.0) -> None:
+    """Create topics (name -> partitions) if missing; existing ones are left alone.
+
+    An unreachable broker is retried with backoff for ``connect_timeout`` seconds,
+    one warning line per attempt, then reported as one BrokerError line.
+    """
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000,
+                              "logger": KAFKA_LOG}
+    admin = AdminClient(config)
+    deadline = time.monotonic() + connect_timeout
+    delay = 0.5
+    while True:
+        try:
+            existing = set(admin.list_topics(timeout=min(timeout, 5.0)).topics)
+            break
+        except Exception as exc:
+            reason = _kafka_reason(exc)
+            if time.monotonic() + delay > deadline:
+                raise BrokerError(f"cannot reach Kafka at {bootstrap}: {reason}") from None
+            log.warning("Kafka at %s unreachable (%s); retrying in %.1fs", bootstrap, reason, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
     new = [NewTopic(name, num_partitions=n, replication_factor=1)
            for name, n in topics.items() if name not in existing]
     if not new:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from stocktake.broker import KAFKA_LOG
 from stocktake.replay_sources import (
     KEY_FIELD,
     ReplayEvent,
@@ -272,6 +273,7 @@ def produce(
 
     producer = Producer({
         "bootstrap.servers": bootstrap,
+        "logger": KAFKA_LOG,
         "linger.ms": 5,
         "enable.idempotence": True,  # retries must not add duplicates we did not inject
         "acks": "all",

@@ -66,7 +66,7 @@ class Runtime:
         s = self.settings
         topics = {s.topic(stream): s.partitions for stream in STREAMS}
         topics[s.deadletter_topic] = s.partitions
-        create_topics(self.bootstrap, topics)
+        create_topics(self.bootstrap, topics, connect_timeout=s.connect_timeout_s)
 
     async def start_worker(self, *, web: bool = False) -> tuple[StocktakeApp, Sink]:
         assert self.store is not None, "open() first"

@@ -43,6 +43,8 @@ class Settings:
     http_host: str = field(default="127.0.0.1", metadata=_env("STOCKTAKE_HTTP_HOST"))
     http_port: int = field(default=0, metadata=_env("STOCKTAKE_HTTP_PORT"))
     log_level: str = field(default="WARNING", metadata=_env("STOCKTAKE_LOG_LEVEL"))
+    # How long start-up retries an unreachable Kafka/ClickHouse before giving up.
+    connect_timeout_s: float = field(default=30.0, metadata=_env("STOCKTAKE_CONNECT_TIMEOUT"))
     # Off only to test recovery: every stored record is then redelivered after a
     # crash and must be skipped by the ClickHouse watermark.
     commit_offsets: bool = field(default=True, metadata=_env("STOCKTAKE_COMMIT_OFFSETS"))

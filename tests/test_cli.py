@@ -1,0 +1,123 @@
+"""The `stocktake` command as a user runs it: one-line errors, `up` with the
+embedded broker and store, inventory/query while it runs and after it stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stocktake import replay
+
+
+def stocktake(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stocktake.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert re.match(r"^stocktake( [a-z-]+)?: error: ", lines[0]), lines[0]
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["up", "--speed", "fast"], "--speed"),
+    (["up", "--kafka-port", "99999"], "port out of range"),
+    (["up", "--duration", "-1"], "must be > 0"),
+    (["up", "--replay", "no-such-source"], "no-such-source"),
+    (["up", "--inject", "duplicates=2"], "duplicates"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_flags_give_one_clear_line(args: list[str], needle: str, tmp_path: Path) -> None:
+    assert_one_line_error(stocktake(*args, "--data-dir", str(tmp_path)) if args[0] == "up"
+                          else stocktake(*args), needle)
+
+
+def test_bad_environment_gives_one_clear_line() -> None:
+    assert_one_line_error(stocktake("inventory", env={"STOCKTAKE_PARTITIONS": "many"}),
+                          "STOCKTAKE_PARTITIONS")
+    assert_one_line_error(stocktake("inventory", env={"STOCKTAKE_CLICKHOUSE": "mysql://x"}),
+                          "STOCKTAKE_CLICKHOUSE")
+
+
+def test_inventory_without_a_store_says_so(tmp_path: Path) -> None:
+    assert_one_line_error(stocktake("inventory", "--data-dir", str(tmp_path / "none")), "no store")
+
+
+@pytest.mark.integration
+def test_unreachable_kafka_gives_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = stocktake("worker", "--data-dir", str(tmp_path),
+                       env={"STOCKTAKE_KAFKA": f"127.0.0.1:{port}", "STOCKTAKE_CONNECT_TIMEOUT": "0"},
+                       timeout=60)
+    assert_one_line_error(result, "cannot reach Kafka", f"127.0.0.1:{port}")
+
+
+@pytest.mark.integration
+def test_port_in_use_gives_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert_one_line_error(stocktake("up", "--data-dir", str(tmp_path), "--kafka-port", str(port)),
+                              "already in use")
+
+
+@pytest.mark.integration
+def test_up_replays_rees46_and_inventory_answers_during_and_after(tmp_path: Path) -> None:
+    data_dir = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stocktake.cli", "up", "--data-dir", str(data_dir), "--speed", "max",
+         "--duration", "25", "--inject", "duplicates=0.02,malformed=0.01"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    messages = list(replay.to_messages(replay.load_events("rees46"),
+                                       faults={"duplicates": 0.02, "malformed": 0.01}))
+    valid = {s: sum(m.events for m in messages if m.kind in ("event", "envelope") and
+                    m.topic == f"stocktake.{s}") for s in ("behaviour", "product", "transaction")}
+    try:
+        # While it runs: the store is locked by the worker, so inventory asks it over HTTP.
+        deadline = time.monotonic() + 60
+        during: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            result = stocktake("inventory", "--json", "--data-dir", str(data_dir))
+            if result.returncode == 0:
+                during = {a["asset"]: a["valid"] for a in json.loads(result.stdout)["assets"]}
+                if during.get("behaviour") == valid["behaviour"]:
+                    break
+            time.sleep(0.5)
+        assert during.get("behaviour") == valid["behaviour"]
+        second = stocktake("up", "--data-dir", str(data_dir), "--replay", "none")
+        assert_one_line_error(second, "in use by stocktake pid")
+        query = stocktake("query", "SELECT count() AS n FROM ingest_log WHERE status = 'invalid'",
+                          "--json", "--data-dir", str(data_dir))
+        assert query.returncode == 0, query.stderr
+        assert json.loads(query.stdout)["rows"][0][0] == sum(m.kind == "malformed" for m in messages)
+    finally:
+        _, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 0, stderr
+    assert "stopped after" in stderr
+    # After it stopped: inventory opens the store itself.
+    after = stocktake("inventory", "--json", "--data-dir", str(data_dir))
+    assert after.returncode == 0, after.stderr
+    assets = {a["asset"]: a for a in json.loads(after.stdout)["assets"]}
+    for stream, n in valid.items():
+        assert assets[stream]["valid"] == n
+        assert assets[stream]["last_event_ts"].endswith("Z")
+    assert assets["behaviour/event_type=purchase"]["valid"] > 0
+    assert assets["behaviour/source=rees46-web"]["valid"] == valid["behaviour"]
+    assert sum(assets[s]["duplicates"] for s in valid) == sum(
+        m.events for m in messages if m.kind == "duplicate")
