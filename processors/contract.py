@@ -38,8 +38,14 @@ class Event(NamedTuple):
 
 class Item(NamedTuple):
     obj: Any | None  # parsed JSON value (None if the item failed to parse)
-    raw: bytes  # the item's original bytes
+    raw: bytes | None  # the item's original bytes; None for a JSON-array element (see item_bytes)
     error: Rejected | None  # set when the item could not be parsed
+
+
+def item_bytes(item: Item) -> bytes:
+    """The item's bytes. Array elements are written back out only when asked
+    (dead letters): doing it for every event halved envelope throughput."""
+    return item.raw if item.raw is not None else _dump(item.obj)
 
 
 # ---------------------------------------------------------------- decoding
@@ -83,7 +89,7 @@ def decode_message(value: bytes | None) -> list[Item]:
         # NDJSON: each non-blank line is one value (CRLF tolerated); a bad line loses only itself
         return [_parse_one(ln) for ln in map(bytes.strip, value.split(b"\n")) if ln]
     if type(obj) is list:  # batch envelope
-        return [Item(x, _dump(x), None) if x is not None else Item(None, b"null", _NULL)
+        return [Item(x, None, None) if x is not None else Item(None, b"null", _NULL)
                 for x in obj]
     return [Item(obj, value, None) if obj is not None else Item(None, value, _NULL)]
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from processors.contract import Event, Rejected, decode_message, normalize, parse_ts_ms
+from processors.contract import Event, Rejected, decode_message, item_bytes, normalize, parse_ts_ms
 from processors.dedupe import DedupeWindow
 
 COLUMNS = (
@@ -90,9 +90,10 @@ def judge_batch(
                 c_product.append("")
                 c_order.append("")
                 c_ts.append(ts if ts is not None else ingest_ms)
-                c_payload.append(item.raw)
+                raw = item_bytes(item)
+                c_payload.append(raw)
                 counts["invalid"] += 1
-                dead.append(DeadLetter(record.key, item.raw, _dl_headers(
+                dead.append(DeadLetter(record.key, raw, _dl_headers(
                     verdict, topic, partition, record.offset, idx)))
                 continue
             event = verdict

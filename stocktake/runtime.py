@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -51,6 +52,7 @@ class Runtime:
 
     def open(self) -> Runtime:
         """Start/connect broker and store, migrate, create topics. Blocking."""
+        tune_gc()
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         if s.embedded_kafka and not self._bootstrap:
@@ -111,6 +113,16 @@ class Runtime:
     def _write_worker_file(self) -> None:
         info = {"pid": os.getpid(), "http": self.http_url, "kafka": self.bootstrap}
         self.worker_file(self.settings.data_dir).write_text(json.dumps(info))
+
+
+def tune_gc() -> None:
+    """Fewer, later collections: the hot path allocates ~10 short-lived objects per
+    event, and CPython's default gen-0 threshold (700) made GC a third of the
+    envelope path's time (bench: 107k -> 168k judged events/s). Objects alive
+    at start-up (Faust, chDB, pyarrow) are frozen out of collection."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def running_worker(data_dir: Path) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from processors.contract import (
     Item,
     Rejected,
     decode_message,
+    item_bytes,
     normalize,
     parse_ts_ms,
 )
@@ -314,7 +315,7 @@ def test_decode_array_envelope() -> None:
     evs = [behaviour(event_id=i) for i in range(3)]
     items = decode_message(orjson.dumps(evs))
     assert [i.obj for i in items] == evs
-    assert [orjson.loads(i.raw) for i in items] == evs
+    assert [orjson.loads(item_bytes(i)) for i in items] == evs
     assert all(i.error is None for i in items)
     assert decode_message(b"[]") == []
     assert decode_message(b" [ ] ") == []
@@ -335,7 +336,7 @@ def test_decode_deep_nesting_never_raises() -> None:
     deep = b"[" + b"[" * 500 + b"]" * 500 + b"]"  # orjson loads it but cannot dump it
     [item] = decode_message(deep)
     assert item.error is None and orjson.loads(deep) == [item.obj]
-    assert item.raw.startswith(b"[[")
+    assert item_bytes(item).startswith(b"[[")
 
 
 # ------------------------------------------------------------------ properties
@@ -434,7 +435,7 @@ def test_prop_valid_behaviour_round_trips(case: tuple[dict[str, Any], int]) -> N
 def _check_items(items: list[Item]) -> None:
     assert isinstance(items, list)
     for it in items:
-        assert isinstance(it, Item) and isinstance(it.raw, bytes)
+        assert isinstance(it, Item) and isinstance(item_bytes(it), bytes)
         assert (it.obj is None) != (it.error is None)
 
 
@@ -462,7 +463,7 @@ def test_prop_envelope_keeps_count_and_order(cases: list[tuple[dict[str, Any], i
     items = decode_message(value)
     assert len(items) == len(evs)
     for it, ev in zip(items, evs, strict=True):
-        assert it.error is None and it.obj == ev and orjson.loads(it.raw) == ev
+        assert it.error is None and it.obj == ev and orjson.loads(item_bytes(it)) == ev
         e = normalize("behaviour", it.obj)
         assert isinstance(e, Event) and e.event_id == _as_str(ev["event_id"])
 
