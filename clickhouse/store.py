@@ -6,14 +6,18 @@ process and one process per data dir, so every call goes through one lock.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 import clickhouse_connect
 import pyarrow as pa
+
+log = logging.getLogger("stocktake.store")
 
 INVENTORY_SQL = """
 SELECT
@@ -69,6 +73,9 @@ def _has_sql(chunk: str) -> bool:
 
 def _describe(exc: BaseException, dsn: str) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    errno = re.search(r"\[Errno -?\d+\] [^\"')]+", text)
+    if errno:  # urllib3's wrapping repeats the URL three times; the errno says it all
+        return errno.group(0)
     if "Cannot lock file" in str(exc) or ("status" in text and "lock" in text.lower()):
         path = dsn.removeprefix("chdb://")
         return f"the store {path} is locked by another process (a running `stocktake up`/worker?)"
@@ -76,15 +83,27 @@ def _describe(exc: BaseException, dsn: str) -> str:
 
 
 class Store:
-    def __init__(self, dsn: str, *, connect_timeout: int = 5):
+    def __init__(self, dsn: str, *, retry_for: float = 0.0):
+        """Open chDB or connect to a server; a server that is not up yet is retried
+        with backoff for ``retry_for`` seconds (one warning line per attempt)."""
         self.dsn = dsn
         self._lock = threading.RLock()
         if self.embedded:
             _claim_chdb_path(dsn)
-        try:
-            self.client = clickhouse_connect.get_client(dsn=dsn, connect_timeout=connect_timeout)
-        except Exception as exc:
-            raise StoreError(f"cannot open ClickHouse {_mask(dsn)}: {_describe(exc, dsn)}") from None
+        deadline = time.monotonic() + retry_for
+        delay = 0.5
+        while True:
+            try:
+                self.client = clickhouse_connect.get_client(dsn=dsn, **({} if self.embedded else {
+                    "connect_timeout": 5}))
+                break
+            except Exception as exc:
+                reason = _describe(exc, dsn)
+                if self.embedded or time.monotonic() + delay > deadline:
+                    raise StoreError(f"cannot open ClickHouse {_mask(dsn)}: {reason}") from None
+                log.warning("ClickHouse %s unreachable (%s); retrying in %.1fs", _mask(dsn), reason, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
 
     @property
     def embedded(self) -> bool:

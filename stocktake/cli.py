@@ -144,8 +144,10 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if level.upper() != "DEBUG":
         # Faust/mode/aiokafka are chatty at INFO and warn about things we handle.
-        for name in ("faust", "mode", "aiokafka", "streams.app", "clickhouse_connect", "stocktake.kafka"):
+        for name in ("faust", "mode", "aiokafka", "streams.app"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        for name in ("clickhouse_connect", "urllib3", "urllib3.connectionpool", "stocktake.kafka"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 # -- up / worker ------------------------------------------------------------------------

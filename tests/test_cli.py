@@ -52,6 +52,12 @@ def test_bad_environment_gives_one_clear_line() -> None:
                           "STOCKTAKE_CLICKHOUSE")
 
 
+def test_unreachable_clickhouse_gives_one_clear_line_without_the_password() -> None:
+    result = stocktake("inventory", env={"STOCKTAKE_CLICKHOUSE": "http://writer:s3cret@127.0.0.1:1/db"})
+    assert_one_line_error(result, "cannot open ClickHouse", "writer:***@127.0.0.1:1", "Connection refused")
+    assert "s3cret" not in result.stderr
+
+
 def test_inventory_without_a_store_says_so(tmp_path: Path) -> None:
     assert_one_line_error(stocktake("inventory", "--data-dir", str(tmp_path / "none")), "no store")
 

@@ -109,6 +109,13 @@ def test_load_merges_with_ids_already_seen() -> None:
     assert w.is_duplicate("new", 5000) is True
 
 
+def test_load_beyond_max_keys_keeps_the_newest() -> None:
+    w = DedupeWindow(window_ms=10**12, max_keys=3)
+    w.load([(f"e{i}", i) for i in (4, 0, 3, 1, 2)])
+    assert len(w) == 3
+    assert [f"e{i}" in w for i in range(5)] == [False, False, True, True, True]
+
+
 ids = st.sampled_from("abcdefg")
 deltas = st.integers(min_value=0, max_value=5_000)
 
