@@ -94,8 +94,8 @@ class Store:
         delay = 0.5
         while True:
             try:
-                self.client = clickhouse_connect.get_client(dsn=dsn, **({} if self.embedded else {
-                    "connect_timeout": 5}))
+                options: dict[str, Any] = {} if self.embedded else {"connect_timeout": 5}
+                self.client = clickhouse_connect.get_client(dsn=dsn, **options)
                 break
             except Exception as exc:
                 reason = _describe(exc, dsn)

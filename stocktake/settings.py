@@ -7,6 +7,7 @@ environment; secrets in URLs are masked when printed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -72,10 +73,13 @@ class Settings:
             raise SettingsError(f"STOCKTAKE_PARTITIONS must be >= 1, got {self.partitions}")
         if self.batch_rows < 1:
             raise SettingsError(f"STOCKTAKE_BATCH_ROWS must be >= 1, got {self.batch_rows}")
-        if self.flush_interval_s <= 0:
-            raise SettingsError("STOCKTAKE_FLUSH_INTERVAL must be > 0 seconds")
-        if self.dedupe_window_s < 0:
-            raise SettingsError("STOCKTAKE_DEDUPE_WINDOW must be >= 0 seconds")
+        # `not x > 0` rather than `x <= 0`: NaN compares False both ways.
+        if not 0 < self.flush_interval_s < math.inf:
+            raise SettingsError("STOCKTAKE_FLUSH_INTERVAL must be a finite number > 0 (seconds)")
+        if not 0 <= self.dedupe_window_s < math.inf:
+            raise SettingsError("STOCKTAKE_DEDUPE_WINDOW must be a finite number >= 0 (seconds)")
+        if not 0 <= self.connect_timeout_s < math.inf:
+            raise SettingsError("STOCKTAKE_CONNECT_TIMEOUT must be a finite number >= 0 (seconds)")
         if not 0 <= self.http_port <= 65535:
             raise SettingsError(f"STOCKTAKE_HTTP_PORT out of range: {self.http_port}")
         if self.clickhouse and not re.match(r"^(chdb|https?|clickhouse)://", self.clickhouse):
