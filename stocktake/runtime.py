@@ -84,9 +84,10 @@ class Runtime:
         return app, sink
 
     async def stop_worker(self, app: StocktakeApp, sink: Sink) -> None:
-        """Graceful: flush every buffer (insert + commit) before leaving the group."""
+        """Graceful: flush every buffer (insert + commit), then stop taking work, then
+        leave the group. What arrives in between is re-read by the next owner."""
         with contextlib.suppress(Exception):
-            await sink.flush_all()
+            await sink.close()
         await app.stop()
         self.workers = [w for w in self.workers if w[0] is not app]
 

@@ -99,6 +99,7 @@ class Sink:
         self.buffers: dict[Key, PartitionBuffer] = {}
         self.stats = SinkStats()
         self.valid_hooks: list[ValidHook] = []
+        self.closed = False
         self._lock = asyncio.Lock()
 
     # -- rebalance ------------------------------------------------------------------
@@ -135,18 +136,30 @@ class Sink:
         tps = [tp for tp in tps if tp[0] in self.streams_by_topic]
         async with self._lock:
             for tp in tps:
-                await self._flush(tp)
+                if not self.closed:
+                    await self._flush(tp)
             self.assigned.difference_update(tps)
             for tp in tps:
                 self.buffers.pop(tp, None)
 
     # -- the hot path ------------------------------------------------------------------
 
+    async def close(self) -> None:
+        """Flush everything, then accept no more work. Called before the app stops:
+        Faust keeps agents and timers running while it leaves the group, and a
+        flush after that could land after the partition's new owner read its
+        watermark (Tansu accepts the old member's offset commit too)."""
+        async with self._lock:
+            for tp in list(self.buffers):
+                await self._flush(tp)
+            self.closed = True
+            self.assigned.clear()
+
     async def add(self, batch: FetchBatch) -> None:
         tp = (batch.topic, batch.partition)
         async with self._lock:
             # Checked under the lock: a revoke/assign may have run while we waited.
-            if tp not in self.assigned or batch.generation_id != self._generation():
+            if self.closed or tp not in self.assigned or batch.generation_id != self._generation():
                 # Fetched before a rebalance: re-read from the committed offset.
                 self.stats.dropped_stale += len(batch.records)
                 return
@@ -173,12 +186,16 @@ class Sink:
         """Timer: flush buffers older than the flush interval (batches by size AND time)."""
         now = time.monotonic()
         async with self._lock:
+            if self.closed:
+                return
             for tp, buffer in list(self.buffers.items()):
                 if buffer.last_offset >= 0 and now - buffer.since >= self.settings.flush_interval_s:
                     await self._flush(tp)
 
     async def flush_all(self) -> None:
         async with self._lock:
+            if self.closed:
+                return
             for tp in list(self.buffers):
                 await self._flush(tp)
 

@@ -75,3 +75,11 @@ def read_topic(bootstrap: str, topic: str, partitions: int, want: int,
             out.append(m)
     consumer.close()
     return out
+
+
+def doubly_valid(store: Store, prefix: str) -> list[tuple[object, ...]]:
+    """Event ids stored as valid more than once, with where and when: for failure messages."""
+    return store.rows(
+        "SELECT topic, event_id, groupArray((partition, offset, idx, ingest_ts)) FROM ingest_log "
+        "WHERE startsWith(topic, {p:String}) AND status = 'valid' GROUP BY topic, event_id "
+        "HAVING count() > 1 LIMIT 5", {"p": prefix + "."})

@@ -12,6 +12,7 @@ from stocktake import replay
 from stocktake.runtime import Runtime, wait_until_assigned
 from tests.pipeline_helpers import (
     coordinates_unique,
+    doubly_valid,
     expected_counts,
     read_topic,
     retopic,
@@ -117,6 +118,6 @@ def test_rebalance_mid_stream_loses_nothing_and_counts_once(broker, store, make_
     rows_by_second, stored_mid = asyncio.run(run())
     assert rows_by_second > 0, "the second worker stored nothing: no real rebalance happened"
     assert 0 < stored_mid < total, "the rebalance did not happen mid-stream"
-    assert stored_counts(store, prefix) == want
+    assert stored_counts(store, prefix) == want, doubly_valid(store, prefix)
     rows, distinct = coordinates_unique(store, prefix)
     assert rows == distinct == total
