@@ -40,6 +40,14 @@ class Settings:
     # Source-side duplicate window (event time) and its hard size bound.
     dedupe_window_s: float = field(default=3600.0, metadata=_env("STOCKTAKE_DEDUPE_WINDOW"))
     dedupe_max_keys: int = field(default=2_000_000, metadata=_env("STOCKTAKE_DEDUPE_MAX_KEYS"))
+    # Inventory judgement (event time): lateness bound for "late" events, the
+    # freshness a stream should keep, drift grace and vanish spans, and the
+    # relative tolerance of amount vs quantity × catalog price.
+    lateness_s: float = field(default=300.0, metadata=_env("STOCKTAKE_LATENESS"))
+    freshness_target_s: float = field(default=300.0, metadata=_env("STOCKTAKE_FRESHNESS_TARGET"))
+    drift_grace_s: float = field(default=300.0, metadata=_env("STOCKTAKE_DRIFT_GRACE"))
+    field_vanish_after_s: float = field(default=3600.0, metadata=_env("STOCKTAKE_FIELD_VANISH_AFTER"))
+    amount_tolerance: float = field(default=0.01, metadata=_env("STOCKTAKE_AMOUNT_TOLERANCE"))
     # The worker's HTTP API (inventory/query while it runs).
     http_host: str = field(default="127.0.0.1", metadata=_env("STOCKTAKE_HTTP_HOST"))
     http_port: int = field(default=0, metadata=_env("STOCKTAKE_HTTP_PORT"))
@@ -78,6 +86,13 @@ class Settings:
             raise SettingsError("STOCKTAKE_FLUSH_INTERVAL must be a finite number > 0 (seconds)")
         if not 0 <= self.dedupe_window_s < math.inf:
             raise SettingsError("STOCKTAKE_DEDUPE_WINDOW must be a finite number >= 0 (seconds)")
+        for env_name, value in (("STOCKTAKE_LATENESS", self.lateness_s),
+                                ("STOCKTAKE_FRESHNESS_TARGET", self.freshness_target_s),
+                                ("STOCKTAKE_DRIFT_GRACE", self.drift_grace_s),
+                                ("STOCKTAKE_FIELD_VANISH_AFTER", self.field_vanish_after_s),
+                                ("STOCKTAKE_AMOUNT_TOLERANCE", self.amount_tolerance)):
+            if not 0 <= value < math.inf:
+                raise SettingsError(f"{env_name} must be a finite number >= 0")
         if not 0 <= self.connect_timeout_s < math.inf:
             raise SettingsError("STOCKTAKE_CONNECT_TIMEOUT must be a finite number >= 0 (seconds)")
         if not 0 <= self.http_port <= 65535:
