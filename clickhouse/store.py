@@ -169,16 +169,29 @@ class Store:
             params["p"] = list(partitions)
         return {int(p): int(o) for p, o in self.rows(sql + " GROUP BY partition", params)}
 
-    def recent_event_ids(self, topic: str, window_s: float, limit: int) -> list[tuple[str, int]]:
-        """(event_id, ts_ms) of valid events within window_s of the topic's newest event time."""
+    def event_time_progress(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        """Newest stored event time (ms) of valid events per partition."""
+        return {int(p): int(t) for p, t in self.rows(
+            "SELECT partition, toUnixTimestamp64Milli(max(ts)) FROM ingest_log WHERE topic = {t:String}"
+            " AND status = 'valid' AND partition IN {p:Array(UInt32)} GROUP BY partition",
+            {"t": topic, "p": list(partitions)})}
+
+    def recent_event_ids(
+        self, topic: str, window_s: float, limit: int, partitions: Sequence[int] | None = None
+    ) -> list[tuple[str, int]]:
+        """(event_id, ts_ms) of the topic's valid events within window_s behind the low
+        watermark: the minimum over ``partitions`` (default: all) of their newest event time."""
+        where_p = "" if partitions is None else " AND partition IN {p:Array(UInt32)}"
         return [
             (str(e), int(t))
             for e, t in self.rows(
-                "SELECT event_id, toUnixTimestamp64Milli(ts) FROM ingest_log "
-                "WHERE topic = {t:String} AND status = 'valid' AND ts >= "
-                "(SELECT max(ts) FROM ingest_log WHERE topic = {t:String} AND status = 'valid')"
-                " - toIntervalMillisecond({w:UInt64}) ORDER BY ts DESC LIMIT {n:UInt64}",
-                {"t": topic, "w": int(window_s * 1000), "n": limit},
+                "WITH (SELECT min(newest) FROM (SELECT max(ts) AS newest FROM ingest_log"
+                " WHERE topic = {t:String} AND status = 'valid'" + where_p + " GROUP BY partition)) AS low"
+                " SELECT event_id, toUnixTimestamp64Milli(ts) FROM ingest_log"
+                " WHERE topic = {t:String} AND status = 'valid'"
+                " AND ts >= low - toIntervalMillisecond({w:UInt64}) ORDER BY ts DESC LIMIT {n:UInt64}",
+                {"t": topic, "w": int(window_s * 1000), "n": limit,
+                 "p": list(partitions) if partitions is not None else []},
             )
         ]
 

@@ -17,7 +17,7 @@ class FieldType(NamedTuple):
     type: str            # JSON type: string, number, boolean, object, array, null
     first_ms: int
     last_ms: int
-    count: int
+    n: int                # valid events carrying the field with this type
 
 
 class DriftEvent(NamedTuple):
@@ -41,7 +41,7 @@ def detect_drift(
     Nulls carry no type: a field that turns null is a completeness matter."""
     by_field: dict[tuple[str, str], list[FieldType]] = {}
     for ob in observations:
-        if ob.type != "null" and ob.count > 0:
+        if ob.type != "null" and ob.n > 0:
             by_field.setdefault((ob.stream, ob.field), []).append(ob)
     events: list[DriftEvent] = []
     for (stream, field), types in sorted(by_field.items()):
@@ -60,7 +60,7 @@ def detect_drift(
                 before = sorted({x.type for x in types[:earlier_index]})
                 events.append(DriftEvent(stream, field, "type_change", t.first_ms, t.type,
                                          f"{field} was {'/'.join(before)}, now also {t.type} "
-                                         f"({t.count} events)"))
+                                         f"({t.n} events)"))
         if field_last < stream_last - vanish_after_ms:
             events.append(DriftEvent(stream, field, "vanished_field", field_last, types[-1].type,
                                      f"{field} not seen for {(stream_last - field_last) / 1000:.0f}s "

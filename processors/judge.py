@@ -97,7 +97,7 @@ def judge_batch(
                     verdict, topic, partition, record.offset, idx)))
                 continue
             event = verdict
-            if dedupe.is_duplicate(event.event_id, event.ts_ms):
+            if dedupe.is_duplicate(event.event_id, event.ts_ms, partition):
                 c_status.append("duplicate")
                 c_reason.append("duplicate_event_id")
                 counts["duplicate"] += 1

@@ -87,7 +87,7 @@ def create_app(
         ))
 
     sink = Sink(settings, store, topics, publish, commit,
-                generation=lambda: app.consumer_generation_id)
+                generation=lambda: app.consumer_generation_id, name=f"worker-{id(app) % 10000}")
 
     for topic_name, stream in topics.items():
         channel = app.topic(topic_name, value_serializer="raw", key_serializer="raw", acks=False)

@@ -86,6 +86,7 @@ class Sink:
         publish: PublishFn,
         commit: CommitFn,
         generation: Callable[[], int] = lambda: 0,
+        name: str = "sink",
     ):
         self.settings = settings
         self.store = store
@@ -93,6 +94,7 @@ class Sink:
         self._publish = publish
         self._commit = commit
         self._generation = generation
+        self.name = name
         self.watermarks: dict[Key, int] = {}
         self.assigned: set[Key] = set()
         self.dedupe: dict[str, DedupeWindow] = {}
@@ -124,17 +126,20 @@ class Sink:
                 window = DedupeWindow(
                     int(self.settings.dedupe_window_s * 1000), self.settings.dedupe_max_keys
                 )
-                window.load(await self._retry(
-                    self.store.recent_event_ids, topic, self.settings.dedupe_window_s,
-                    self.settings.dedupe_max_keys,
-                ))
+                window.load(
+                    await self._retry(self.store.recent_event_ids, topic, self.settings.dedupe_window_s,
+                                      self.settings.dedupe_max_keys, partitions),
+                    await self._retry(self.store.event_time_progress, topic, partitions),
+                )
                 self.dedupe[stream] = window
+                log.info("%s assigned %s[%s]: watermarks %s, dedupe ids loaded %d (newest ts %d)",
+                         self.name, topic, partitions, marks, len(window), window.newest_ms)
             self.assigned.update(tps)
-        log.info("assigned %s; watermarks %s", sorted(tps), self.watermarks)
 
     async def on_revoked(self, tps: Iterable[Key]) -> None:
         tps = [tp for tp in tps if tp[0] in self.streams_by_topic]
         async with self._lock:
+            log.info("%s revoked %s", self.name, sorted(tps))
             for tp in tps:
                 if not self.closed:
                     await self._flush(tp)
@@ -162,6 +167,9 @@ class Sink:
             if self.closed or tp not in self.assigned or batch.generation_id != self._generation():
                 # Fetched before a rebalance: re-read from the committed offset.
                 self.stats.dropped_stale += len(batch.records)
+                log.info("%s dropped %s offsets %d..%d (closed=%s assigned=%s gen %d/%d)", self.name, tp,
+                         batch.records[0].offset, batch.records[-1].offset, self.closed,
+                         tp in self.assigned, batch.generation_id, self._generation())
                 return
             stream = self.streams_by_topic[batch.topic]
             buffer = self.buffers.get(tp)
@@ -213,6 +221,7 @@ class Sink:
             self.stats.inserts += 1
             self.stats.rows_inserted += buffer.rows
             self.stats.count(buffer.stream, buffer.columns["status"])
+        log.info("%s flushed %s up to offset %d (%d rows)", self.name, tp, buffer.last_offset, buffer.rows)
         self.watermarks[tp] = buffer.last_offset
         self.buffers[tp] = PartitionBuffer(buffer.stream)
         if not self.settings.commit_offsets:

@@ -9,6 +9,7 @@ prefix and consumer group (uuid names).
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,10 @@ import pytest
 from clickhouse.store import Store
 from stocktake.broker import EmbeddedBroker
 from stocktake.settings import Settings
+
+# Our own lifecycle logs at INFO are shown when a test fails; Faust's are noise.
+for _name in ("faust", "mode", "aiokafka", "streams.app", "clickhouse_connect"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")

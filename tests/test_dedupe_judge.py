@@ -322,3 +322,22 @@ def test_ingest_log_table_rejects_missing_columns() -> None:
     del cols["payload"]
     with pytest.raises((KeyError, ValueError, pa.ArrowInvalid)):
         ingest_log_table(cols)
+
+
+def test_fast_partition_does_not_expire_ids_a_lagging_partition_needs() -> None:
+    """Regression (seen in the rebalance test): after a reassignment one partition was
+    far ahead in event time; expiring against it forgot an original whose duplicate
+    sat in a lagging partition."""
+    hour = 3_600_000
+    w = DedupeWindow(window_ms=hour, max_keys=1000)
+    assert w.is_duplicate("original", 1 * hour, partition=1) is False
+    w.expire()
+    assert w.is_duplicate("far-ahead", 3 * hour, partition=3) is False
+    w.expire()
+    assert w.newest_ms == 1 * hour  # the low watermark follows the slowest partition
+    assert w.is_duplicate("original", 1 * hour, partition=1) is True
+
+    rebuilt = DedupeWindow(window_ms=hour, max_keys=1000)
+    rebuilt.load([("original", 1 * hour), ("far-ahead", 3 * hour)], progress={1: 1 * hour, 3: 3 * hour})
+    assert "original" in rebuilt
+    assert rebuilt.is_duplicate("original", 1 * hour, partition=1) is True

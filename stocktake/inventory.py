@@ -1,0 +1,200 @@
+"""The stocktake: assets, fields, entities, drift and quality from the store.
+
+Assembles the documented `stocktake inventory --json` document from the
+queries in clickhouse/queries.py and the pure judgement in processors/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from clickhouse import queries as Q
+from clickhouse.store import Store
+from processors.drift import FieldType, detect_drift
+from processors.quality import WEIGHTS, quality_score
+from processors.sensitive import classify_field, mask
+from stocktake.output import jsonable
+from stocktake.settings import Settings
+
+# Contract fields each stream's events must carry: their completeness always counts.
+REQUIRED = {
+    "behaviour": ("event_id", "event_type", "user_id", "ts", "source"),
+    "product": ("event_id", "product_id", "op", "ts", "source"),
+    "transaction": ("event_id", "order_id", "user_id", "product_id", "quantity", "amount", "status",
+                    "ts", "source"),
+}
+CONTRACT_FIELDS = {
+    "behaviour": {*REQUIRED["behaviour"], "product_id", "session_id", "query"},
+    "product": {*REQUIRED["product"], "title", "category", "brand", "price", "currency", "stock"},
+    "transaction": {*REQUIRED["transaction"], "currency"},
+}
+
+
+def asset_id(asset: str) -> str:
+    """Stable across runs and stores: derived from the name alone."""
+    return hashlib.sha1(asset.encode()).hexdigest()[:12]
+
+
+def _ms(value: Any) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return int(value.timestamp() * 1000)
+
+
+def _asset_kind(asset: str) -> str:
+    if "/" not in asset:
+        return "stream"
+    return asset.split("/", 1)[1].split("=", 1)[0]
+
+
+def _example(raw: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
+def field_inventory(store: Store) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(fields of every stream, per-asset field presence for completeness)."""
+    rows = Q.rows_as_dicts(store, Q.FIELDS_SQL)
+    spans = {r["asset"]: r for r in Q.rows_as_dicts(store, Q.ASSET_SPANS_SQL)}
+    per_asset: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(lambda: {
+        "types": {}, "present": 0, "bad": 0, "distinct_approx": 0, "examples": [],
+        "first_seen": None, "last_seen": None}))
+    for r in rows:
+        f = per_asset[r["asset"]][r["field"]]
+        f["types"][r["type"]] = int(r["n"])
+        if r["type"] != "null":
+            f["present"] += int(r["n"])
+            f["distinct_approx"] += int(r["distinct_approx"])
+            f["examples"].extend(_example(x) for x in r["examples"])
+        f["bad"] += int(r["bad"])
+        f["first_seen"] = min(filter(None, (f["first_seen"], r["first_seen"])))
+        f["last_seen"] = max(filter(None, (f["last_seen"], r["last_seen"])))
+    fields = []
+    for asset, by_field in per_asset.items():
+        if "/" in asset:
+            continue
+        events = int(spans[asset]["events"]) if asset in spans else 0
+        for name, f in sorted(by_field.items()):
+            examples = f["examples"][:5]
+            sensitive = classify_field(name, examples)
+            fields.append({
+                "stream": asset, "field": name, "contract": name in CONTRACT_FIELDS.get(asset, ()),
+                "types": f["types"],
+                "completeness": round(f["present"] / events, 4) if events else None,
+                "validity": round(1 - f["bad"] / f["present"], 4) if f["present"] else None,
+                "distinct_approx": f["distinct_approx"],
+                "sensitive": sensitive,
+                "examples": [mask(x, sensitive) for x in examples],
+                "first_seen": f["first_seen"], "last_seen": f["last_seen"],
+            })
+    presence = {
+        asset: {"events": int(spans[asset]["events"]) if asset in spans else 0,
+                "present": {name: f["present"] for name, f in by_field.items()},
+                "bad": {name: f["bad"] for name, f in by_field.items()}}
+        for asset, by_field in per_asset.items()
+    }
+    return fields, presence
+
+
+def drift_events(store: Store, settings: Settings) -> list[dict[str, Any]]:
+    observations = []
+    for r in Q.rows_as_dicts(store, Q.FIELDS_SQL):
+        if "/" in r["asset"] or r["first_ts"] is None or not r["n_valid"]:
+            continue
+        observations.append(FieldType(r["asset"], r["field"], r["type"], _ms(r["first_ts"]) or 0,
+                                      _ms(r["last_ts"]) or 0, int(r["n_valid"])))
+    spans = {r["asset"]: (_ms(r["first_ts"]) or 0, _ms(r["last_ts"]) or 0)
+             for r in Q.rows_as_dicts(store, Q.ASSET_SPANS_SQL)
+             if "/" not in r["asset"] and r["first_ts"] is not None}
+    found = detect_drift(observations, spans, grace_ms=int(settings.drift_grace_s * 1000),
+                         vanish_after_ms=int(settings.field_vanish_after_s * 1000))
+    return [{"stream": e.stream, "field": e.field, "kind": e.kind, "type": e.type,
+             "at": dt.datetime.fromtimestamp(e.at_ms / 1000, dt.UTC), "details": e.details}
+            for e in found]
+
+
+def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(entities, consistency findings per asset) — orphans and amount mismatches."""
+    (users, users_1h, users_1d, as_of), = store.rows(Q.ENTITY_USERS_SQL)
+    (catalog, seen, p_1h, p_1d, no_price, no_category, no_brand), = store.rows(Q.ENTITY_PRODUCTS_SQL)
+    (orders, orders_1h, orders_1d), = store.rows(Q.ENTITY_ORDERS_SQL)
+    orphans = store.rows(Q.ORPHANS_SQL)
+    orphan_events = dict(store.rows(Q.ORPHAN_EVENTS_BY_STREAM_SQL))
+    mismatches, checked = [], 0
+    by_asset: dict[str, list[int]] = defaultdict(lambda: [0, 0])   # asset -> [checked, failed]
+    for event_id, kind, source, order_id, product_id, qty, amount, price, has_price in store.rows(
+            Q.AMOUNT_CHECK_SQL):
+        if not has_price:
+            continue
+        checked += 1
+        expected = qty * price
+        bad = abs(amount - expected) > settings.amount_tolerance * max(abs(expected), 1.0)
+        for asset in ("transaction", f"transaction/status={kind}", f"transaction/source={source}"):
+            by_asset[asset][0] += 1
+            by_asset[asset][1] += int(bad)
+        if bad:
+            mismatches.append({"event_id": event_id, "order_id": order_id, "product_id": product_id,
+                               "quantity": qty, "amount": amount, "expected": round(expected, 2)})
+    entities = [
+        {"entity": "users", "distinct": users, "active_1h": users_1h, "active_1d": users_1d},
+        {"entity": "products", "distinct": seen, "catalog": catalog, "active_1h": p_1h, "active_1d": p_1d,
+         "orphans": len(orphans), "orphan_events": orphan_events,
+         "orphan_examples": [{"product_id": p, "references": n} for p, n, _ in orphans[:10]],
+         "without_price": no_price, "without_category": no_category, "without_brand": no_brand},
+        {"entity": "orders", "distinct": orders, "active_1h": orders_1h, "active_1d": orders_1d,
+         "amount_checked": checked, "amount_mismatch": len(mismatches),
+         "amount_mismatch_examples": mismatches[:10]},
+    ]
+    return entities, {"as_of": as_of, "amount_by_asset": dict(by_asset)}
+
+
+def build(store: Store, settings: Settings, now_ms: int | None = None) -> dict[str, Any]:
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    fields, presence = field_inventory(store)
+    entities, consistency = entity_inventory(store, settings)
+    assets = []
+    for r in Q.rows_as_dicts(store, Q.ASSETS_SQL, {"late_ms": int(settings.lateness_s * 1000)}):
+        asset = r["asset"]
+        stream = asset.split("/", 1)[0]
+        seen = presence.get(asset, {"events": 0, "present": {}, "bad": {}})
+        amount_checked, amount_failed = consistency["amount_by_asset"].get(asset, (0, 0))
+        last_ms = _ms(r["last_event_ts"])
+        summary = {
+            "events": r["events"], "valid": r["valid"], "duplicates": r["duplicates"],
+            "invalid_by_reason": dict(r["invalid_by_reason"]), "late": r["late"],
+            "newest_ts_ms": last_ms, "object_events": seen["events"],
+            "field_present": seen["present"], "field_bad": seen["bad"],
+            "consistency_checked": r["product_refs"] + amount_checked,
+            "consistency_failed": r["orphan_refs"] + amount_failed,
+        }
+        quality = quality_score(summary, required_fields=REQUIRED.get(stream, ()), now_ms=now_ms,
+                                freshness_target_ms=int(settings.freshness_target_s * 1000))
+        lag = r["lag_ms"] if r["valid"] else [None, None, None]
+        assets.append({
+            "asset_id": asset_id(asset), "asset": asset, "kind": _asset_kind(asset), "stream": stream,
+            "valid": r["valid"], "duplicates": r["duplicates"], "invalid": r["invalid"],
+            "invalid_by_reason": dict(r["invalid_by_reason"]),
+            "last_event_ts": r["last_event_ts"], "first_seen": r["first_seen"], "last_seen": r["last_seen"],
+            "freshness_s": round((now_ms - last_ms) / 1000, 3) if last_ms is not None else None,
+            "lag_ms": {"p50": lag[0], "p95": lag[1], "p99": lag[2]}, "late": r["late"],
+            "quality": quality,
+        })
+    return jsonable({
+        "generated_at": dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC),
+        "as_of_event_ts": consistency["as_of"],
+        "quality_weights": WEIGHTS,
+        "assets": assets,
+        "fields": fields,
+        "entities": entities,
+        "drift": drift_events(store, settings),
+    })
