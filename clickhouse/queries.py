@@ -13,7 +13,10 @@ from clickhouse.store import Store
 # for field profiles. The field blamed by a rejection comes from its reason code.
 _OBJECT_EVENTS = """
     SELECT asset, stream, ts, ingest_ts, payload, status,
-           if(reason = 'invalid_ts', 'ts', splitByChar(':', reason)[2]) AS bad_field
+           -- a missing field is a completeness matter, not a validity one
+           multiIf(reason = 'invalid_ts', 'ts',
+                   startsWith(reason, 'invalid_type:') OR startsWith(reason, 'invalid_value:'),
+                   splitByChar(':', reason)[2], '') AS bad_field
     FROM ingest_assets
     WHERE status != 'duplicate' AND isValidJSON(payload) AND JSONType(payload) = 'Object'
 """

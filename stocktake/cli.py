@@ -282,20 +282,26 @@ def _open_store(settings: Settings) -> Any:
     return store
 
 
-def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
+def load_inventory(settings: Settings) -> dict[str, Any]:
+    """The inventory document: from the running worker, else from the store."""
     result = _ask_worker(settings, "/api/inventory")
     if result is None:
+        from stocktake import inventory
         store = _open_store(settings)
         try:
-            result = jsonable({"assets": store.inventory()})
+            result = inventory.build(store, settings)
         finally:
             store.close()
+    return dict(result)
+
+
+def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
+    result = load_inventory(settings)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        assets = result["assets"]
-        columns = ["asset", "valid", "duplicates", "invalid", "last_event_ts"]
-        print_table(columns, [[a.get(c) for c in columns] for a in assets], title="stocktake inventory")
+        from stocktake.views import print_inventory
+        print_inventory(result)
     return 0
 
 

@@ -74,9 +74,9 @@ def field_inventory(store: Store) -> tuple[list[dict[str, Any]], dict[str, dict[
         f["types"][r["type"]] = int(r["n"])
         if r["type"] != "null":
             f["present"] += int(r["n"])
+            f["bad"] += int(r["bad"])
             f["distinct_approx"] += int(r["distinct_approx"])
             f["examples"].extend(_example(x) for x in r["examples"])
-        f["bad"] += int(r["bad"])
         f["first_seen"] = min(filter(None, (f["first_seen"], r["first_seen"])))
         f["last_seen"] = max(filter(None, (f["last_seen"], r["last_seen"])))
     fields = []
@@ -169,11 +169,13 @@ def build(store: Store, settings: Settings, now_ms: int | None = None) -> dict[s
         seen = presence.get(asset, {"events": 0, "present": {}, "bad": {}})
         amount_checked, amount_failed = consistency["amount_by_asset"].get(asset, (0, 0))
         last_ms = _ms(r["last_event_ts"])
+        # The summary format of processors.quality.AssetMetrics, filled from the store.
         summary = {
             "events": r["events"], "valid": r["valid"], "duplicates": r["duplicates"],
-            "invalid_by_reason": dict(r["invalid_by_reason"]), "late": r["late"],
-            "newest_ts_ms": last_ms, "object_events": seen["events"],
-            "field_present": seen["present"], "field_bad": seen["bad"],
+            "invalid": r["invalid"], "invalid_by_reason": dict(r["invalid_by_reason"]), "late": r["late"],
+            "newest_ts_ms": last_ms, "field_events": seen["events"],
+            "fields": {name: {"present": n, "checked": n, "bad": seen["bad"].get(name, 0)}
+                       for name, n in seen["present"].items()},
             "consistency_checked": r["product_refs"] + amount_checked,
             "consistency_failed": r["orphan_refs"] + amount_failed,
         }

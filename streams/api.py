@@ -3,6 +3,7 @@ while the worker runs, `stocktake inventory/query` ask it here."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
@@ -10,7 +11,9 @@ import orjson
 from faust.web import Request, Response, View
 
 from clickhouse.store import Store, StoreError
+from stocktake import inventory
 from stocktake.output import jsonable
+from stocktake.settings import Settings
 
 
 def _json(view: View, payload: Any, status: int = 200) -> Response:
@@ -18,12 +21,13 @@ def _json(view: View, payload: Any, status: int = 200) -> Response:
                       status=status)
 
 
-def register(app: faust.App, store: Store, sink: Any) -> None:
+def register(app: faust.App, store: Store, sink: Any, settings: Settings) -> None:
     @app.page("/api/inventory")
     class Inventory(View):
         async def get(self, request: Request) -> Response:
             try:
-                return _json(self, {"assets": store.inventory()})
+                # In a thread: the queries take a moment and the loop keeps consuming.
+                return _json(self, await asyncio.to_thread(inventory.build, store, settings))
             except StoreError as exc:
                 return _json(self, {"error": str(exc)}, 503)
 

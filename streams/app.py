@@ -113,5 +113,5 @@ def create_app(
         await sink.flush_due()
 
     if web:
-        api.register(app, store, sink)
+        api.register(app, store, sink, settings)
     return app, sink
