@@ -1,4 +1,7 @@
-"""Inventory queries. Everything is derived from ``ingest_log`` (every judged
+"""Inventory queries. Every query takes ``{prefix:String}`` (the deployment's topic
+prefix, e.g. 'stocktake.') and reads the prefixed views of migration 003.
+
+Everything is derived from ``ingest_log`` (every judged
 event with its payload, verdict and coordinates), so the inventory is exact
 and recomputable: nothing here keeps a second copy of state that could drift.
 """
@@ -9,15 +12,18 @@ from typing import Any
 
 from clickhouse.store import Store
 
+_LOG = "prefixed_log(prefix = {prefix:String})"
+_ASSETS = "prefixed_assets(prefix = {prefix:String})"
+
 # Events that were JSON objects and not removed as duplicates: the population
 # for field profiles. The field blamed by a rejection comes from its reason code.
-_OBJECT_EVENTS = """
+_OBJECT_EVENTS = f"""
     SELECT asset, stream, ts, ingest_ts, payload, status,
            -- a missing field is a completeness matter, not a validity one
            multiIf(reason = 'invalid_ts', 'ts',
                    startsWith(reason, 'invalid_type:') OR startsWith(reason, 'invalid_value:'),
                    splitByChar(':', reason)[2], '') AS bad_field
-    FROM ingest_assets
+    FROM {_ASSETS}
     WHERE status != 'duplicate' AND isValidJSON(payload) AND JSONType(payload) = 'Object'
 """
 
@@ -63,7 +69,7 @@ FROM ({_OBJECT_EVENTS}) WHERE asset = stream GROUP BY stream, minute ORDER BY st
 """
 
 # Per asset: counts, timeliness. Lag is ingest time minus event time.
-ASSETS_SQL = """
+ASSETS_SQL = f"""
 SELECT asset,
        count() AS events,
        countIf(status = 'valid') AS valid,
@@ -74,48 +80,51 @@ SELECT asset,
        min(ingest_ts) AS first_seen, max(ingest_ts) AS last_seen,
        quantilesIf(0.5, 0.95, 0.99)(toFloat64(dateDiff('millisecond', ts, ingest_ts)),
                                      status = 'valid') AS lag_ms,
-       countIf(status = 'valid' AND dateDiff('millisecond', ts, ingest_ts) > {late_ms:UInt64}) AS late,
+       countIf(status = 'valid' AND dateDiff('millisecond', ts, ingest_ts) > {{late_ms:UInt64}}) AS late,
        countIf(status = 'valid' AND stream != 'product' AND product_id != '') AS product_refs,
        countIf(status = 'valid' AND stream != 'product' AND product_id != ''
-               AND product_id NOT IN (SELECT product_id FROM ingest_log
+               AND product_id NOT IN (SELECT product_id FROM {_LOG}
                                       WHERE status = 'valid' AND stream = 'product')) AS orphan_refs
-FROM ingest_assets
+FROM {_ASSETS}
 GROUP BY asset
 ORDER BY asset
 """
 
-ASSET_MINUTE_SQL = """
-SELECT asset, minute, events, valid, duplicates, invalid FROM asset_minute
-WHERE minute >= {since:DateTime64(3, 'UTC')} ORDER BY asset, minute
+ASSET_MINUTE_SQL = f"""
+SELECT asset, toStartOfMinute(ts) AS minute, count() AS events, countIf(status = 'valid') AS valid,
+       countIf(status = 'duplicate') AS duplicates, countIf(status = 'invalid') AS invalid
+FROM {_ASSETS}
+WHERE ts >= {{since:DateTime64(3, 'UTC')}}
+GROUP BY asset, minute ORDER BY asset, minute
 """
 
-ENTITY_USERS_SQL = """
-WITH (SELECT max(ts) FROM ingest_log WHERE status = 'valid') AS as_of
+ENTITY_USERS_SQL = f"""
+WITH (SELECT max(ts) FROM {_LOG} WHERE status = 'valid') AS as_of
 SELECT uniqExact(user_id), uniqExactIf(user_id, ts >= as_of - INTERVAL 1 HOUR),
        uniqExactIf(user_id, ts >= as_of - INTERVAL 1 DAY), as_of
-FROM ingest_log WHERE status = 'valid' AND user_id != ''
+FROM {_LOG} WHERE status = 'valid' AND user_id != ''
 """
 
 # Catalog state per product = its latest valid product event.
-_CATALOG = """
+_CATALOG = f"""
     SELECT product_id, argMax(kind, ts) AS last_op, argMax(payload, ts) AS last_payload
-    FROM ingest_log WHERE status = 'valid' AND stream = 'product' GROUP BY product_id
+    FROM {_LOG} WHERE status = 'valid' AND stream = 'product' GROUP BY product_id
 """
-_REFERENCED = """
+_REFERENCED = f"""
     SELECT product_id, count() AS refs, max(ts) AS last_ts
-    FROM ingest_log WHERE status = 'valid' AND stream IN ('behaviour', 'transaction')
+    FROM {_LOG} WHERE status = 'valid' AND stream IN ('behaviour', 'transaction')
                       AND product_id != '' GROUP BY product_id
 """
 
 ENTITY_PRODUCTS_SQL = f"""
-WITH (SELECT max(ts) FROM ingest_log WHERE status = 'valid') AS as_of
+WITH (SELECT max(ts) FROM {_LOG} WHERE status = 'valid') AS as_of
 SELECT
     (SELECT count() FROM ({_CATALOG}) WHERE last_op = 'upsert') AS catalog,
-    (SELECT uniqExact(product_id) FROM ingest_log WHERE status = 'valid' AND product_id != '')
+    (SELECT uniqExact(product_id) FROM {_LOG} WHERE status = 'valid' AND product_id != '')
         AS distinct_seen,
-    (SELECT uniqExactIf(product_id, ts >= as_of - INTERVAL 1 HOUR) FROM ingest_log
+    (SELECT uniqExactIf(product_id, ts >= as_of - INTERVAL 1 HOUR) FROM {_LOG}
         WHERE status = 'valid' AND product_id != '' AND stream != 'product') AS active_1h,
-    (SELECT uniqExactIf(product_id, ts >= as_of - INTERVAL 1 DAY) FROM ingest_log
+    (SELECT uniqExactIf(product_id, ts >= as_of - INTERVAL 1 DAY) FROM {_LOG}
         WHERE status = 'valid' AND product_id != '' AND stream != 'product') AS active_1d,
     (SELECT countIf(NOT JSONHas(last_payload, 'price') OR JSONType(last_payload, 'price') = 'Null')
         FROM ({_CATALOG}) WHERE last_op = 'upsert') AS without_price,
@@ -130,38 +139,38 @@ SELECT
 ORPHANS_SQL = f"""
 SELECT r.product_id, r.refs, r.last_ts
 FROM ({_REFERENCED}) AS r
-LEFT ANTI JOIN (SELECT product_id FROM ingest_log WHERE status = 'valid' AND stream = 'product'
+LEFT ANTI JOIN (SELECT product_id FROM {_LOG} WHERE status = 'valid' AND stream = 'product'
                 GROUP BY product_id) AS c USING (product_id)
 ORDER BY r.refs DESC, r.product_id
 """
 
-ORPHAN_EVENTS_BY_STREAM_SQL = """
-SELECT stream, count() FROM ingest_log
+ORPHAN_EVENTS_BY_STREAM_SQL = f"""
+SELECT stream, count() FROM {_LOG}
 WHERE status = 'valid' AND stream IN ('behaviour', 'transaction') AND product_id != ''
-  AND product_id NOT IN (SELECT product_id FROM ingest_log WHERE status = 'valid' AND stream = 'product')
+  AND product_id NOT IN (SELECT product_id FROM {_LOG} WHERE status = 'valid' AND stream = 'product')
 GROUP BY stream
 """
 
-ENTITY_ORDERS_SQL = """
-WITH (SELECT max(ts) FROM ingest_log WHERE status = 'valid') AS as_of
+ENTITY_ORDERS_SQL = f"""
+WITH (SELECT max(ts) FROM {_LOG} WHERE status = 'valid') AS as_of
 SELECT uniqExact(order_id), uniqExactIf(order_id, ts >= as_of - INTERVAL 1 HOUR),
        uniqExactIf(order_id, ts >= as_of - INTERVAL 1 DAY)
-FROM ingest_log WHERE status = 'valid' AND stream = 'transaction' AND order_id != ''
+FROM {_LOG} WHERE status = 'valid' AND stream = 'transaction' AND order_id != ''
 """
 
 # Amount vs quantity × the catalog price in force at the transaction's time.
-AMOUNT_CHECK_SQL = """
+AMOUNT_CHECK_SQL = f"""
 SELECT t.event_id, t.kind, t.source, t.order_id, t.product_id, t.quantity, t.amount, c.price,
        c.has_price
 FROM (
     SELECT event_id, kind, source, order_id, product_id, ts,
            JSONExtractFloat(payload, 'amount') AS amount, JSONExtractInt(payload, 'quantity') AS quantity
-    FROM ingest_log WHERE status = 'valid' AND stream = 'transaction'
+    FROM {_LOG} WHERE status = 'valid' AND stream = 'transaction'
 ) AS t
 ASOF LEFT JOIN (
     SELECT product_id, ts, JSONExtractFloat(payload, 'price') AS price,
            toUInt8(JSONHas(payload, 'price') AND JSONType(payload, 'price') != 'Null') AS has_price
-    FROM ingest_log WHERE status = 'valid' AND stream = 'product' AND kind = 'upsert'
+    FROM {_LOG} WHERE status = 'valid' AND stream = 'product' AND kind = 'upsert'
 ) AS c ON t.product_id = c.product_id AND t.ts >= c.ts
 """
 

@@ -19,21 +19,6 @@ import pyarrow as pa
 
 log = logging.getLogger("stocktake.store")
 
-INVENTORY_SQL = """
-SELECT
-    asset,
-    countIf(status = 'valid') AS valid,
-    countIf(status = 'duplicate') AS duplicates,
-    countIf(status = 'invalid') AS invalid,
-    if(valid = 0, NULL, maxIf(ts, status = 'valid')) AS last_event_ts,
-    min(ingest_ts) AS first_seen,
-    max(ingest_ts) AS last_seen
-FROM ingest_assets
-GROUP BY asset
-ORDER BY asset
-"""
-
-
 class StoreError(RuntimeError):
     """ClickHouse is unreachable, locked or refused a statement; one clear line."""
 
@@ -194,10 +179,6 @@ class Store:
                  "p": list(partitions) if partitions is not None else []},
             )
         ]
-
-    def inventory(self) -> list[dict[str, Any]]:
-        cols, rows = self.query(INVENTORY_SQL)
-        return [dict(zip(cols, row, strict=True)) for row in rows]
 
     def close(self) -> None:
         with self._lock:

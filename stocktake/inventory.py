@@ -36,6 +36,11 @@ CONTRACT_FIELDS = {
 }
 
 
+def _scope(settings: Settings) -> dict[str, Any]:
+    """Query parameters limiting every query to this deployment's topics."""
+    return {"prefix": settings.topic_prefix + "."}
+
+
 def asset_id(asset: str) -> str:
     """Stable across runs and stores: derived from the name alone."""
     return hashlib.sha1(asset.encode()).hexdigest()[:12]
@@ -62,10 +67,11 @@ def _example(raw: str) -> Any:
         return raw
 
 
-def field_inventory(store: Store) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+def field_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """(fields of every stream, per-asset field presence for completeness)."""
-    rows = Q.rows_as_dicts(store, Q.FIELDS_SQL)
-    spans = {r["asset"]: r for r in Q.rows_as_dicts(store, Q.ASSET_SPANS_SQL)}
+    scope = _scope(settings)
+    rows = Q.rows_as_dicts(store, Q.FIELDS_SQL, scope)
+    spans = {r["asset"]: r for r in Q.rows_as_dicts(store, Q.ASSET_SPANS_SQL, scope)}
     per_asset: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(lambda: {
         "types": {}, "present": 0, "bad": 0, "distinct_approx": 0, "examples": [],
         "first_seen": None, "last_seen": None}))
@@ -107,14 +113,15 @@ def field_inventory(store: Store) -> tuple[list[dict[str, Any]], dict[str, dict[
 
 
 def drift_events(store: Store, settings: Settings) -> list[dict[str, Any]]:
+    scope = _scope(settings)
     observations = []
-    for r in Q.rows_as_dicts(store, Q.FIELDS_SQL):
+    for r in Q.rows_as_dicts(store, Q.FIELDS_SQL, scope):
         if "/" in r["asset"] or r["first_ts"] is None or not r["n_valid"]:
             continue
         observations.append(FieldType(r["asset"], r["field"], r["type"], _ms(r["first_ts"]) or 0,
                                       _ms(r["last_ts"]) or 0, int(r["n_valid"])))
     spans = {r["asset"]: (_ms(r["first_ts"]) or 0, _ms(r["last_ts"]) or 0)
-             for r in Q.rows_as_dicts(store, Q.ASSET_SPANS_SQL)
+             for r in Q.rows_as_dicts(store, Q.ASSET_SPANS_SQL, scope)
              if "/" not in r["asset"] and r["first_ts"] is not None}
     found = detect_drift(observations, spans, grace_ms=int(settings.drift_grace_s * 1000),
                          vanish_after_ms=int(settings.field_vanish_after_s * 1000))
@@ -125,15 +132,16 @@ def drift_events(store: Store, settings: Settings) -> list[dict[str, Any]]:
 
 def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(entities, consistency findings per asset) — orphans and amount mismatches."""
-    (users, users_1h, users_1d, as_of), = store.rows(Q.ENTITY_USERS_SQL)
-    (catalog, seen, p_1h, p_1d, no_price, no_category, no_brand), = store.rows(Q.ENTITY_PRODUCTS_SQL)
-    (orders, orders_1h, orders_1d), = store.rows(Q.ENTITY_ORDERS_SQL)
-    orphans = store.rows(Q.ORPHANS_SQL)
-    orphan_events = dict(store.rows(Q.ORPHAN_EVENTS_BY_STREAM_SQL))
+    scope = _scope(settings)
+    (users, users_1h, users_1d, as_of), = store.rows(Q.ENTITY_USERS_SQL, scope)
+    (catalog, seen, p_1h, p_1d, no_price, no_category, no_brand), = store.rows(Q.ENTITY_PRODUCTS_SQL, scope)
+    (orders, orders_1h, orders_1d), = store.rows(Q.ENTITY_ORDERS_SQL, scope)
+    orphans = store.rows(Q.ORPHANS_SQL, scope)
+    orphan_events = dict(store.rows(Q.ORPHAN_EVENTS_BY_STREAM_SQL, scope))
     mismatches, checked = [], 0
     by_asset: dict[str, list[int]] = defaultdict(lambda: [0, 0])   # asset -> [checked, failed]
     for event_id, kind, source, order_id, product_id, qty, amount, price, has_price in store.rows(
-            Q.AMOUNT_CHECK_SQL):
+            Q.AMOUNT_CHECK_SQL, scope):
         if not has_price:
             continue
         checked += 1
@@ -160,10 +168,11 @@ def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, A
 
 def build(store: Store, settings: Settings, now_ms: int | None = None) -> dict[str, Any]:
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    fields, presence = field_inventory(store)
+    fields, presence = field_inventory(store, settings)
     entities, consistency = entity_inventory(store, settings)
     assets = []
-    for r in Q.rows_as_dicts(store, Q.ASSETS_SQL, {"late_ms": int(settings.lateness_s * 1000)}):
+    for r in Q.rows_as_dicts(store, Q.ASSETS_SQL,
+                                {**_scope(settings), "late_ms": int(settings.lateness_s * 1000)}):
         asset = r["asset"]
         stream = asset.split("/", 1)[0]
         seen = presence.get(asset, {"events": 0, "present": {}, "bad": {}})

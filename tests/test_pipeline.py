@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from stocktake import replay
+from stocktake import inventory, replay
 from stocktake.runtime import Runtime, wait_until_assigned
 from tests.pipeline_helpers import (
     coordinates_unique,
@@ -66,12 +66,15 @@ def test_replay_with_faults_counts_exactly(broker, store, make_settings, rees46_
                        "missing_field:product_id", "missing_field:order_id"}
     assert len(reasons) >= 3
 
-    inventory = {a["asset"]: a for a in store.inventory()}
-    # The store is shared with other tests: check via this test's own topics.
-    (valid_views,), = store.rows(
-        "SELECT count() FROM ingest_log WHERE startsWith(topic, {p:String}) AND stream = "
-        "'behaviour' AND kind = 'view' AND status = 'valid'", {"p": prefix + "."})
-    assert valid_views > 0 and "behaviour/event_type=view" in inventory
+    # The inventory is scoped to this test's topic prefix in the shared store.
+    doc = inventory.build(store, settings)
+    assets = {a["asset"]: a for a in doc["assets"]}
+    for stream in ("behaviour", "product", "transaction"):
+        assert assets[stream]["valid"] == want[(stream, "valid")]
+        assert assets[stream]["duplicates"] == want.get((stream, "duplicate"), 0)
+        assert assets[stream]["invalid"] == want.get((stream, "invalid"), 0)
+    views = sum(1 for e in rees46_slice if e.stream == "behaviour" and e.event["event_type"] == "view")
+    assert assets["behaviour/event_type=view"]["valid"] == views
 
 
 def test_rebalance_mid_stream_loses_nothing_and_counts_once(broker, store, make_settings, rees46_slice):  # type: ignore[no-untyped-def]
