@@ -11,6 +11,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from clickhouse.store import Store
 from stocktake import replay
+from stocktake.runtime import Runtime, wait_until_assigned
+from stocktake.settings import Settings
 
 
 def retopic(messages: list[replay.Message], prefix: str) -> list[replay.Message]:
@@ -83,3 +85,21 @@ def doubly_valid(store: Store, prefix: str) -> list[tuple[object, ...]]:
         "SELECT topic, event_id, groupArray((partition, offset, idx, ingest_ts)) FROM ingest_log "
         "WHERE startsWith(topic, {p:String}) AND status = 'valid' GROUP BY topic, event_id "
         "HAVING count() > 1 LIMIT 5", {"p": prefix + "."})
+
+
+def run_pipeline(broker: Any, store: Store, settings: Settings, messages: list[replay.Message]) -> None:
+    """One worker consumes ``messages`` (already on this test's topics) until all are stored."""
+    want = sum(max(m.events, 1) for m in messages)
+
+    async def run() -> None:
+        runtime = Runtime(settings, store=store, bootstrap=broker.bootstrap).open()
+        _app, sink = await runtime.start_worker()
+        try:
+            await wait_until_assigned([sink], settings.partitions)
+            await asyncio.to_thread(replay.produce, broker.bootstrap, messages)
+            got = await wait_rows(store, settings.topic_prefix, want)
+            assert got == want, f"stored {got} of {want} events"
+        finally:
+            await runtime.stop_all()
+
+    asyncio.run(run())
