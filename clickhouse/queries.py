@@ -92,7 +92,10 @@ ORDER BY asset
 
 ASSET_MINUTE_SQL = f"""
 SELECT asset, toStartOfMinute(ts) AS minute, count() AS events, countIf(status = 'valid') AS valid,
-       countIf(status = 'duplicate') AS duplicates, countIf(status = 'invalid') AS invalid
+       countIf(status = 'duplicate') AS duplicates, countIf(status = 'invalid') AS invalid,
+       quantilesIf(0.5, 0.95, 0.99)(toFloat64(dateDiff('millisecond', ts, ingest_ts)),
+                                     status = 'valid') AS lag_ms,
+       countIf(status = 'valid' AND dateDiff('millisecond', ts, ingest_ts) > {{late_ms:UInt64}}) AS late
 FROM {_ASSETS}
 WHERE ts >= {{since:DateTime64(3, 'UTC')}}
 GROUP BY asset, minute ORDER BY asset, minute
@@ -101,7 +104,7 @@ GROUP BY asset, minute ORDER BY asset, minute
 ENTITY_USERS_SQL = f"""
 WITH (SELECT max(ts) FROM {_LOG} WHERE status = 'valid') AS as_of
 SELECT uniqExact(user_id), uniqExactIf(user_id, ts >= as_of - INTERVAL 1 HOUR),
-       uniqExactIf(user_id, ts >= as_of - INTERVAL 1 DAY), as_of
+       uniqExactIf(user_id, ts >= as_of - INTERVAL 1 DAY), as_of, min(ts), max(ts)
 FROM {_LOG} WHERE status = 'valid' AND user_id != ''
 """
 
@@ -132,7 +135,9 @@ SELECT
                     OR JSONType(last_payload, 'category') = 'Null')
         FROM ({_CATALOG}) WHERE last_op = 'upsert') AS without_category,
     (SELECT countIf(NOT JSONHas(last_payload, 'brand') OR JSONType(last_payload, 'brand') = 'Null')
-        FROM ({_CATALOG}) WHERE last_op = 'upsert') AS without_brand
+        FROM ({_CATALOG}) WHERE last_op = 'upsert') AS without_brand,
+    (SELECT min(ts) FROM {_LOG} WHERE status = 'valid' AND product_id != '') AS first_ts,
+    (SELECT max(ts) FROM {_LOG} WHERE status = 'valid' AND product_id != '') AS last_ts
 """
 
 # Orphans: referenced by behaviour/transactions, never announced by the catalog.
@@ -154,7 +159,7 @@ GROUP BY stream
 ENTITY_ORDERS_SQL = f"""
 WITH (SELECT max(ts) FROM {_LOG} WHERE status = 'valid') AS as_of
 SELECT uniqExact(order_id), uniqExactIf(order_id, ts >= as_of - INTERVAL 1 HOUR),
-       uniqExactIf(order_id, ts >= as_of - INTERVAL 1 DAY)
+       uniqExactIf(order_id, ts >= as_of - INTERVAL 1 DAY), min(ts), max(ts)
 FROM {_LOG} WHERE status = 'valid' AND stream = 'transaction' AND order_id != ''
 """
 

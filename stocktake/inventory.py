@@ -133,9 +133,10 @@ def drift_events(store: Store, settings: Settings) -> list[dict[str, Any]]:
 def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(entities, consistency findings per asset) — orphans and amount mismatches."""
     scope = _scope(settings)
-    (users, users_1h, users_1d, as_of), = store.rows(Q.ENTITY_USERS_SQL, scope)
-    (catalog, seen, p_1h, p_1d, no_price, no_category, no_brand), = store.rows(Q.ENTITY_PRODUCTS_SQL, scope)
-    (orders, orders_1h, orders_1d), = store.rows(Q.ENTITY_ORDERS_SQL, scope)
+    (users, users_1h, users_1d, as_of, u_first, u_last), = store.rows(Q.ENTITY_USERS_SQL, scope)
+    (catalog, seen, p_1h, p_1d, no_price, no_category, no_brand, p_first, p_last), = store.rows(
+        Q.ENTITY_PRODUCTS_SQL, scope)
+    (orders, orders_1h, orders_1d, o_first, o_last), = store.rows(Q.ENTITY_ORDERS_SQL, scope)
     orphans = store.rows(Q.ORPHANS_SQL, scope)
     orphan_events = dict(store.rows(Q.ORPHAN_EVENTS_BY_STREAM_SQL, scope))
     mismatches, checked = [], 0
@@ -153,13 +154,18 @@ def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, A
         if bad:
             mismatches.append({"event_id": event_id, "order_id": order_id, "product_id": product_id,
                                "quantity": qty, "amount": amount, "expected": round(expected, 2)})
+    # Entity assets: first/last seen in event time; "active" is relative to the newest event
+    # time (as_of), so a replayed history is judged as it happened.
     entities = [
-        {"entity": "users", "distinct": users, "active_1h": users_1h, "active_1d": users_1d},
-        {"entity": "products", "distinct": seen, "catalog": catalog, "active_1h": p_1h, "active_1d": p_1d,
+        {"entity": "users", "asset_id": asset_id("entity/users"), "first_event_ts": u_first,
+         "last_event_ts": u_last, "distinct": users, "active_1h": users_1h, "active_1d": users_1d},
+        {"entity": "products", "asset_id": asset_id("entity/products"), "first_event_ts": p_first,
+         "last_event_ts": p_last, "distinct": seen, "catalog": catalog, "active_1h": p_1h, "active_1d": p_1d,
          "orphans": len(orphans), "orphan_events": orphan_events,
          "orphan_examples": [{"product_id": p, "references": n} for p, n, _ in orphans[:10]],
          "without_price": no_price, "without_category": no_category, "without_brand": no_brand},
-        {"entity": "orders", "distinct": orders, "active_1h": orders_1h, "active_1d": orders_1d,
+        {"entity": "orders", "asset_id": asset_id("entity/orders"), "first_event_ts": o_first,
+         "last_event_ts": o_last, "distinct": orders, "active_1h": orders_1h, "active_1d": orders_1d,
          "amount_checked": checked, "amount_mismatch": len(mismatches),
          "amount_mismatch_examples": mismatches[:10]},
     ]
