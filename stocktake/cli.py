@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--inject", default="", help="faults, e.g. duplicates=0.03,malformed=0.01")
     up.add_argument("--envelope", type=_positive(int), default=1, help="events per Kafka message")
     up.add_argument("--partitions", type=_positive(int), default=None)
+    up.add_argument("--original-time", action="store_true",
+                    help="keep the data's own event times (judged as history) instead of replaying it as live")
 
     worker = sub.add_parser("worker", help="run a worker (STOCKTAKE_KAFKA/STOCKTAKE_CLICKHOUSE, or embedded)")
     common(worker)
@@ -95,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--speed", type=_speed, default=None, help="N× event time, or max (default)")
     replay.add_argument("--inject", default="")
     replay.add_argument("--envelope", type=_positive(int), default=1)
+    replay.add_argument("--original-time", action="store_true",
+                        help="keep the data's own event times instead of replaying it as live")
 
     inventory = sub.add_parser("inventory", help="assets with counts (asks the worker if one runs)")
     common(inventory)
@@ -159,7 +163,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     events = [] if source == "none" else replay.load_events(source)
     faults = replay.parse_faults(args.inject) if args.inject else None
     return _serve(settings, args.kafka_port, args.duration, events=events,
-                  replay_opts={"faults": faults, "speed": args.speed, "envelope": args.envelope})
+                  replay_opts={"faults": faults, "speed": args.speed, "envelope": args.envelope,
+                               "live": not args.original_time})
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -225,8 +230,13 @@ async def _serve_async(runtime: Any, duration: float | None, events: list[Any] |
 def _replay_thread(bootstrap: str, events: list[Any], opts: dict[str, Any], state: dict[str, Any]) -> None:
     from stocktake import replay
     try:
+        speed = opts["speed"]
+        if opts.get("live"):
+            # Event times shifted to now and compressed by the speed: pace at 1x then.
+            events = replay.rebase_time(events, time.time(), speed)
+            speed = 1.0 if speed else None
         messages = replay.to_messages(events, envelope=opts["envelope"], faults=opts["faults"])
-        counts = replay.produce(bootstrap, messages, speed=opts["speed"],
+        counts = replay.produce(bootstrap, messages, speed=speed,
                                 progress=lambda n: state.__setitem__("produced", n))
         state["counts"] = counts
         state["produced"] = counts["messages"]
@@ -246,8 +256,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError("no Kafka: pass --kafka HOST:PORT or set STOCKTAKE_KAFKA")
     events = replay.load_events(args.source)
     faults = replay.parse_faults(args.inject) if args.inject else None
+    speed = args.speed
+    if not args.original_time:
+        events = replay.rebase_time(events, time.time(), speed)
+        speed = 1.0 if speed else None
     counts = replay.produce(bootstrap, replay.to_messages(events, envelope=args.envelope,
-                                                         faults=faults), speed=args.speed)
+                                                         faults=faults), speed=speed)
     print(json.dumps(counts))
     return 0
 

@@ -15,6 +15,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -85,6 +86,27 @@ def load_events(source: str, data_dir: Path | None = None) -> list[ReplayEvent]:
             raise ValueError(f"replay source file not found: {source}")
         events = contract_file_events(path)
     return sort_by_time(events)
+
+
+def rebase_time(events: list[ReplayEvent], now_s: float, speed: float | None) -> list[ReplayEvent]:
+    """Shift event times so a replay looks live: with ``speed`` N the first event is at
+    ``now_s`` and event-time gaps shrink N-fold, so events paced at N× arrive when they
+    say they happened; with ``speed`` None (as fast as possible) the last event is at
+    ``now_s``, a history that just happened. Millisecond ISO-8601 UTC timestamps."""
+    times = [ts_seconds(e.event.get("ts")) for e in events]
+    known = [t for t in times if t is not None]
+    if not known:
+        return list(events)
+    first, last = min(known), max(known)
+    out = []
+    for event, t in zip(events, times, strict=True):
+        if t is None:
+            out.append(event)
+            continue
+        shifted = now_s + (t - first) / speed if speed else now_s - (last - t)
+        stamp = datetime.fromtimestamp(shifted, UTC).isoformat(timespec="milliseconds")
+        out.append(event._replace(event={**event.event, "ts": stamp.replace("+00:00", "Z")}))
+    return out
 
 
 # -------------------------------------------------------------------- faults

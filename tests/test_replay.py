@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stocktake import replay
+from stocktake import replay, replay_sources
 from stocktake.replay import (
     DATA_DIR,
     MALFORMED_VARIANTS,
@@ -458,3 +458,19 @@ def test_pacer_follows_event_time_with_capped_sleeps() -> None:
     now[0] += 3.0  # producing fell behind: no sleep until caught up
     assert pacer.wait_for(2003.0) == 0.0
     assert slept == pytest.approx([0.1, 5.0, 0.1])
+
+
+def test_rebase_time_replays_as_live() -> None:
+    events = replay.load_events("rees46")[:500]
+    first = replay_sources.ts_seconds(events[0].event["ts"])
+    last = replay_sources.ts_seconds(events[-1].event["ts"])
+    assert first is not None and last is not None
+    now = 1_800_000_000.0
+    paced = replay.rebase_time(events, now, 60.0)
+    times = [replay_sources.ts_seconds(e.event["ts"]) for e in paced]
+    assert times[0] == now and times == sorted(times)
+    assert abs(times[-1] - (now + (last - first) / 60.0)) < 0.002  # gaps shrink 60-fold (ms precision)
+    backfill = replay.rebase_time(events, now, None)
+    assert replay_sources.ts_seconds(backfill[-1].event["ts"]) == now
+    assert [e.event["event_id"] for e in backfill] == [e.event["event_id"] for e in events]
+    assert events[0].event["ts"].startswith("2019-")  # the input is not modified
