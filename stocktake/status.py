@@ -1,0 +1,248 @@
+"""`stocktake status`: a live terminal view of the inventory.
+
+Per asset: ingest rate, counts, quality with its trend and freshness; the top
+issues (biggest quality losses, drift, orphans, amount mismatches); entities.
+Data comes through a `Source` (the worker over HTTP, else the store), so this
+module never opens a store itself.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+RATE_WINDOW_S = 300.0
+WIDTH = 100
+_POINTS = re.compile(r"; -(\d+(?:\.\d+)?) points$")
+
+# Events per asset in the last 5 minutes of ingest activity (the store's view of the rate,
+# used when there are no two live snapshots to compare). {prefix} is a quoted SQL literal.
+RATE_SQL = """
+WITH (SELECT max(ingest_ts) FROM prefixed_log(prefix = {prefix})) AS last_ingest,
+     (SELECT min(ingest_ts) FROM prefixed_log(prefix = {prefix})) AS first_ingest
+SELECT asset, count() AS events,
+       dateDiff('millisecond', greatest(first_ingest, last_ingest - INTERVAL 300 SECOND),
+                last_ingest) AS span_ms
+FROM prefixed_assets(prefix = {prefix})
+WHERE ingest_ts >= last_ingest - INTERVAL 300 SECOND
+GROUP BY asset
+"""
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def human_age(seconds: float | None) -> str:
+    """12 s, 7 min, 3 h, 2609 d (rounded down); a future time counts as 0 s."""
+    if seconds is None or math.isnan(seconds):
+        return "—"
+    s = max(0.0, seconds)
+    for limit, unit, size in ((60, "s", 1), (3600, "min", 60), (2 * 86400, "h", 3600)):
+        if s < limit:
+            return f"{int(s // size)} {unit}"
+    return f"{int(s // 86400)} d"
+
+
+def points_lost(line: str) -> float:
+    m = _POINTS.search(line)
+    return float(m.group(1)) if m else 0.0
+
+
+def top_losses(doc: dict[str, Any], n: int = 5) -> list[tuple[float, str, str]]:
+    """(points lost, stream asset, explain line): the n biggest quality losses over stream assets."""
+    found = [(points_lost(line), a["asset"], line)
+             for a in doc.get("assets", []) if a.get("kind") == "stream"
+             for line in (a.get("quality") or {}).get("explain", [])]
+    return sorted((f for f in found if f[0] > 0), key=lambda f: (-f[0], f[1]))[:n]
+
+
+def entity(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    return next((e for e in doc.get("entities", []) if e.get("entity") == name), {})
+
+
+def consistency_issues(doc: dict[str, Any]) -> list[str]:
+    """Drift events, orphans and amount mismatches as one line each (none: empty)."""
+    out = []
+    drift = doc.get("drift", [])
+    if drift:
+        shown = ", ".join(f"{d['stream']}.{d['field']} {d['kind']}" for d in drift[-3:])
+        out.append(f"drift: {len(drift)} event{'s' * (len(drift) != 1)} ({shown})")
+    products, orders = entity(doc, "products"), entity(doc, "orders")
+    if products.get("orphans"):
+        refs = sum(products.get("orphan_events", {}).values())
+        out.append(f"orphans: {products['orphans']:,} products referenced but never in the catalog "
+                   f"({refs:,} events)")
+    if orders.get("amount_mismatch"):
+        out.append(f"amount mismatches: {orders['amount_mismatch']:,} of {orders.get('amount_checked', 0):,} "
+                   "checked transactions")
+    return out
+
+
+def entity_line(doc: dict[str, Any]) -> str:
+    users, products, orders = entity(doc, "users"), entity(doc, "products"), entity(doc, "orders")
+    return (f"users {users.get('distinct', 0):,} · products {products.get('distinct', 0):,} seen, "
+            f"{products.get('catalog', 0):,} in catalog · orders {orders.get('distinct', 0):,}")
+
+
+def _totals(doc: dict[str, Any]) -> dict[str, int]:
+    return {a["asset"]: a["valid"] + a["duplicates"] + a["invalid"] for a in doc.get("assets", [])}
+
+
+@dataclass
+class Source:
+    """Where status reads from: `load` the inventory document, `query` SQL -> {columns, rows},
+    `live` whether a worker runs now."""
+
+    load: Callable[[], dict[str, Any]]
+    query: Callable[[str], dict[str, Any]]
+    live: Callable[[], bool]
+    prefix: str
+
+    def stored_rates(self) -> dict[str, float]:
+        """Events/min per asset over the last 5 minutes of ingest (at least 1 minute counted)."""
+        result = self.query(RATE_SQL.format(prefix=sql_string(self.prefix)))
+        rates = {}
+        for asset, events, span_ms in result["rows"]:
+            minutes = min(max((span_ms or 0) / 60_000, 1.0), RATE_WINDOW_S / 60)
+            rates[asset] = events / minutes
+        return rates
+
+
+@dataclass
+class Tracker:
+    """Successive snapshots: rates from counts 5 minutes apart, quality trends, errors."""
+
+    history: collections.deque[tuple[float, dict[str, int]]] = field(
+        default_factory=lambda: collections.deque(maxlen=1000))
+    previous: dict[str, float] = field(default_factory=dict)
+    doc: dict[str, Any] | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    rates: dict[str, float] = field(default_factory=dict)
+    live: bool = False
+    error: str | None = None
+    taken_at: float = 0.0
+
+    def refresh(self, source: Source, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        live = source.live()
+        if not live and self.doc is not None and not self.live:
+            return  # the stored state has not changed; do not hold the store open in a loop
+        try:
+            doc = source.load()
+            self.error = None
+        except Exception as exc:  # the worker stopping mid-request: keep the last frame
+            self.error = str(exc)
+            return
+        if self.doc is not None:
+            self.previous = self.scores
+        self.doc, self.live, self.taken_at = doc, live, time.time()
+        self.scores = {a["asset"]: a["quality"]["score"] for a in doc.get("assets", [])
+                       if (a.get("quality") or {}).get("score") is not None}
+        if not live:
+            self.history.clear()
+        self.history.append((now, _totals(doc)))
+        while self.history and now - self.history[0][0] > RATE_WINDOW_S:
+            self.history.popleft()
+        if len(self.history) >= 2 and now > self.history[0][0]:
+            (t0, old), (t1, new) = self.history[0], self.history[-1]
+            self.rates = {a: max(0, n - old.get(a, 0)) / (t1 - t0) * 60 for a, n in new.items()}
+        else:
+            try:
+                self.rates = source.stored_rates()
+            except Exception as exc:
+                self.rates, self.error = {}, f"rates unavailable: {exc}"
+
+    def trend(self, asset: str) -> str:
+        now, before = self.scores.get(asset), self.previous.get(asset)
+        if now is None or before is None:
+            return " "
+        return "↑" if now > before + 0.05 else "↓" if now < before - 0.05 else "→"
+
+    def render(self, interval: float | None = None) -> RenderableType:
+        if self.doc is None:
+            return Text(f"stocktake status: {self.error or 'no data yet'}", style="red")
+        doc = self.doc
+        when = time.strftime("%H:%M:%S", time.localtime(self.taken_at))
+        mode = (f"live · every {interval:g} s" if self.live and interval else "live" if self.live
+                else "no worker running: stored state" + (", waiting for `stocktake up`" if interval else ""))
+        header = Text.assemble(("stocktake status", "bold"), f" · {when} · {mode} · event time as of "
+                               f"{doc.get('as_of_event_ts') or '—'}")
+        parts: list[RenderableType] = [header, self._assets_table(doc), self._issues(doc),
+                                       Text.assemble(("entities ", "bold"), entity_line(doc))]
+        if self.error:
+            parts.append(Text(self.error, style="red"))
+        return Group(*parts)
+
+    def _assets_table(self, doc: dict[str, Any]) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        table.add_column("asset", no_wrap=True, overflow="ellipsis", max_width=34)
+        for name in ("events/min", "valid", "dup", "invalid", "quality", "fresh"):
+            table.add_column(name, justify="right", no_wrap=True)
+        for a in doc.get("assets", []):
+            name = a["asset"]
+            label = Text(name, style="bold") if "/" not in name else Text("  " + name.split("/", 1)[1])
+            score = (a.get("quality") or {}).get("score")
+            style = "dim" if score is None else "green" if score >= 90 else "yellow" if score >= 70 else "red"
+            quality = Text("—" if score is None else f"{score:.1f} {self.trend(name)}", style=style)
+            rate = self.rates.get(name)
+            table.add_row(label, "—" if rate is None else f"{rate:,.0f}", f"{a['valid']:,}",
+                          f"{a['duplicates']:,}", f"{a['invalid']:,}", quality, human_age(a.get("freshness_s")))
+        return table
+
+    def _issues(self, doc: dict[str, Any]) -> Panel:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(justify="right", no_wrap=True, style="red")
+        grid.add_column(no_wrap=True, style="bold")
+        grid.add_column(overflow="ellipsis", no_wrap=True)
+        for lost, asset, line in top_losses(doc):
+            grid.add_row(f"-{lost:.1f}", asset, line.rsplit("; -", 1)[0])
+        for line in consistency_issues(doc):
+            grid.add_row("!", "", line)
+        if not grid.rows:
+            grid.add_row("", "", "no quality losses, drift, orphans or amount mismatches")
+        return Panel(grid, title="top issues", title_align="left", box=box.ROUNDED)
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=WIDTH)
+    return console
+
+
+def once(source: Source, console: Console | None = None) -> None:
+    tracker = Tracker()
+    tracker.refresh(source)
+    if tracker.doc is None:
+        raise RuntimeError(tracker.error or "no inventory")
+    (console or _console()).print(tracker.render())
+
+
+def watch(source: Source, interval: float, console: Console | None = None) -> None:
+    """Refresh in place until Ctrl-C (a new block every interval when not on a terminal)."""
+    from rich.live import Live
+
+    console = console or _console()
+    tracker = Tracker()
+    if not console.is_terminal:
+        while True:
+            tracker.refresh(source)
+            console.print(tracker.render(interval))
+            time.sleep(interval)
+    with Live(tracker.render(interval), console=console, auto_refresh=False) as view:
+        while True:
+            tracker.refresh(source)
+            view.update(tracker.render(interval), refresh=True)
+            time.sleep(interval)
