@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap run test unit lint typecheck bench clean
+.PHONY: help bootstrap run test unit lint typecheck bench browser clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t14
@@ -21,7 +21,7 @@ bootstrap: $(STAMP)  ## create .venv and install the project with dev tools
 run: $(STAMP)  ## start the embedded demo (Tansu + worker + chDB, replays rees46)
 	$(BIN)/stocktake up $(ARGS)
 
-test: $(STAMP) lint typecheck  ## lint, type-check and run the whole test suite
+test: $(STAMP) browser lint typecheck  ## lint, type-check and run the whole test suite
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: $(STAMP)  ## fast tests only (no broker)
@@ -32,6 +32,9 @@ lint: $(STAMP)  ## ruff
 
 typecheck: $(STAMP)  ## mypy
 	$(BIN)/mypy
+
+browser:  ## install Chromium if missing (the report test takes a screenshot)
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 
 bench: $(STAMP)  ## end-to-end throughput benchmark (stocktake bench)
 	$(BIN)/stocktake bench $(ARGS)

@@ -143,6 +143,14 @@ class Store:
             except Exception as exc:
                 raise StoreError(f"insert into {table} failed: {_describe(exc, self.dsn)}") from None
 
+    def insert_rows(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
+        """Small row-wise inserts (alerts, baselines); the event path uses insert_arrow."""
+        with self._lock:
+            try:
+                self.client.insert(table, rows, column_names=columns)
+            except Exception as exc:
+                raise StoreError(f"insert into {table} failed: {_describe(exc, self.dsn)}") from None
+
     # -- what the worker needs on partition assignment ---------------------------------
 
     def watermarks(self, topic: str, partitions: Sequence[int] | None = None) -> dict[int, int]:

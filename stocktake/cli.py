@@ -104,10 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     common(inventory)
     inventory.add_argument("--json", action="store_true")
 
+    alerts = sub.add_parser("alerts", help="data-gap alerts, newest first (asks the worker if one runs)")
+    common(alerts)
+    alerts.add_argument("--open", action="store_true", help="only alerts still firing")
+    alerts.add_argument("--json", action="store_true")
+
     query = sub.add_parser("query", help="run SQL on the store (asks the worker if one runs)")
     common(query)
     query.add_argument("sql")
     query.add_argument("--json", action="store_true")
+
+    status = sub.add_parser("status", help="live view: rates, counts, quality, top issues (--once: one snapshot)")
+    common(status)
+    status.add_argument("--interval", type=_positive(float), default=2.0, help="seconds between refreshes")
+    status.add_argument("--once", action="store_true", help="print one snapshot and exit")
+
+    report = sub.add_parser("report", help="write a self-contained HTML report")
+    common(report)
+    report.add_argument("--out", type=Path, default=Path("stocktake-report.html"),
+                        help="HTML file to write (default ./stocktake-report.html)")
 
     bench = sub.add_parser("bench", help="end-to-end throughput benchmark")
     bench.add_argument("--events", type=_positive(int), default=100_000)
@@ -127,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         _configure_logging(settings.log_level)
         handler = {
             "up": cmd_up, "worker": cmd_worker, "replay": cmd_replay, "inventory": cmd_inventory,
-            "query": cmd_query, "bench": cmd_bench,
+            "alerts": cmd_alerts,
+            "query": cmd_query, "status": cmd_status, "report": cmd_report, "bench": cmd_bench,
         }[args.command]
         return handler(args, settings)
     except KeyboardInterrupt:
@@ -319,19 +335,76 @@ def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
-    result = _ask_worker(settings, "/api/query", {"sql": args.sql})
+def run_sql(settings: Settings, sql: str) -> dict[str, Any]:
+    """{"columns", "rows"} of any SQL: from the running worker, else from the store."""
+    result = _ask_worker(settings, "/api/query", {"sql": sql})
     if result is None:
         store = _open_store(settings)
         try:
-            columns, rows = store.query(args.sql)
+            columns, rows = store.query(sql)
         finally:
             store.close()
         result = jsonable({"columns": columns, "rows": rows})
+    return dict(result)
+
+
+def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
+    result = _ask_worker(settings, "/api/alerts" + ("?open=1" if args.open else ""))
+    if result is None:
+        from stocktake.alerts import list_alerts
+        store = _open_store(settings)
+        try:
+            result = {"alerts": list_alerts(store, settings, open_only=args.open)}
+        finally:
+            store.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        columns = ["state", "severity", "asset", "kind", "subject", "opened_at", "resolved_at", "reason"]
+        print_table(columns, [[a.get(c) for c in columns] for a in result["alerts"]],
+                    title="stocktake alerts" + (" (open)" if args.open else ""))
+    return 0
+
+
+def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
+    result = run_sql(settings, args.sql)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print_table(result["columns"], result["rows"])
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from stocktake import status
+    from stocktake.runtime import running_worker
+    source = status.Source(load=lambda: load_inventory(settings), query=lambda sql: run_sql(settings, sql),
+                           live=lambda: running_worker(settings.data_dir) is not None,
+                           prefix=settings.topic_prefix + ".")
+    if args.once:
+        status.once(source)
+        return 0
+    with contextlib.suppress(KeyboardInterrupt):
+        status.watch(source, args.interval)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from stocktake import report
+    data = _ask_worker(settings, "/api/report-data")
+    if data is None:
+        store = _open_store(settings)
+        try:
+            data = report.report_data(store, settings)
+        finally:
+            store.close()
+    out = args.out.expanduser()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report.render(data), encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(out.resolve())
     return 0
 
 

@@ -19,6 +19,7 @@ from clickhouse.store import Store
 from processors.drift import FieldType, detect_drift
 from processors.quality import WEIGHTS, quality_score
 from processors.sensitive import classify_field, mask
+from stocktake.alerts import list_alerts
 from stocktake.output import jsonable
 from stocktake.settings import Settings
 
@@ -214,4 +215,5 @@ def build(store: Store, settings: Settings, now_ms: int | None = None) -> dict[s
         "fields": fields,
         "entities": entities,
         "drift": drift_events(store, settings),
+        "alerts": list_alerts(store, settings, open_only=True),
     })

@@ -68,6 +68,7 @@ class Runtime:
         s = self.settings
         topics = {s.topic(stream): s.partitions for stream in STREAMS}
         topics[s.deadletter_topic] = s.partitions
+        topics[s.alerts_topic] = 1  # one ordered history of alert transitions
         create_topics(self.bootstrap, topics, connect_timeout=s.connect_timeout_s)
 
     async def start_worker(self, *, web: bool = False) -> tuple[StocktakeApp, Sink]:

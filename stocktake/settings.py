@@ -48,6 +48,12 @@ class Settings:
     drift_grace_s: float = field(default=300.0, metadata=_env("STOCKTAKE_DRIFT_GRACE"))
     field_vanish_after_s: float = field(default=3600.0, metadata=_env("STOCKTAKE_FIELD_VANISH_AFTER"))
     amount_tolerance: float = field(default=0.01, metadata=_env("STOCKTAKE_AMOUNT_TOLERANCE"))
+    # Data-gap alerting: how often the detectors look, how long a minute of event
+    # time stays open for stragglers, per-asset detector settings (TOML), webhook.
+    gap_interval_s: float = field(default=5.0, metadata=_env("STOCKTAKE_GAP_INTERVAL"))
+    minute_close_delay_s: float = field(default=30.0, metadata=_env("STOCKTAKE_MINUTE_CLOSE_DELAY"))
+    gaps_config: str = field(default="", metadata=_env("STOCKTAKE_GAPS_CONFIG"))
+    alert_webhook: str = field(default="", metadata=_env("STOCKTAKE_ALERT_WEBHOOK"))
     # The worker's HTTP API (inventory/query while it runs).
     http_host: str = field(default="127.0.0.1", metadata=_env("STOCKTAKE_HTTP_HOST"))
     http_port: int = field(default=0, metadata=_env("STOCKTAKE_HTTP_PORT"))
@@ -86,7 +92,12 @@ class Settings:
             raise SettingsError("STOCKTAKE_FLUSH_INTERVAL must be a finite number > 0 (seconds)")
         if not 0 <= self.dedupe_window_s < math.inf:
             raise SettingsError("STOCKTAKE_DEDUPE_WINDOW must be a finite number >= 0 (seconds)")
+        if not 0 < self.gap_interval_s < math.inf:
+            raise SettingsError("STOCKTAKE_GAP_INTERVAL must be a finite number > 0 (seconds)")
+        if self.alert_webhook and not re.match(r"^https?://", self.alert_webhook):
+            raise SettingsError("STOCKTAKE_ALERT_WEBHOOK must be an http(s):// URL")
         for env_name, value in (("STOCKTAKE_LATENESS", self.lateness_s),
+                                ("STOCKTAKE_MINUTE_CLOSE_DELAY", self.minute_close_delay_s),
                                 ("STOCKTAKE_FRESHNESS_TARGET", self.freshness_target_s),
                                 ("STOCKTAKE_DRIFT_GRACE", self.drift_grace_s),
                                 ("STOCKTAKE_FIELD_VANISH_AFTER", self.field_vanish_after_s),
@@ -119,6 +130,10 @@ class Settings:
     @property
     def deadletter_topic(self) -> str:
         return f"{self.topic_prefix}.deadletter"
+
+    @property
+    def alerts_topic(self) -> str:
+        return f"{self.topic_prefix}.alerts"
 
     def masked(self) -> dict[str, str]:
         """Printable view: passwords in URLs replaced by ***."""

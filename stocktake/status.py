@@ -142,7 +142,9 @@ class Tracker:
         try:
             doc = source.load()
             self.error = None
-        except Exception as exc:  # the worker stopping mid-request: keep the last frame
+        except Exception as exc:  # e.g. the worker stopping mid-request: keep the last frame
+            if self.doc is None:
+                raise
             self.error = str(exc)
             return
         if self.doc is not None:
@@ -175,10 +177,11 @@ class Tracker:
             return Text(f"stocktake status: {self.error or 'no data yet'}", style="red")
         doc = self.doc
         when = time.strftime("%H:%M:%S", time.localtime(self.taken_at))
-        mode = (f"live · every {interval:g} s" if self.live and interval else "live" if self.live
-                else "no worker running: stored state" + (", waiting for `stocktake up`" if interval else ""))
-        header = Text.assemble(("stocktake status", "bold"), f" · {when} · {mode} · event time as of "
-                               f"{doc.get('as_of_event_ts') or '—'}")
+        mode = (f"live, every {interval:g} s" if self.live and interval else "live" if self.live
+                else "stored state, no worker running" + (" (waiting for one)" if interval else ""))
+        as_of = str(doc.get("as_of_event_ts") or "—").replace("T", " ")[:19]
+        header = Text.assemble(("stocktake status", "bold"), f" · {when} · {mode}\n",
+                               (f"events up to {as_of} UTC (event time)", "dim"))
         parts: list[RenderableType] = [header, self._assets_table(doc), self._issues(doc),
                                        Text.assemble(("entities ", "bold"), entity_line(doc))]
         if self.error:
@@ -202,14 +205,16 @@ class Tracker:
         return table
 
     def _issues(self, doc: dict[str, Any]) -> Panel:
+        losses = top_losses(doc)
         grid = Table.grid(padding=(0, 1))
-        grid.add_column(justify="right", no_wrap=True, style="red")
-        grid.add_column(no_wrap=True, style="bold")
-        grid.add_column(overflow="ellipsis", no_wrap=True)
-        for lost, asset, line in top_losses(doc):
+        grid.add_column(justify="right", no_wrap=True, style="red", min_width=5)
+        grid.add_column(no_wrap=True, style="bold", min_width=max((len(a) for _, a, _ in losses), default=0))
+        grid.add_column(overflow="fold")
+        for lost, asset, line in losses:
             grid.add_row(f"-{lost:.1f}", asset, line.rsplit("; -", 1)[0])
         for line in consistency_issues(doc):
-            grid.add_row("!", "", line)
+            kind, _, text = line.partition(": ")
+            grid.add_row("!", kind, text)
         if not grid.rows:
             grid.add_row("", "", "no quality losses, drift, orphans or amount mismatches")
         return Panel(grid, title="top issues", title_align="left", box=box.ROUNDED)
@@ -225,8 +230,6 @@ def _console() -> Console:
 def once(source: Source, console: Console | None = None) -> None:
     tracker = Tracker()
     tracker.refresh(source)
-    if tracker.doc is None:
-        raise RuntimeError(tracker.error or "no inventory")
     (console or _console()).print(tracker.render())
 
 

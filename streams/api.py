@@ -11,7 +11,7 @@ import orjson
 from faust.web import Request, Response, View
 
 from clickhouse.store import Store, StoreError
-from stocktake import inventory
+from stocktake import alerts, inventory, report
 from stocktake.output import jsonable
 from stocktake.settings import Settings
 
@@ -21,13 +21,21 @@ def _json(view: View, payload: Any, status: int = 200) -> Response:
                       status=status)
 
 
-def register(app: faust.App, store: Store, sink: Any, settings: Settings) -> None:
+def register(app: faust.App, store: Store, sink: Any, settings: Settings, alerting: Any) -> None:
     @app.page("/api/inventory")
     class Inventory(View):
         async def get(self, request: Request) -> Response:
             try:
                 # In a thread: the queries take a moment and the loop keeps consuming.
                 return _json(self, await asyncio.to_thread(inventory.build, store, settings))
+            except StoreError as exc:
+                return _json(self, {"error": str(exc)}, 503)
+
+    @app.page("/api/report-data")
+    class ReportData(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                return _json(self, await asyncio.to_thread(report.report_data, store, settings))
             except StoreError as exc:
                 return _json(self, {"error": str(exc)}, 503)
 
@@ -44,6 +52,16 @@ def register(app: faust.App, store: Store, sink: Any, settings: Settings) -> Non
                 return _json(self, {"error": str(exc)}, 400)
             return _json(self, {"columns": columns, "rows": rows})
 
+    @app.page("/api/alerts")
+    class Alerts(View):
+        async def get(self, request: Request) -> Response:
+            open_only = request.query.get("open", "") in ("1", "true")
+            try:
+                return _json(self, {"alerts": await asyncio.to_thread(
+                    alerts.list_alerts, store, settings, open_only)})
+            except StoreError as exc:
+                return _json(self, {"error": str(exc)}, 503)
+
     @app.page("/api/stats")
     class Stats(View):
         async def get(self, request: Request) -> Response:
@@ -51,4 +69,5 @@ def register(app: faust.App, store: Store, sink: Any, settings: Settings) -> Non
                 "sink": sink.stats.as_dict(),
                 "assigned": sorted(f"{t}[{p}]" for t, p in sink.assigned),
                 "watermarks": {f"{t}[{p}]": o for (t, p), o in sink.watermarks.items()},
+                "alerting": alerting.runner is not None,
             })

@@ -10,13 +10,16 @@ import logging
 from typing import Any
 
 import faust
+import orjson
 from faust.types import TP
 
-from clickhouse.store import Store
+from clickhouse.store import Store, StoreError
 from processors.contract import STREAMS
 from processors.judge import DeadLetter
+from stocktake.gapconfig import load_monitor
 from stocktake.settings import Settings
 from streams import api
+from streams.alerting import AlertRunner
 from streams.sink import Key, Sink
 from streams.transport import FetchBatch, batching_transport
 
@@ -112,6 +115,50 @@ def create_app(
     async def _flush_due() -> None:
         await sink.flush_due()
 
+    monitor = load_monitor(settings.gaps_config)  # a bad gaps config fails at start, in one line
+    alerting = Alerting(settings, store, sink, monitor, app)
+
+    @app.timer(interval=settings.gap_interval_s)
+    async def _alerting() -> None:
+        await alerting.step()
+
     if web:
-        api.register(app, store, sink, settings)
+        api.register(app, store, sink, settings, alerting)
     return app, sink
+
+
+class Alerting:
+    """Runs the AlertRunner on the one worker that owns partition 0 of the behaviour topic."""
+
+    def __init__(self, settings: Settings, store: Store, sink: Sink, monitor: Any, app: faust.App):
+        self.settings = settings
+        self.store = store
+        self.sink = sink
+        self.first_monitor = monitor
+        self.app = app
+        self.runner: AlertRunner | None = None
+
+    async def publish(self, messages: list[dict[str, Any]]) -> None:
+        producer = self.app.producer
+        futures = [await producer.send(self.settings.alerts_topic, m["alert_id"].encode(),
+                                       orjson.dumps(m), None, None, None) for m in messages]
+        await producer.flush()
+        for future in futures:
+            await future
+
+    async def step(self) -> None:
+        leader = (self.settings.topic("behaviour"), 0) in self.sink.assigned and not self.sink.closed
+        if not leader:
+            self.runner = None
+            return
+        try:
+            if self.runner is None:
+                monitor = self.first_monitor or load_monitor(self.settings.gaps_config)
+                self.first_monitor = None
+                runner = AlertRunner(self.settings, self.store, monitor, self.publish)
+                await runner.take_over()
+                self.runner = runner
+            else:
+                await self.runner.tick()
+        except StoreError as exc:  # ClickHouse away: try again next tick
+            log.error("alerting skipped a tick: %s", exc)

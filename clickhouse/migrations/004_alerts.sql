@@ -2,6 +2,7 @@
 -- queryable copy). One row per state change; the newest version of an alert_id wins.
 CREATE TABLE IF NOT EXISTS alerts
 (
+    topic_prefix  LowCardinality(String),   -- the deployment ('stocktake.')
     alert_id      String,
     asset         LowCardinality(String),
     kind          LowCardinality(String),   -- silence | volume_drop | volume_spike | completeness_drop | orphan_spike | schema_drift
@@ -20,12 +21,13 @@ CREATE TABLE IF NOT EXISTS alerts
     version       UInt64
 )
 ENGINE = ReplacingMergeTree(version)
-ORDER BY alert_id;
+ORDER BY (topic_prefix, alert_id);
 
 -- What the detectors expected per asset and minute: dashboards draw observed vs
 -- the learned band.
 CREATE TABLE IF NOT EXISTS baselines
 (
+    topic_prefix LowCardinality(String),
     asset     LowCardinality(String),
     metric    LowCardinality(String),       -- events | completeness:<field> | orphans
     minute    DateTime64(3, 'UTC'),
@@ -37,4 +39,4 @@ CREATE TABLE IF NOT EXISTS baselines
     updated_at DateTime64(3, 'UTC')
 )
 ENGINE = ReplacingMergeTree(updated_at)
-ORDER BY (asset, metric, minute);
+ORDER BY (topic_prefix, asset, metric, minute);

@@ -1,6 +1,7 @@
 -- In-stream model scores, as published on stocktake.scores.users / .products.
 CREATE TABLE IF NOT EXISTS scores
 (
+    topic_prefix  LowCardinality(String),   -- the deployment ('stocktake.')
     entity        LowCardinality(String),   -- user | product
     id            String,
     score         Float32,
@@ -12,4 +13,4 @@ CREATE TABLE IF NOT EXISTS scores
     device        LowCardinality(String)    -- cuda | cpu
 )
 ENGINE = MergeTree
-ORDER BY (entity, id, scored_at);
+ORDER BY (topic_prefix, entity, id, scored_at);

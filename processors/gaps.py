@@ -1,0 +1,249 @@
+"""Data-gap detection: per-asset detectors and the alert lifecycle. Pure.
+
+Inputs are closed minutes of event time per asset (counts, field presence,
+orphan references), inter-arrival gaps, and "now" on either clock:
+
+- event clock: now = newest event time across all streams, so a replayed
+  history is judged as it happened;
+- wall clock: now = time.time() against each asset's last *ingest* time, so
+  a live source that goes quiet is caught even when nothing arrives at all.
+
+Alerts: one open alert per (asset, kind, subject); firing after
+``fire_after`` breaching minutes, resolved after ``resolve_after`` good ones
+(hysteresis); every alert says expected vs observed and its evidence window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from processors.baseline import MINUTE_MS, Baseline
+from processors.quality import LagHistogram
+
+
+@dataclass(frozen=True)
+class GapConfig:
+    silence_factor: float = 2.0        # silent when quiet for > factor × p99 inter-arrival
+    silence_min_s: float = 0.0         # ...and at least this long
+    wall_silence_min_s: float = 30.0   # wall clock: batching/flush delays are not silence
+    cadence_min_gaps: int = 30         # inter-arrival gaps to learn before judging silence
+    window_minutes: int = 30           # rolling baseline length
+    min_history_minutes: int = 10      # minutes learned before volume/completeness are judged
+    volume_z: float = 4.0              # robust z-score beyond the baseline
+    drop_min: float = 0.5              # and at least this relative drop...
+    spike_min: float = 1.0             # ...or rise (+100%)
+    completeness_drop: float = 0.2     # absolute drop of a field's present share
+    completeness_min_events: int = 20  # minutes with fewer events say little about shares
+    orphan_rise: float = 0.2           # absolute rise of the orphan share of product references
+    fire_after: int = 2                # breaching minutes before firing
+    resolve_after: int = 2             # good minutes before resolving
+    seasonal_days: int = 2
+    drift_open_minutes: int = 60       # schema drift alerts resolve themselves after this
+    mute: bool = False
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> GapConfig:
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown gap settings: {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **overrides)
+
+
+class MinuteObservation(NamedTuple):
+    asset: str
+    minute_ms: int
+    events: int                        # valid events with event time in this minute
+    field_events: int = 0
+    field_present: Mapping[str, int] = {}
+    product_refs: int = 0
+    orphan_refs: int = 0
+
+
+@dataclass
+class _Open:
+    alert: dict[str, Any]
+    bad: int = 0
+    good: int = 0
+
+
+@dataclass
+class AssetState:
+    config: GapConfig
+    volume: Baseline
+    fields: dict[str, Baseline] = field(default_factory=dict)
+    orphans: Baseline | None = None
+    cadence: LagHistogram = field(default_factory=LagHistogram)
+    last_event_ms: int | None = None
+
+    def silence_threshold_ms(self) -> float | None:
+        if self.cadence.count < self.config.cadence_min_gaps:
+            return None
+        p99 = self.cadence.quantile(0.99) or 0.0
+        return max(self.config.silence_factor * p99, self.config.silence_min_s * 1000)
+
+
+class GapMonitor:
+    def __init__(self, default: GapConfig | None = None, per_asset: Mapping[str, Mapping[str, Any]] | None = None):
+        self.default = default or GapConfig()
+        self.per_asset = dict(per_asset or {})
+        self.assets: dict[str, AssetState] = {}
+        self.open: dict[tuple[str, str, str], _Open] = {}
+        self.streaks: dict[tuple[str, str, str], list[int]] = {}   # key -> [bad, good] while closed
+
+    def state(self, asset: str) -> AssetState:
+        st = self.assets.get(asset)
+        if st is None:
+            cfg = self.default.with_overrides(self.per_asset.get(asset, {}))
+            st = self.assets[asset] = AssetState(cfg, self._baseline(cfg))
+        return st
+
+    @staticmethod
+    def _baseline(cfg: GapConfig, counts: bool = True) -> Baseline:
+        return Baseline(window=cfg.window_minutes, seasonal_days=cfg.seasonal_days, counts=counts)
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def gaps(self, asset: str, gaps_ms: Iterable[float], last_event_ms: int | None = None) -> None:
+        st = self.state(asset)
+        for gap in gaps_ms:
+            st.cadence.add(gap)
+        if last_event_ms is not None and (st.last_event_ms is None or last_event_ms > st.last_event_ms):
+            st.last_event_ms = last_event_ms
+
+    def minute(self, obs: MinuteObservation) -> list[dict[str, Any]]:
+        """Judge one closed minute of an asset, then learn from it (unless it breached)."""
+        st = self.state(obs.asset)
+        cfg = st.config
+        out: list[dict[str, Any]] = []
+        at = obs.minute_ms + MINUTE_MS
+        exp = st.volume.expect(obs.minute_ms)
+        judged = st.volume.seen >= cfg.min_history_minutes
+        drop = judged and obs.events < exp.expected - cfg.volume_z * exp.spread \
+            and obs.events <= (1 - cfg.drop_min) * exp.expected
+        spike = judged and obs.events > exp.expected + cfg.volume_z * exp.spread \
+            and obs.events >= (1 + cfg.spike_min) * exp.expected
+        evidence = {"from": obs.minute_ms, "to": at, "model": exp.model, "spread": round(exp.spread, 3)}
+        out += self._judge(obs.asset, "volume_drop", "", drop, at, exp.expected, obs.events, evidence,
+                           "critical" if obs.events <= 0.1 * exp.expected else "warning",
+                           f"{obs.events} events/min, expected about {exp.expected:.0f} ({exp.model})")
+        out += self._judge(obs.asset, "volume_spike", "", spike, at, exp.expected, obs.events, evidence,
+                           "warning", f"{obs.events} events/min, expected about {exp.expected:.0f} ({exp.model})")
+        if not (drop or spike):
+            st.volume.learn(obs.minute_ms, obs.events)
+        if obs.field_events >= cfg.completeness_min_events:
+            for name, present in obs.field_present.items():
+                out += self._completeness(st, obs, name, present / obs.field_events, at)
+        if obs.product_refs >= cfg.completeness_min_events:
+            out += self._orphans(st, obs, obs.orphan_refs / obs.product_refs, at)
+        return out
+
+    def _completeness(self, st: AssetState, obs: MinuteObservation, name: str, share: float,
+                      at: int) -> list[dict[str, Any]]:
+        cfg = st.config
+        base = st.fields.setdefault(name, self._baseline(cfg, counts=False))
+        exp = base.expect(obs.minute_ms)
+        breach = base.seen >= cfg.min_history_minutes and share < exp.expected - cfg.completeness_drop
+        out = self._judge(obs.asset, "completeness_drop", name, breach, at, exp.expected, share,
+                          {"from": obs.minute_ms, "to": at, "model": exp.model}, "warning",
+                          f"{name} present on {share:.0%} of events, usually {exp.expected:.0%}")
+        if not breach:
+            base.learn(obs.minute_ms, share)
+        return out
+
+    def _orphans(self, st: AssetState, obs: MinuteObservation, share: float, at: int) -> list[dict[str, Any]]:
+        cfg = st.config
+        base = st.orphans = st.orphans or self._baseline(cfg, counts=False)
+        exp = base.expect(obs.minute_ms)
+        breach = base.seen >= cfg.min_history_minutes and share > exp.expected + cfg.orphan_rise
+        out = self._judge(obs.asset, "orphan_spike", "", breach, at, exp.expected, share,
+                          {"from": obs.minute_ms, "to": at, "model": exp.model}, "warning",
+                          f"{share:.0%} of product references are unknown to the catalog, "
+                          f"usually {exp.expected:.0%}")
+        if not breach:
+            base.learn(obs.minute_ms, share)
+        return out
+
+    def silence(self, now_ms: int, clock: str, last_seen: Mapping[str, int]) -> list[dict[str, Any]]:
+        """Each asset's quiet time against its learned cadence. ``last_seen``: asset -> newest
+        event time (event clock) or newest ingest time (wall clock)."""
+        out: list[dict[str, Any]] = []
+        for asset, last in last_seen.items():
+            st = self.state(asset)
+            threshold = st.silence_threshold_ms()
+            if threshold is None:
+                continue
+            if clock == "wall":
+                threshold = max(threshold, st.config.wall_silence_min_s * 1000)
+            quiet = now_ms - last
+            p99 = st.cadence.quantile(0.99) or 0.0
+            out += self._judge(asset, "silence", clock, quiet > threshold, now_ms, threshold / 1000,
+                               quiet / 1000, {"from": last, "to": now_ms, "p99_gap_ms": round(p99)},
+                               "critical" if "/" not in asset else "warning",
+                               f"no events for {quiet / 1000:.0f}s ({clock} clock); its cadence allows "
+                               f"{threshold / 1000:.0f}s (2x p99 gap {p99 / 1000:.1f}s)",
+                               fire_after=1, resolve_after=1)
+        return out
+
+    def drift(self, events: Iterable[Mapping[str, Any]], now_ms: int) -> list[dict[str, Any]]:
+        """Schema drift findings become info alerts that resolve themselves later."""
+        out: list[dict[str, Any]] = []
+        for d in events:
+            key_subject = f"{d['field']}:{d['kind']}"
+            at = int(d["at_ms"])
+            open_for = self.state(d["stream"]).config.drift_open_minutes * MINUTE_MS
+            breach = now_ms - at < open_for
+            out += self._judge(d["stream"], "schema_drift", key_subject, breach, at if breach else now_ms,
+                               None, None, {"from": at, "to": at, "drift": d["kind"]}, "info",
+                               d["details"], fire_after=1, resolve_after=1)
+        return out
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def _judge(self, asset: str, kind: str, subject: str, breach: bool, at_ms: int,
+               expected: float | None, observed: float | None, evidence: dict[str, Any],
+               severity: str, reason: str, *, fire_after: int | None = None,
+               resolve_after: int | None = None) -> list[dict[str, Any]]:
+        cfg = self.state(asset).config
+        fire_after = cfg.fire_after if fire_after is None else fire_after
+        resolve_after = cfg.resolve_after if resolve_after is None else resolve_after
+        key = (asset, kind, subject)
+        current = self.open.get(key)
+        if current is None:
+            streak = self.streaks.setdefault(key, [0, 0])
+            streak[0] = streak[0] + 1 if breach else 0
+            if not breach or streak[0] < fire_after or cfg.mute:
+                return []
+            start = evidence.get("from", at_ms) - (fire_after - 1) * MINUTE_MS if kind != "silence" \
+                else evidence.get("from", at_ms)
+            alert = {
+                "alert_id": hashlib.sha1(f"{asset}|{kind}|{subject}|{at_ms}".encode()).hexdigest()[:16],
+                "asset": asset, "kind": kind, "subject": subject, "severity": severity, "state": "firing",
+                "clock": evidence.get("clock", subject if kind == "silence" else "event"),
+                "opened_at": at_ms, "resolved_at": None, "reason": reason,
+                "expected": _round(expected), "observed": _round(observed),
+                "evidence_from": start, "evidence_to": evidence.get("to", at_ms),
+                "details": evidence, "version": 1,
+            }
+            self.open[key] = _Open(alert)
+            self.streaks.pop(key, None)
+            return [dict(alert)]
+        if breach:
+            current.good = 0
+            current.alert["evidence_to"] = evidence.get("to", at_ms)
+            return []
+        current.good += 1
+        if current.good < resolve_after:
+            return []
+        alert = current.alert
+        alert.update(state="resolved", resolved_at=at_ms, version=alert["version"] + 1,
+                     reason=f"resolved: {reason}", observed=_round(observed))
+        del self.open[key]
+        return [dict(alert)]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)

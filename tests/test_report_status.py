@@ -1,0 +1,271 @@
+"""`stocktake report` (self-contained HTML) and `stocktake status` (terminal view).
+
+Unit tests render from small hand-made documents; the integration test runs the
+real commands as subprocesses (this process already holds a chDB store) and
+looks at the report in headless Chromium when it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from stocktake import report, status
+
+EVIL = "<script>alert(1)</script>"
+
+
+def _quality(score: float, first: str) -> dict[str, Any]:
+    return {"score": score,
+            "components": {"completeness": 0.9, "validity": 0.99, "uniqueness": 0.97, "timeliness": 0.5,
+                           "consistency": None},
+            "weights": {"completeness": 0.25, "validity": 0.3, "uniqueness": 0.15, "timeliness": 0.15,
+                        "consistency": 0.15},
+            "explain": [first, "completeness 0.90: brand present on 60% of events; -2.5 points"]}
+
+
+def _asset(name: str, valid: int, dup: int, invalid: int, score: float, first: str) -> dict[str, Any]:
+    return {"asset": name, "kind": "stream" if "/" not in name else name.split("/")[1].split("=")[0],
+            "stream": name.split("/")[0], "valid": valid, "duplicates": dup, "invalid": invalid,
+            "invalid_by_reason": {"invalid_json": invalid} if invalid else {},
+            "last_event_ts": "2019-10-01T02:50:00.000Z", "freshness_s": 12.5, "quality": _quality(score, first)}
+
+
+def sample() -> dict[str, Any]:
+    """A report-data dict shaped like `report_data`'s, small and hostile."""
+    doc = {
+        "generated_at": "2026-11-22T17:34:03.576Z", "as_of_event_ts": "2019-10-01T02:50:00.000Z",
+        "quality_weights": {"completeness": 0.25, "validity": 0.3},
+        "assets": [
+            _asset("behaviour", 17435, 523, 170, 83.2, "timeliness 0.00: newest event 3 h old; -15.0 points"),
+            _asset("behaviour/event_type=view", 17000, 500, 100, 84.0, "timeliness 0.00: late; -15.0 points"),
+            _asset("product", 6493, 110, 86, 79.9, f"completeness 0.80: {EVIL} present on 5%; -5.0 points"),
+        ],
+        "fields": [
+            {"stream": "behaviour", "field": "brand", "contract": False, "types": {"string": 10, "null": 5},
+             "completeness": 0.6667, "validity": 1.0, "distinct_approx": 4, "sensitive": None,
+             "examples": ["samsung", "see https://evil.example/x.js"]},
+            {"stream": "product", "field": EVIL, "contract": False, "types": {"string": 3},
+             "completeness": 0.05, "validity": 1.0, "distinct_approx": 1, "sensitive": "email",
+             "examples": ["a***@***"]},
+        ],
+        "entities": [
+            {"entity": "users", "distinct": 4505},
+            {"entity": "products", "distinct": 6493, "catalog": 6400, "orphans": 2,
+             "orphan_events": {"behaviour": 7}, "orphan_examples": [{"product_id": EVIL, "references": 5}]},
+            {"entity": "orders", "distinct": 211, "amount_checked": 214, "amount_mismatch": 1,
+             "amount_mismatch_examples": [{"event_id": "e1", "order_id": "o1", "product_id": "p1",
+                                           "quantity": 2, "amount": 10.0, "expected": 20.0}]},
+        ],
+        "drift": [{"stream": "product", "field": "price", "kind": "type_change", "type": "string",
+                   "at": "2019-10-01T01:00:00.000Z", "details": EVIL}],
+    }
+    minutes = [f"2019-10-01T00:{m:02d}:00.000Z" for m in range(10)]
+    return {
+        "inventory": doc,
+        "asset_minute": [{"asset": "behaviour", "minute": m, "events": 12, "valid": 10, "duplicates": 1,
+                          "invalid": 1} for m in minutes]
+        + [{"asset": "behaviour", "minute": "2026-11-22T17:00:00.000Z", "events": 3, "valid": 0,
+            "duplicates": 0, "invalid": 3},
+           {"asset": "product", "minute": minutes[0], "events": 5, "valid": 5, "duplicates": 0, "invalid": 0}],
+        "completeness_minute": [{"stream": "behaviour", "minute": m, "field": f, "present": 10 - i % 3}
+                                for i, m in enumerate(minutes) for f in ("brand", "user_id")]
+        + [{"stream": "product", "minute": minutes[0], "field": EVIL, "present": 1}],
+        "stream_minute": [{"stream": "behaviour", "minute": m, "events": 10} for m in minutes]
+        + [{"stream": "product", "minute": minutes[0], "events": 5}],
+    }
+
+
+class _Attributes(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.values: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.values.extend(v or "" for _, v in attrs)
+
+
+def test_render_is_self_contained_and_escaped() -> None:
+    html = report.render(sample())
+    parser = _Attributes()
+    parser.feed(html)
+    # URLs only as text: no attribute, stylesheet or script fetches anything.
+    assert not [v for v in parser.values if re.search(r"https?:|//", v)]
+    assert not {"script", "link", "img", "iframe", "object"} & set(parser.tags)
+    assert "@import" not in html and "url(" not in html
+    assert "see https://evil.example/x.js" in html
+    assert "<svg" in html and "polyline" in html
+    assert EVIL not in html
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4   # field, example, drift, explain
+    # the summary rows: stream, events, valid, duplicates, invalid, then the first explain line
+    summary = re.search(r'<table class="summary">.*?</table>', html, re.S)
+    assert summary
+    assert re.search(r"<b>behaviour</b></td><td[^>]*>18,128</td><td[^>]*>17,435</td><td[^>]*>523</td>"
+                     r"<td[^>]*>170</td>", summary.group(0))
+    assert "timeliness 0.00: newest event 3 h old" in summary.group(0)
+    assert "<b>product</b>" in summary.group(0) and "event_type=view" not in summary.group(0)
+    assert "3 events outside this event-time span" in html
+    for headline in ("distinct users", "orphan products", "amount mismatches", "drift events"):
+        assert headline in html
+
+
+def test_render_with_empty_inventory() -> None:
+    html = report.render({"inventory": {"assets": [], "fields": [], "entities": [], "drift": []}})
+    assert "no events stored yet" in html and "No dead letters" in html
+
+
+def test_buckets_keep_charts_readable() -> None:
+    import datetime as dt
+    t0 = dt.datetime(2019, 10, 1, tzinfo=dt.UTC)
+    short = report.Buckets((t0, t0 + dt.timedelta(minutes=170)), report.MAX_POINTS)
+    assert (short.size, short.count, short.name) == (1, 171, "minute")
+    heat = report.Buckets((t0, t0 + dt.timedelta(minutes=170)), report.MAX_COLUMNS)
+    assert heat.count <= 60 and heat.name == "5 min"
+    years = report.Buckets((t0, t0 + dt.timedelta(days=3 * 365)), report.MAX_COLUMNS)
+    assert years.count <= 60 and years.index("2019-10-01T00:00:00.000Z") == 0
+    assert years.index("2030-01-01T00:00:00.000Z") is None
+
+
+def test_human_age() -> None:
+    assert [status.human_age(s) for s in (None, -3, 12.9, 125, 3 * 3600 + 5, 225470643.6)] == [
+        "—", "0 s", "12 s", "2 min", "3 h", "2609 d"]
+
+
+def test_top_losses_takes_the_biggest_over_stream_assets() -> None:
+    losses = status.top_losses(sample()["inventory"])
+    assert [(p, a) for p, a, _ in losses] == [(15.0, "behaviour"), (5.0, "product"), (2.5, "behaviour"),
+                                              (2.5, "product")]
+
+
+def test_status_rates_trends_and_width() -> None:
+    doc = sample()["inventory"]
+    docs = [json.loads(json.dumps(doc)) for _ in range(2)]
+    docs[1]["assets"][0]["valid"] += 600                 # +600 events in 60 s
+    docs[1]["assets"][0]["quality"]["score"] = 90.0      # up from 83.2
+    docs[1]["assets"][2]["quality"]["score"] = 70.0      # down from 79.9
+    feed = iter(docs)
+    queries: list[str] = []
+
+    def query(sql: str) -> dict[str, Any]:
+        queries.append(sql)
+        return {"columns": ["asset", "events", "span_ms"], "rows": [["behaviour", 1000, 30_000]]}
+
+    source = status.Source(load=lambda: next(feed), query=query, live=lambda: True, prefix="it's.")
+    tracker = status.Tracker()
+    tracker.refresh(source, now=100.0)
+    assert tracker.rates == {"behaviour": 1000.0}     # 30 s of ingest counts as one minute
+    assert "'it\\'s.'" in queries[0]
+    tracker.refresh(source, now=160.0)
+    assert tracker.rates["behaviour"] == pytest.approx(600.0)
+    assert tracker.trend("behaviour") == "↑" and tracker.trend("product") == "↓"
+    console = Console(width=100, record=True, color_system=None)
+    console.print(tracker.render(2.0))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "90.0 ↑" in text and "70.0 ↓" in text and "top issues" in text
+    assert "orphans" in text and "amount mismatches" in text and "drift" in text
+    assert "users 4,505" in text
+
+
+# -- integration: the real commands, and the report in a real browser -------------------------
+
+
+def stocktake(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stocktake.cli", *args], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=timeout)
+
+
+def _png_is_not_blank(path: Path) -> bool:
+    """Several distinct byte values in the decoded image data (a single colour gives a handful)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat = 8, b""
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        if kind == b"IDAT":
+            idat += data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+    return len(set(zlib.decompress(idat))) > 32
+
+
+@pytest.mark.integration
+def test_report_and_status_after_a_run(tmp_path: Path) -> None:
+    data_dir = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stocktake.cli", "up", "--data-dir", str(data_dir), "--speed", "max",
+         "--duration", "20", "--inject", "duplicates=0.02,malformed=0.01"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # While it runs, both commands ask the worker over HTTP (the store is locked).
+        deadline = time.monotonic() + 60
+        streams: set[str] = set()
+        while time.monotonic() < deadline and proc.poll() is None and len(streams) < 3:
+            result = stocktake("inventory", "--json", "--data-dir", str(data_dir))
+            if result.returncode == 0:
+                streams = {a["asset"] for a in json.loads(result.stdout)["assets"] if a["kind"] == "stream"}
+            time.sleep(0.5)
+        assert streams == {"behaviour", "product", "transaction"}
+        live = stocktake("report", "--out", str(tmp_path / "live.html"), "--data-dir", str(data_dir))
+        assert live.returncode == 0, live.stderr
+        assert all(f"<b>{s}</b>" in (tmp_path / "live.html").read_text() for s in streams)
+        during = stocktake("status", "--once", "--data-dir", str(data_dir))
+        assert during.returncode == 0, during.stderr
+        assert "live" in during.stdout and "stored state" not in during.stdout
+        assert all(re.search(rf"^ {s} ", during.stdout, re.M) for s in streams), during.stdout
+    finally:
+        _, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 0, stderr
+
+    out = data_dir / "report.html"
+    result = stocktake("report", "--out", str(out), "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out.resolve())
+    inventory = stocktake("inventory", "--json", "--data-dir", str(data_dir))
+    assert inventory.returncode == 0, inventory.stderr
+    valid = {a["asset"]: a["valid"] for a in json.loads(inventory.stdout)["assets"] if a["kind"] == "stream"}
+    assert set(valid) == {"behaviour", "product", "transaction"}
+    html = out.read_text()
+    summary = re.search(r'<table class="summary">.*?</table>', html, re.S)
+    assert summary
+    for stream, n in valid.items():
+        assert re.search(rf"<b>{stream}</b></td><td[^>]*>[\d,]+</td><td[^>]*>{n:,}</td>", summary.group(0)), stream
+
+    shown = stocktake("status", "--once", "--data-dir", str(data_dir))
+    assert shown.returncode == 0, shown.stderr
+    assert "stored state" in shown.stdout and "top issues" in shown.stdout
+    for stream, n in valid.items():
+        assert re.search(rf"^ {stream} .* {n:,} ", shown.stdout, re.M), (stream, shown.stdout)
+    assert max(len(line) for line in shown.stdout.splitlines()) <= 100
+
+    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if chromium is None:
+        pytest.skip("chromium is not installed (`make browser` installs it): no screenshot of the report")
+    png = tmp_path / "report.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}"]
+    shot = subprocess.run([chromium, *flags, "--window-size=1400,2400", f"--screenshot={png}",
+                           f"file://{out}"], capture_output=True, text=True, timeout=120)
+    assert png.exists(), shot.stderr
+    assert png.stat().st_size > 20_000 and _png_is_not_blank(png)
+    dom = subprocess.run([chromium, *flags, "--dump-dom", f"file://{out}"], capture_output=True, text=True,
+                         timeout=120)
+    assert dom.returncode == 0, dom.stderr
+    for stream in valid:
+        assert f"<b>{stream}</b>" in dom.stdout
+    assert dom.stdout.count("<svg") >= 7   # 3 timelines, 3 heatmaps, quality (+ dead letters)
