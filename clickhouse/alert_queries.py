@@ -57,7 +57,9 @@ FROM {_LOG} WHERE status = 'valid'
 """
 
 OPEN_ALERTS_SQL = """
-SELECT alert_id, asset, kind, severity, clock, toUnixTimestamp64Milli(opened_at), reason, details, version
+SELECT alert_id, asset, kind, severity, clock, toUnixTimestamp64Milli(opened_at) AS opened_at, reason,
+       expected, observed, toUnixTimestamp64Milli(evidence_from) AS evidence_from,
+       toUnixTimestamp64Milli(evidence_to) AS evidence_to, details, version
 FROM alerts FINAL
 WHERE topic_prefix = {prefix:String} AND state = 'firing'
 """

@@ -77,24 +77,40 @@ class AlertRunner:
     def _q(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         return self.store.rows(sql, {"prefix": self.prefix, **params})
 
-    async def take_over(self) -> None:
-        """Become the alerting worker: relearn from history without re-alerting, then
-        continue the open alerts stored by the previous owner."""
+    async def take_over(self, wall_now_ms: int | None = None) -> list[dict[str, Any]]:
+        """Become the alerting worker: relearn from history without alerting, then reconcile
+        with the open alerts the previous owner stored. Returns the transitions emitted."""
         first, newest, count = (await asyncio.to_thread(self._q, A.EVENT_SPAN_SQL))[0]
         if count:
             self.closed_until_ms = max(int(first), int(newest) - BACKFILL_MINUTES * MINUTE_MS) \
                 // MINUTE_MS * MINUTE_MS
-        await self.tick(emit=False, wall_now_ms=int(time.time() * 1000))
-        stored = await asyncio.to_thread(self._q, A.OPEN_ALERTS_SQL)
-        reopened = {(a["asset"], a["kind"], a.get("subject", "")) for a in self._open_alerts()}
-        for alert_id, asset, kind, _sev, clock, opened, _reason, details, version in stored:
-            subject = json.loads(details or "{}").get("subject", clock if kind == "silence" else "")
-            key = (asset, kind, subject)
-            if key in self.monitor.open:  # still breaching: keep the stored identity
-                self.monitor.open[key].alert.update(alert_id=alert_id, opened_at=int(opened), version=version)
-            elif key not in reopened:
-                log.info("alert %s (%s %s) no longer breaches after takeover", alert_id, asset, kind)
+        await self.tick(emit=False, wall_now_ms=wall_now_ms)
+        columns, rows = await asyncio.to_thread(
+            self.store.query, A.OPEN_ALERTS_SQL, {"prefix": self.prefix})
+        stored = {}
+        for row in rows:
+            alert = dict(zip(columns, row, strict=True))
+            alert["details"] = json.loads(alert["details"] or "{}")
+            alert["subject"] = alert["details"].get("subject", "")
+            stored[(alert["asset"], alert["kind"], alert["subject"])] = alert
+        out: list[dict[str, Any]] = []
+        for key, current in self.monitor.open.items():
+            if key in stored:  # still breaching: the same alert goes on
+                previous = stored[key]
+                current.alert.update(alert_id=previous["alert_id"], opened_at=previous["opened_at"],
+                                     version=previous["version"])
+            else:  # opened in history the previous owner never published
+                out.append(dict(current.alert))
+        now = self.event_now_ms or int(time.time() * 1000)
+        for key, previous in stored.items():
+            if key not in self.monitor.open:
+                out.append({**previous, "state": "resolved", "resolved_at": now,
+                            "version": previous["version"] + 1,
+                            "reason": f"resolved: no longer breaching ({previous['reason']})"})
+        if out:
+            await self._emit(out)
         self.active = True
+        return out
 
     def _open_alerts(self) -> list[dict[str, Any]]:
         return [o.alert for o in self.monitor.open.values()]
