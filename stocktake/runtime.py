@@ -69,6 +69,8 @@ class Runtime:
         topics = {s.topic(stream): s.partitions for stream in STREAMS}
         topics[s.deadletter_topic] = s.partitions
         topics[s.alerts_topic] = 1  # one ordered history of alert transitions
+        for topic in s.score_topics:
+            topics[topic] = s.partitions
         create_topics(self.bootstrap, topics, connect_timeout=s.connect_timeout_s)
 
     async def start_worker(self, *, web: bool = False) -> tuple[StocktakeApp, Sink]:

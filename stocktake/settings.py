@@ -54,6 +54,11 @@ class Settings:
     minute_close_delay_s: float = field(default=30.0, metadata=_env("STOCKTAKE_MINUTE_CLOSE_DELAY"))
     gaps_config: str = field(default="", metadata=_env("STOCKTAKE_GAPS_CONFIG"))
     alert_webhook: str = field(default="", metadata=_env("STOCKTAKE_ALERT_WEBHOOK"))
+    # In-stream scoring: on/off, ONNX Runtime device, where model versions live.
+    scoring: bool = field(default=True, metadata=_env("STOCKTAKE_SCORING"))
+    device: str = field(default="auto", metadata=_env("STOCKTAKE_DEVICE"))
+    models_dir: str = field(default="", metadata=_env("STOCKTAKE_MODELS_DIR"))
+    score_interval_s: float = field(default=0.5, metadata=_env("STOCKTAKE_SCORE_INTERVAL"))
     # The worker's HTTP API (inventory/query while it runs).
     http_host: str = field(default="127.0.0.1", metadata=_env("STOCKTAKE_HTTP_HOST"))
     http_port: int = field(default=0, metadata=_env("STOCKTAKE_HTTP_PORT"))
@@ -92,6 +97,10 @@ class Settings:
             raise SettingsError("STOCKTAKE_FLUSH_INTERVAL must be a finite number > 0 (seconds)")
         if not 0 <= self.dedupe_window_s < math.inf:
             raise SettingsError("STOCKTAKE_DEDUPE_WINDOW must be a finite number >= 0 (seconds)")
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise SettingsError(f"STOCKTAKE_DEVICE must be auto, cuda or cpu, got {self.device!r}")
+        if not 0 < self.score_interval_s < math.inf:
+            raise SettingsError("STOCKTAKE_SCORE_INTERVAL must be a finite number > 0 (seconds)")
         if not 0 < self.gap_interval_s < math.inf:
             raise SettingsError("STOCKTAKE_GAP_INTERVAL must be a finite number > 0 (seconds)")
         if self.alert_webhook and not re.match(r"^https?://", self.alert_webhook):
@@ -134,6 +143,10 @@ class Settings:
     @property
     def alerts_topic(self) -> str:
         return f"{self.topic_prefix}.alerts"
+
+    @property
+    def score_topics(self) -> tuple[str, str]:
+        return f"{self.topic_prefix}.scores.users", f"{self.topic_prefix}.scores.products"
 
     def masked(self) -> dict[str, str]:
         """Printable view: passwords in URLs replaced by ***."""

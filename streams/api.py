@@ -21,7 +21,8 @@ def _json(view: View, payload: Any, status: int = 200) -> Response:
                       status=status)
 
 
-def register(app: faust.App, store: Store, sink: Any, settings: Settings, alerting: Any) -> None:
+def register(app: faust.App, store: Store, sink: Any, settings: Settings, alerting: Any,
+             scoring: Any = None) -> None:
     @app.page("/api/inventory")
     class Inventory(View):
         async def get(self, request: Request) -> Response:
@@ -70,4 +71,8 @@ def register(app: faust.App, store: Store, sink: Any, settings: Settings, alerti
                 "assigned": sorted(f"{t}[{p}]" for t, p in sink.assigned),
                 "watermarks": {f"{t}[{p}]": o for (t, p), o in sink.watermarks.items()},
                 "alerting": alerting.runner is not None,
+                "scoring": None if scoring is None else {
+                    **scoring.stats, "queued_events": scoring.queued_events,
+                    "models": {e: {"name": sc.name, "version": sc.version, "device": sc.device}
+                               for e, sc in scoring.scorers.items()}},
             })

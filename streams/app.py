@@ -122,9 +122,43 @@ def create_app(
     async def _alerting() -> None:
         await alerting.step()
 
+    scoring = _start_scoring(settings, store, sink, app)
+    if scoring is not None:
+        @app.timer(interval=settings.score_interval_s)
+        async def _scoring() -> None:
+            try:
+                await scoring.step()
+            except Exception as exc:  # scoring is derived data: never take the worker down
+                log.exception("scoring step failed: %s", exc)
+
     if web:
-        api.register(app, store, sink, settings, alerting)
+        api.register(app, store, sink, settings, alerting, scoring)
     return app, sink
+
+
+def _start_scoring(settings: Settings, store: Store, sink: Sink, app: faust.App) -> Any:
+    if not settings.scoring:
+        return None
+    try:
+        from streams.scoring import ScoringService
+    except ImportError as exc:
+        log.warning("scoring disabled: %s (install the project's ml extra)", exc)
+        return None
+
+    async def publish(topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+        producer = app.producer
+        futures = [await producer.send(topic, key, value, None, None, None) for key, value in messages]
+        await producer.flush()
+        for future in futures:
+            await future
+
+    try:
+        service = ScoringService(settings, store, publish)
+    except Exception as exc:
+        log.error("scoring disabled: %s", exc)
+        return None
+    sink.valid_hooks.append(service.on_valid)
+    return service
 
 
 class Alerting:

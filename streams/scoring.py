@@ -1,0 +1,120 @@
+"""In-stream scoring: features from valid events, ONNX Runtime micro-batches,
+scores published on stocktake.scores.users / .products and stored.
+
+Scoring never holds back the inventory path: the sink's hook only appends the
+batch's valid events to a bounded queue (the oldest are dropped, and counted,
+if scoring falls behind); a separate task updates features, scores the
+entities that changed in micro-batches (ONNX Runtime runs in a thread and
+releases the GIL), and publishes. Scores are derived data: at-least-once, keyed
+by entity id, each carrying the event time its features describe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from clickhouse.store import Store
+from processors.contract import Event
+from stocktake.settings import Settings
+
+log = logging.getLogger("stocktake.scoring")
+
+MODELS = {"user": "user_propensity", "product": "product_demand"}
+Publish = Callable[[str, list[tuple[bytes, bytes]]], Awaitable[None]]
+SCORE_COLUMNS = ["topic_prefix", "entity", "id", "score", "model", "model_version", "features_ts", "scored_at",
+                 "latency_ms", "device"]
+
+
+class ScoringService:
+    def __init__(self, settings: Settings, store: Store, publish: Publish, *, max_queue: int = 200_000,
+                 max_batch: int = 4096):
+        from models.registry import ModelRegistry, Scorer
+        from processors.features import FeatureState
+
+        self.settings = settings
+        self.store = store
+        self.publish = publish
+        self.features = FeatureState()
+        self.registry = ModelRegistry(Path(settings.models_dir) if settings.models_dir
+                                      else settings.data_dir / "models")
+        self.registry.ensure_defaults()
+        self.scorers = {entity: Scorer(self.registry, name, settings.device) for entity, name in MODELS.items()}
+        self.queue: deque[tuple[str, list[Event]]] = deque()
+        self.queued_events = 0
+        self.max_queue = max_queue
+        self.max_batch = max_batch
+        self.stats = {"events": 0, "dropped_events": 0, "scored_users": 0, "scored_products": 0,
+                      "batches": 0, "score_seconds": 0.0}
+
+    # The sink calls this at judge time with each batch's valid events: O(1), never blocks.
+    def on_valid(self, stream: str, events: list[Event]) -> None:
+        if not events:
+            return
+        self.queue.append((stream, events))
+        self.queued_events += len(events)
+        while self.queued_events > self.max_queue and self.queue:
+            _, dropped = self.queue.popleft()
+            self.queued_events -= len(dropped)
+            self.stats["dropped_events"] += len(dropped)
+
+    async def step(self) -> None:
+        """Drain the queue, update features, score what changed, publish and store."""
+        users: set[str] = set()
+        products: set[str] = set()
+        newest = 0
+        while self.queue:
+            stream, events = self.queue.popleft()
+            self.queued_events -= len(events)
+            self.stats["events"] += len(events)
+            changed_users, changed_products = self.features.update(stream, events)
+            users |= changed_users
+            products |= changed_products
+            newest = max(newest, max(e.ts_ms for e in events))
+        for scorer in self.scorers.values():
+            if scorer.maybe_reload():
+                log.warning("scoring with %s version %s", scorer.name, scorer.version)
+        if users:
+            await self._score("user", sorted(users), newest)
+        if products:
+            await self._score("product", sorted(products), newest)
+
+    async def _score(self, entity: str, ids: list[str], features_ms: int) -> None:
+        scorer = self.scorers[entity]
+        topic = f"{self.settings.topic_prefix}.scores.{'users' if entity == 'user' else 'products'}"
+        for start in range(0, len(ids), self.max_batch):
+            chunk = ids[start:start + self.max_batch]
+            matrix = (self.features.user_matrix(chunk, features_ms) if entity == "user"
+                      else self.features.product_matrix(chunk, features_ms))
+            began = time.perf_counter()
+            scores = await asyncio.to_thread(scorer.score, matrix)
+            elapsed = time.perf_counter() - began
+            self.stats["batches"] += 1
+            self.stats["score_seconds"] += elapsed
+            self.stats["scored_users" if entity == "user" else "scored_products"] += len(chunk)
+            await self._deliver(entity, topic, chunk, np.asarray(scores), features_ms, elapsed, scorer)
+
+    async def _deliver(self, entity: str, topic: str, ids: list[str], scores: np.ndarray, features_ms: int,
+                       elapsed: float, scorer: Any) -> None:
+        now = dt.datetime.now(dt.UTC)
+        features_at = dt.datetime.fromtimestamp(features_ms / 1000, dt.UTC)
+        features_iso = features_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        scored_iso = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        messages = [(id_.encode(), orjson.dumps({
+            "id": id_, "entity": entity, "score": round(float(score), 6), "model": scorer.name,
+            "model_version": scorer.version, "features_ts": features_iso, "scored_at": scored_iso,
+        })) for id_, score in zip(ids, scores, strict=True)]
+        await self.publish(topic, messages)
+        latency_ms = elapsed * 1000
+        rows = [[self.settings.topic_prefix + ".", entity, id_, float(score), scorer.name, scorer.version,
+                 features_at, now, latency_ms, scorer.device] for id_, score in zip(ids, scores, strict=True)]
+        await asyncio.to_thread(self.store.insert_rows, "scores", rows, SCORE_COLUMNS)
