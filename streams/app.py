@@ -123,6 +123,7 @@ def create_app(
         await alerting.step()
 
     scoring = _start_scoring(settings, store, sink, app)
+    app.stocktake_scoring = scoring  # type: ignore[attr-defined]  # for bench/API introspection
     if scoring is not None:
         @app.timer(interval=settings.score_interval_s)
         async def _scoring() -> None:
