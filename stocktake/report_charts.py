@@ -47,6 +47,18 @@ def time_label(t: dt.datetime, span: dt.timedelta, first: bool) -> str:
     return t.strftime("%m-%d %H:%M") if span >= dt.timedelta(days=2) else t.strftime("%H:%M")
 
 
+def ticks(n: int, most: int) -> list[int]:
+    """Evenly spaced indices of n points for at most ~most labels; the last point gets one when
+    it is not crowded."""
+    if n <= 1:
+        return [0] if n else []
+    step = math.ceil((n - 1) / most)
+    out = list(range(0, n, step))
+    if n - 1 - out[-1] >= step * 0.6:
+        out.append(n - 1)
+    return out
+
+
 def _svg(width: int, height: int, label: str, body: list[str], extra: str = "") -> str:
     return (f'<svg viewBox="0 0 {width} {height:.0f}" width="100%" role="img" aria-label="{_e(label)}" '
             f'{FONT} font-size="12" {extra}>' + "".join(body) + "</svg>")
@@ -60,19 +72,19 @@ def line_chart(times: Sequence[dt.datetime], series: Sequence[tuple[str, str, Se
     n = len(times)
     top_value = nice_max(max((max(v, default=0) for _, _, v in series), default=0))
     body = [f'<text x="{left}" y="14" fill="{AXIS}">{_e(unit)}</text>']
-    for i in range(5):
-        y = top + ph - ph * i / 4
+    steps = 4 if (top_value / 4).is_integer() else 5      # whole tick values: 250 -> 50s, 10 -> 2s
+    for i in range(steps + 1):
+        y = top + ph - ph * i / steps
         body.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>'
                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="{AXIS}">'
-                    f"{_e(_fmt(top_value * i / 4))}</text>")
+                    f"{_e(_fmt(top_value * i / steps))}</text>")
 
     def x(i: int) -> float:
         return left + (pw / 2 if n == 1 else pw * i / (n - 1))
 
     if n:
         span = times[-1] - times[0]
-        ticks = sorted({round(i * (n - 1) / 6) for i in range(7)}) if n > 1 else [0]
-        for i in ticks:
+        for i in ticks(n, 6):
             anchor = "start" if i == 0 and n > 1 else "end" if i == n - 1 and n > 1 else "middle"
             body.append(f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{top + ph}" y2="{top + ph + 4}" '
                         f'stroke="{AXIS}"/><text x="{x(i):.1f}" y="{top + ph + 18}" text-anchor="{anchor}" '
@@ -133,7 +145,7 @@ def heatmap(fields: Sequence[str], columns: Sequence[dt.datetime], shares: Seque
     y_axis = y0 + cell_h * len(fields) + 16
     if columns:
         span = columns[-1] - columns[0]
-        for j in sorted({round(k * (len(columns) - 1) / 5) for k in range(6)}):
+        for j in ticks(len(columns), 5):
             anchor = "start" if j == 0 else "end" if j == len(columns) - 1 else "middle"
             xj = left + j * cw + (0 if j == 0 else cw if j == len(columns) - 1 else cw / 2)
             body.append(f'<text x="{xj:.1f}" y="{y_axis}" text-anchor="{anchor}" fill="{AXIS}">'

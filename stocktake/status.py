@@ -22,6 +22,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from clickhouse.store import StoreError
+
 RATE_WINDOW_S = 300.0
 WIDTH = 100
 _POINTS = re.compile(r"; -(\d+(?:\.\d+)?) points$")
@@ -103,12 +105,13 @@ def _totals(doc: dict[str, Any]) -> dict[str, int]:
 @dataclass
 class Source:
     """Where status reads from: `load` the inventory document, `query` SQL -> {columns, rows},
-    `live` whether a worker runs now."""
+    `live` whether a worker runs now, `busy` whether another process holds the store."""
 
     load: Callable[[], dict[str, Any]]
     query: Callable[[str], dict[str, Any]]
     live: Callable[[], bool]
     prefix: str
+    busy: Callable[[], bool] = lambda: False   # the store is held by another process (a worker starting)
 
     def stored_rates(self) -> dict[str, float]:
         """Events/min per asset over the last 5 minutes of ingest (at least 1 minute counted)."""
@@ -139,6 +142,11 @@ class Tracker:
         live = source.live()
         if not live and self.doc is not None and not self.live:
             return  # the stored state has not changed; do not hold the store open in a loop
+        if not live and source.busy():
+            self.error = "the store is held by another process that serves no API (a worker starting?)"
+            if self.doc is None:
+                raise StoreError(self.error)
+            return
         try:
             doc = source.load()
             self.error = None
@@ -174,7 +182,7 @@ class Tracker:
 
     def render(self, interval: float | None = None) -> RenderableType:
         if self.doc is None:
-            return Text(f"stocktake status: {self.error or 'no data yet'}", style="red")
+            return Text(f"stocktake status: waiting for data ({self.error or 'none yet'})", style="red")
         doc = self.doc
         when = time.strftime("%H:%M:%S", time.localtime(self.taken_at))
         mode = (f"live, every {interval:g} s" if self.live and interval else "live" if self.live
@@ -233,19 +241,28 @@ def once(source: Source, console: Console | None = None) -> None:
     (console or _console()).print(tracker.render())
 
 
+def _refresh(tracker: Tracker, source: Source) -> None:
+    """Refresh, showing a failure (no store yet, worker starting) instead of stopping the view."""
+    try:
+        tracker.refresh(source)
+    except Exception as exc:
+        tracker.error = str(exc)
+
+
 def watch(source: Source, interval: float, console: Console | None = None) -> None:
     """Refresh in place until Ctrl-C (a new block every interval when not on a terminal)."""
     from rich.live import Live
 
     console = console or _console()
     tracker = Tracker()
+    _refresh(tracker, source)
     if not console.is_terminal:
         while True:
-            tracker.refresh(source)
             console.print(tracker.render(interval))
             time.sleep(interval)
+            _refresh(tracker, source)
     with Live(tracker.render(interval), console=console, auto_refresh=False) as view:
         while True:
-            tracker.refresh(source)
-            view.update(tracker.render(interval), refresh=True)
             time.sleep(interval)
+            _refresh(tracker, source)
+            view.update(tracker.render(interval), refresh=True)
