@@ -13,7 +13,8 @@ help:  ## list targets
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q torch==2.13.0  # first: the CPU wheel on disk; never a CUDA build
+	$(BIN)/python -m pip install -q -e '.[dev,grafana,ml]'
 	@touch $(STAMP)
 
 bootstrap: $(STAMP)  ## create .venv and install the project with dev tools

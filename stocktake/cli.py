@@ -124,9 +124,26 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("stocktake-report.html"),
                         help="HTML file to write (default ./stocktake-report.html)")
 
+    from grafana.commands import add_parser as add_grafana_parser
+    add_grafana_parser(sub, common, _Parser)
+
+    from models.commands import add_parsers as add_model_parsers  # train, export-encoder
+    add_model_parsers(sub, common, _Parser)
+
+    eval_gaps = sub.add_parser("eval-gaps", help="replay the shared data with injected gaps: gap detection "
+                               "precision, recall, time to detect, false alarms")
+    eval_gaps.add_argument("--runs", type=_positive(int), default=48, help="injected runs per gap kind (default 48)")
+    eval_gaps.add_argument("--seed", type=int, default=7)
+    eval_gaps.add_argument("--days", type=_positive(int), default=1, help="length of the tiled clean days")
+    eval_gaps.add_argument("--check-every", type=_positive(float), default=5.0,
+                           help="seconds of event time between silence checks (default 5, the worker's)")
+    eval_gaps.add_argument("--json", action="store_true")
+
     bench = sub.add_parser("bench", help="end-to-end throughput benchmark")
     bench.add_argument("--events", type=_positive(int), default=100_000)
     bench.add_argument("--envelope", type=_positive(int), default=100)
+    bench.add_argument("--scoring", choices=("off", "on", "both"), default="both",
+                       help="run the worker with in-stream scoring off, on, or both (default)")
     bench.add_argument("--json", action="store_true")
     return parser
 
@@ -141,9 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         _configure_logging(settings.log_level)
         handler = {
+            "eval-gaps": cmd_eval_gaps,
             "up": cmd_up, "worker": cmd_worker, "replay": cmd_replay, "inventory": cmd_inventory,
             "alerts": cmd_alerts,
             "query": cmd_query, "status": cmd_status, "report": cmd_report, "bench": cmd_bench,
+            "grafana": cmd_grafana,
+            "train": cmd_models, "export-encoder": cmd_models,
         }[args.command]
         return handler(args, settings)
     except KeyboardInterrupt:
@@ -375,12 +395,29 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _store_locked(settings: Settings) -> bool:
+    """Whether another process holds the chDB store, probed without opening it: after a failed
+    open chDB cannot open any store in this process again (a worker starting up holds it)."""
+    import fcntl
+    dsn = settings.clickhouse_dsn
+    lock = Path(dsn.removeprefix("chdb://")) / "status"
+    if not dsn.startswith("chdb://") or not lock.exists():
+        return False
+    with lock.open("rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from stocktake import status
     from stocktake.runtime import running_worker
     source = status.Source(load=lambda: load_inventory(settings), query=lambda sql: run_sql(settings, sql),
                            live=lambda: running_worker(settings.data_dir) is not None,
-                           prefix=settings.topic_prefix + ".")
+                           prefix=settings.topic_prefix + ".", busy=lambda: _store_locked(settings))
     if args.once:
         status.once(source)
         return 0
@@ -408,15 +445,33 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_grafana(args: argparse.Namespace, settings: Settings) -> int:
+    from grafana.commands import GrafanaCommandError, run
+    try:
+        return run(args, settings, _open_store)
+    except GrafanaCommandError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from models.commands import run
+    return run(args, settings, _open_store)
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from stocktake import bench
-    report = bench.run(events=args.events, envelope=args.envelope)
+    report = bench.run(events=args.events, envelope=args.envelope, scoring=args.scoring)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         bench.print_report(report)
     return 0
 
+
+def cmd_eval_gaps(args: argparse.Namespace, settings: Settings) -> int:
+    from stocktake import evalgaps
+    return evalgaps.main(runs=args.runs, seed=args.seed, as_json=args.json, days=args.days,
+                         check_s=args.check_every)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -49,6 +49,8 @@ def create_app(
         settings.group_id,
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        # Faust makes a per-app folder even with memory tables: keep it in our data dir.
+        datadir=str(settings.data_dir / "faust"),
         value_serializer="raw",
         key_serializer="raw",
         autodiscover=False,

@@ -55,6 +55,7 @@ def make_settings(tmp_path: Path, store_dsn: str):  # type: ignore[no-untyped-de
         values: dict[str, object] = {
             "data_dir": tmp_path, "topic_prefix": prefix, "group_id": prefix, "partitions": 3,
             "flush_interval_s": 0.2, "clickhouse": store_dsn,
+            "scoring": False,  # on only where a test is about scoring: keeps the others lean
         }
         values.update(overrides)
         return Settings.from_env({}, **values)
