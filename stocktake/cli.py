@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -332,17 +333,24 @@ def _open_store(settings: Settings) -> Any:
     return store
 
 
-def load_inventory(settings: Settings) -> dict[str, Any]:
-    """The inventory document: from the running worker, else from the store."""
-    result = _ask_worker(settings, "/api/inventory")
+def _from_worker_or_store(settings: Settings, path: str, compute: Callable[[Any], Any],
+                          body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """chDB allows one process per store: while a worker owns it, ask the worker's API;
+    otherwise open the store here and compute the same answer."""
+    result = _ask_worker(settings, path, body)
     if result is None:
-        from stocktake import inventory
         store = _open_store(settings)
         try:
-            result = inventory.build(store, settings)
+            result = jsonable(compute(store))
         finally:
             store.close()
     return dict(result)
+
+
+def load_inventory(settings: Settings) -> dict[str, Any]:
+    """The inventory document: from the running worker, else from the store."""
+    from stocktake import inventory
+    return _from_worker_or_store(settings, "/api/inventory", lambda store: inventory.build(store, settings))
 
 
 def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
@@ -357,26 +365,16 @@ def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_sql(settings: Settings, sql: str) -> dict[str, Any]:
     """{"columns", "rows"} of any SQL: from the running worker, else from the store."""
-    result = _ask_worker(settings, "/api/query", {"sql": sql})
-    if result is None:
-        store = _open_store(settings)
-        try:
-            columns, rows = store.query(sql)
-        finally:
-            store.close()
-        result = jsonable({"columns": columns, "rows": rows})
-    return dict(result)
+    def compute(store: Any) -> dict[str, Any]:
+        columns, rows = store.query(sql)
+        return {"columns": columns, "rows": rows}
+    return _from_worker_or_store(settings, "/api/query", compute, {"sql": sql})
 
 
 def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
-    result = _ask_worker(settings, "/api/alerts" + ("?open=1" if args.open else ""))
-    if result is None:
-        from stocktake.alerts import list_alerts
-        store = _open_store(settings)
-        try:
-            result = {"alerts": list_alerts(store, settings, open_only=args.open)}
-        finally:
-            store.close()
+    from stocktake.alerts import list_alerts
+    result = _from_worker_or_store(settings, "/api/alerts" + ("?open=1" if args.open else ""),
+                                   lambda store: {"alerts": list_alerts(store, settings, open_only=args.open)})
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -428,13 +426,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from stocktake import report
-    data = _ask_worker(settings, "/api/report-data")
-    if data is None:
-        store = _open_store(settings)
-        try:
-            data = report.report_data(store, settings)
-        finally:
-            store.close()
+    data = _from_worker_or_store(settings, "/api/report-data", lambda store: report.report_data(store, settings))
     out = args.out.expanduser()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
