@@ -19,9 +19,10 @@ GROUP BY asset
 # Inter-arrival gaps (event time) among the rows ingested in (since, until], per asset:
 # a bounded random sample and how many gaps it stands for.
 GAPS_SQL = f"""
-SELECT asset, length(gaps) AS n, arraySlice(arrayShuffle(gaps), 1, {{sample:UInt32}}) AS sample
+SELECT asset, length(gaps) AS n, arraySlice(arrayShuffle(gaps), 1, {{sample:UInt32}}) AS sample, first
 FROM (
-    SELECT asset, arrayPopFront(arrayDifference(arraySort(groupArray(toUnixTimestamp64Milli(ts))))) AS gaps
+    SELECT asset, arrayPopFront(arrayDifference(arraySort(groupArray(toUnixTimestamp64Milli(ts))))) AS gaps,
+           toUnixTimestamp64Milli(min(ts)) AS first
     FROM {_ASSETS}
     WHERE status = 'valid' AND ingest_ts > {{since:DateTime64(3, 'UTC')}}
       AND ingest_ts <= {{until:DateTime64(3, 'UTC')}}

@@ -8,15 +8,30 @@ orphan references), inter-arrival gaps, and "now" on either clock:
 - wall clock: now = time.time() against each asset's last *ingest* time, so
   a live source that goes quiet is caught even when nothing arrives at all.
 
+Volume is judged two ways against the learned baseline: a single minute far
+below (``volume_z`` robust sigmas and ``drop_min`` relative) or above it, and a
+sustained shortfall (a one-sided CUSUM of the per-minute deficits in sigmas,
+``sustain_slack`` / ``sustain_limit``) that finds a moderate drop lasting
+several minutes on a noisy asset. The sigma used for drops is capped at
+``spread_cap`` × expected, so a near-total stop is news however noisy the asset.
+
 Alerts: one open alert per (asset, kind, subject); firing after
 ``fire_after`` breaching minutes, resolved after ``resolve_after`` good ones
-(hysteresis); every alert says expected vs observed and its evidence window.
+(hysteresis); silence fires on the first look past its threshold (``silence_factor``
+× the p99 gap between distinct arrival times) and resolves once the asset has
+kept within it for ``resolve_after`` minutes. Every alert says expected vs observed and
+its evidence window. Minutes that breach, or that fall in an open silence, stay
+out of the rolling baseline, so an outage does not become the baseline; once
+such an alert has been open ``adapt_minutes`` they are learned again, so a
+lasting change of level becomes the new normal and the alert resolves. The
+seasonal history records every minute (see processors/baseline.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -27,20 +42,24 @@ from processors.quality import LagHistogram
 
 @dataclass(frozen=True)
 class GapConfig:
-    silence_factor: float = 2.0        # silent when quiet for > factor × p99 inter-arrival
+    silence_factor: float = 2.0        # silent when quiet for > factor × p99 gap between arrivals
     silence_min_s: float = 0.0         # ...and at least this long
     wall_silence_min_s: float = 30.0   # wall clock: batching/flush delays are not silence
-    cadence_min_gaps: int = 30         # inter-arrival gaps to learn before judging silence
+    cadence_min_gaps: int = 30         # gaps between distinct arrival times learned before judging silence
     window_minutes: int = 30           # rolling baseline length
     min_history_minutes: int = 10      # minutes learned before volume/completeness are judged
-    volume_z: float = 4.0              # robust z-score beyond the baseline
-    drop_min: float = 0.5              # and at least this relative drop...
+    volume_z: float = 4.0              # robust z-score beyond the baseline (one minute)
+    drop_min: float = 0.3              # and at least this relative drop (either test)...
     spike_min: float = 1.0             # ...or rise (+100%)
+    spread_cap: float = 0.15           # drops: sigma taken as at most this share of the expected count
+    sustain_slack: float = 1.0         # sustained drop: CUSUM of (deficit in sigmas - slack)...
+    sustain_limit: float = 5.0         # ...beyond this limit
+    adapt_minutes: int = 30            # a breach open this long is learned as the new normal
     completeness_drop: float = 0.2     # absolute drop of a field's present share
     completeness_min_events: int = 20  # minutes with fewer events say little about shares
     orphan_rise: float = 0.2           # absolute rise of the orphan share of product references
     fire_after: int = 2                # breaching minutes before firing
-    resolve_after: int = 2             # good minutes before resolving
+    resolve_after: int = 2             # good minutes (silence: good checks) before resolving
     seasonal_days: int = 2
     drift_open_minutes: int = 60       # schema drift alerts resolve themselves after this
     mute: bool = False
@@ -68,6 +87,7 @@ class _Open:
     alert: dict[str, Any]
     bad: int = 0
     good: int = 0
+    good_since: int | None = None      # first of the current run of good looks
 
 
 @dataclass
@@ -78,11 +98,25 @@ class AssetState:
     orphans: Baseline | None = None
     cadence: LagHistogram = field(default_factory=LagHistogram)
     last_event_ms: int | None = None
+    shortfall: float = 0.0             # the sustained-drop CUSUM, in sigmas
+
+    def arrivals(self) -> LagHistogram:
+        """The cadence between distinct arrival times: events sharing a timestamp (a batch, or
+        a source with second resolution) are one arrival, or p99 could be 0."""
+        return LagHistogram([0, *self.cadence.counts[1:]])
+
+    def p99_gap_ms(self) -> float | None:
+        arrivals = self.arrivals()
+        if arrivals.count < self.config.cadence_min_gaps:
+            return None
+        return arrivals.quantile(0.99)
 
     def silence_threshold_ms(self) -> float | None:
-        if self.cadence.count < self.config.cadence_min_gaps:
+        """None until ``cadence_min_gaps`` gaps and ``min_history_minutes`` closed minutes are
+        known: an asset's first minutes (a cold start) are no cadence to hold it to yet."""
+        p99 = self.p99_gap_ms()
+        if p99 is None or self.volume.seen < self.config.min_history_minutes:
             return None
-        p99 = self.cadence.quantile(0.99) or 0.0
         return max(self.config.silence_factor * p99, self.config.silence_min_s * 1000)
 
 
@@ -115,25 +149,41 @@ class GapMonitor:
             st.last_event_ms = last_event_ms
 
     def minute(self, obs: MinuteObservation) -> list[dict[str, Any]]:
-        """Judge one closed minute of an asset, then learn from it (unless it breached)."""
+        """Judge one closed minute of an asset, then learn from it (unless it breached or
+        the asset is silent, for less than ``adapt_minutes``)."""
         st = self.state(obs.asset)
         cfg = st.config
         out: list[dict[str, Any]] = []
         at = obs.minute_ms + MINUTE_MS
         exp = st.volume.expect(obs.minute_ms)
-        judged = st.volume.seen >= cfg.min_history_minutes
-        drop = judged and obs.events < exp.expected - cfg.volume_z * exp.spread \
-            and obs.events <= (1 - cfg.drop_min) * exp.expected
-        spike = judged and obs.events > exp.expected + cfg.volume_z * exp.spread \
-            and obs.events >= (1 + cfg.spike_min) * exp.expected
-        evidence = {"from": obs.minute_ms, "to": at, "model": exp.model, "spread": round(exp.spread, 3)}
-        out += self._judge(obs.asset, "volume_drop", "", drop, at, exp.expected, obs.events, evidence,
-                           "critical" if obs.events <= 0.1 * exp.expected else "warning",
-                           f"{obs.events} events/min, expected about {exp.expected:.0f} ({exp.model})")
-        out += self._judge(obs.asset, "volume_spike", "", spike, at, exp.expected, obs.events, evidence,
-                           "warning", f"{obs.events} events/min, expected about {exp.expected:.0f} ({exp.model})")
-        if not (drop or spike):
-            st.volume.learn(obs.minute_ms, obs.events)
+        mu, x = exp.expected, obs.events
+        judged = st.volume.seen >= cfg.min_history_minutes and exp.model != "none"
+        # Drops: a noisy asset's spread must not hide a near-total stop, Poisson noise is the floor.
+        sigma = max(min(exp.spread, cfg.spread_cap * mu), math.sqrt(mu), 1.0)
+        deficit = (mu - x) / sigma
+        if judged:
+            # capped just past the limit: the evidence of a drop ends one normal minute after it
+            st.shortfall = min(cfg.sustain_limit + cfg.sustain_slack,
+                               max(0.0, st.shortfall + deficit - cfg.sustain_slack))
+        sustained = st.shortfall > cfg.sustain_limit and deficit > cfg.sustain_slack
+        spike = judged and x > mu + cfg.volume_z * exp.spread and x >= (1 + cfg.spike_min) * mu
+        single = x < mu - cfg.volume_z * sigma
+        drop = judged and x <= (1 - cfg.drop_min) * mu and (single or sustained)
+        evidence = {"from": obs.minute_ms, "to": at, "model": exp.model, "spread": round(exp.spread, 3),
+                    "shortfall": round(st.shortfall, 2), "test": "minute" if single or not drop else "sustained"}
+        out += self._judge(obs.asset, "volume_drop", "", drop, at, mu, x, evidence,
+                           "critical" if x <= 0.1 * mu else "warning",
+                           f"{x} events/min, expected about {mu:.0f} ({exp.model})")
+        out += self._judge(obs.asset, "volume_spike", "", spike, at, mu, x, evidence,
+                           "warning", f"{x} events/min, expected about {mu:.0f} ({exp.model})")
+        st.volume.record(obs.minute_ms, x)
+        held = drop or self._is_silent(obs.asset)
+        if spike and not held:
+            # A rise is learned clipped to the fence: a short burst barely moves the median,
+            # a lasting one lifts it within about half a window (a new normal).
+            st.volume.roll(mu + cfg.volume_z * exp.spread)
+        elif not held or self._settled(obs.asset, ("volume_drop", "silence"), at):
+            st.volume.roll(x)
         if obs.field_events >= cfg.completeness_min_events:
             for name, present in obs.field_present.items():
                 out += self._completeness(st, obs, name, present / obs.field_events, at)
@@ -141,35 +191,51 @@ class GapMonitor:
             out += self._orphans(st, obs, obs.orphan_refs / obs.product_refs, at)
         return out
 
+    def _is_silent(self, asset: str) -> bool:
+        return (asset, "silence", "event") in self.open or (asset, "silence", "wall") in self.open
+
+    def _settled(self, asset: str, kinds: Iterable[str], at: int) -> bool:
+        """An alert of one of these kinds has been open for ``adapt_minutes`` of event time:
+        learn again (wall-clock silences have no event time to compare)."""
+        limit = self.state(asset).config.adapt_minutes * MINUTE_MS
+        return any(key[0] == asset and key[1] in kinds and key[2] != "wall"
+                   and at - o.alert["opened_at"] >= limit for key, o in self.open.items())
+
     def _completeness(self, st: AssetState, obs: MinuteObservation, name: str, share: float,
                       at: int) -> list[dict[str, Any]]:
         cfg = st.config
         base = st.fields.setdefault(name, self._baseline(cfg, counts=False))
         exp = base.expect(obs.minute_ms)
-        breach = base.seen >= cfg.min_history_minutes and share < exp.expected - cfg.completeness_drop
+        breach = base.seen >= cfg.min_history_minutes and exp.model != "none" \
+            and share < exp.expected - cfg.completeness_drop
         out = self._judge(obs.asset, "completeness_drop", name, breach, at, exp.expected, share,
                           {"from": obs.minute_ms, "to": at, "model": exp.model}, "warning",
                           f"{name} present on {share:.0%} of events, usually {exp.expected:.0%}")
-        if not breach:
-            base.learn(obs.minute_ms, share)
+        base.record(obs.minute_ms, share)
+        if not breach or self._settled(obs.asset, ("completeness_drop",), at):
+            base.roll(share)
         return out
 
     def _orphans(self, st: AssetState, obs: MinuteObservation, share: float, at: int) -> list[dict[str, Any]]:
         cfg = st.config
         base = st.orphans = st.orphans or self._baseline(cfg, counts=False)
         exp = base.expect(obs.minute_ms)
-        breach = base.seen >= cfg.min_history_minutes and share > exp.expected + cfg.orphan_rise
+        breach = base.seen >= cfg.min_history_minutes and exp.model != "none" \
+            and share > exp.expected + cfg.orphan_rise
         out = self._judge(obs.asset, "orphan_spike", "", breach, at, exp.expected, share,
                           {"from": obs.minute_ms, "to": at, "model": exp.model}, "warning",
                           f"{share:.0%} of product references are unknown to the catalog, "
                           f"usually {exp.expected:.0%}")
-        if not breach:
-            base.learn(obs.minute_ms, share)
+        base.record(obs.minute_ms, share)
+        if not breach or self._settled(obs.asset, ("orphan_spike",), at):
+            base.roll(share)
         return out
 
     def silence(self, now_ms: int, clock: str, last_seen: Mapping[str, int]) -> list[dict[str, Any]]:
         """Each asset's quiet time against its learned cadence. ``last_seen``: asset -> newest
-        event time (event clock) or newest ingest time (wall clock)."""
+        event time (event clock) or newest ingest time (wall clock). Fires on the first look
+        past the threshold, resolves once the asset has kept within it for ``resolve_after``
+        minutes (so a thinned stream that keeps crossing it holds one alert, not a flurry)."""
         out: list[dict[str, Any]] = []
         for asset, last in last_seen.items():
             st = self.state(asset)
@@ -179,13 +245,14 @@ class GapMonitor:
             if clock == "wall":
                 threshold = max(threshold, st.config.wall_silence_min_s * 1000)
             quiet = now_ms - last
-            p99 = st.cadence.quantile(0.99) or 0.0
+            p99 = st.p99_gap_ms() or 0.0
             out += self._judge(asset, "silence", clock, quiet > threshold, now_ms, threshold / 1000,
                                quiet / 1000, {"from": last, "to": now_ms, "p99_gap_ms": round(p99)},
                                "critical" if "/" not in asset else "warning",
                                f"no events for {quiet / 1000:.0f}s ({clock} clock); its cadence allows "
-                               f"{threshold / 1000:.0f}s (2x p99 gap {p99 / 1000:.1f}s)",
-                               fire_after=1, resolve_after=1)
+                               f"{threshold / 1000:.0f}s ({st.config.silence_factor:g}x p99 gap "
+                               f"{p99 / 1000:.1f}s)",
+                               fire_after=1, resolve_after=1, hold_ms=st.config.resolve_after * MINUTE_MS)
         return out
 
     def drift(self, events: Iterable[Mapping[str, Any]], now_ms: int) -> list[dict[str, Any]]:
@@ -206,7 +273,7 @@ class GapMonitor:
     def _judge(self, asset: str, kind: str, subject: str, breach: bool, at_ms: int,
                expected: float | None, observed: float | None, evidence: dict[str, Any],
                severity: str, reason: str, *, fire_after: int | None = None,
-               resolve_after: int | None = None) -> list[dict[str, Any]]:
+               resolve_after: int | None = None, hold_ms: int = 0) -> list[dict[str, Any]]:
         cfg = self.state(asset).config
         fire_after = cfg.fire_after if fire_after is None else fire_after
         resolve_after = cfg.resolve_after if resolve_after is None else resolve_after
@@ -232,11 +299,13 @@ class GapMonitor:
             self.streaks.pop(key, None)
             return [dict(alert)]
         if breach:
-            current.good = 0
+            current.good, current.good_since = 0, None
             current.alert["evidence_to"] = evidence.get("to", at_ms)
             return []
         current.good += 1
-        if current.good < resolve_after:
+        if current.good_since is None:
+            current.good_since = at_ms
+        if current.good < resolve_after or at_ms - current.good_since < hold_ms:
             return []
         alert = current.alert
         alert.update(state="resolved", resolved_at=at_ms, version=alert["version"] + 1,

@@ -130,14 +130,18 @@ class AlertRunner:
     def _look(self, until_ms: int) -> list[dict[str, Any]]:
         since = _dt(self.seen_until_ms)
         until = _dt(until_ms)
+        previous_last = dict(self.last_event)
         for asset, newest_ts, newest_ingest in self._q(A.ACTIVITY_SQL, since=since, until=until):
             self.last_event[asset] = max(self.last_event.get(asset, 0), int(newest_ts))
             self.last_ingest[asset] = max(self.last_ingest.get(asset, 0), int(newest_ingest))
-        for asset, n, sample in self._q(A.GAPS_SQL, since=since, until=until, sample=GAP_SAMPLE):
+        for asset, n, sample, first in self._q(A.GAPS_SQL, since=since, until=until, sample=GAP_SAMPLE):
             weight = max(1, round(n / len(sample))) if sample else 0
+            # The gap across looks (sparse assets have few gaps inside one look).
+            boundary = [int(first) - previous_last[asset]] \
+                if asset in previous_last and int(first) > previous_last[asset] else []
+            self.monitor.gaps(asset, boundary, self.last_event.get(asset))
             for gap in sample:
                 self.monitor.state(asset).cadence.add(gap, weight)
-            self.monitor.gaps(asset, (), self.last_event.get(asset))
         self.seen_until_ms = max(self.seen_until_ms, until_ms)
         if self.last_event:
             self.event_now_ms = max(self.event_now_ms, *self.last_event.values())
@@ -157,6 +161,9 @@ class AlertRunner:
             start = min(self.last_event.values(), default=closable) // MINUTE_MS * MINUTE_MS
         if closable <= start:
             return []
+        # A jump in event time (a sparse history replayed fast) would mean millions of empty
+        # minutes: judge at most the backfill span, as a takeover would.
+        start = max(start, closable - BACKFILL_MINUTES * MINUTE_MS)
         counts: dict[tuple[str, int], tuple[int, int, int]] = {}
         for asset, m, events, refs, orphans in self._q(A.MINUTES_SQL, **{"from": _dt(start), "to": _dt(closable)}):
             counts[(asset, int(m))] = (int(events), int(refs), int(orphans))

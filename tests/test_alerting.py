@@ -48,7 +48,10 @@ def test_silence_fires_on_both_clocks_and_resolves(broker, store, make_settings,
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     gaps = tmp_path / "gaps.toml"
-    gaps.write_text("[default]\nwall_silence_min_s = 1.0\ncadence_min_gaps = 20\nsilence_min_s = 1.0\n")
+    # Seconds, not minutes, of history and recovery: the detectors' minute-scale defaults
+    # would make this test take many minutes.
+    gaps.write_text("[default]\nwall_silence_min_s = 1.0\ncadence_min_gaps = 20\nsilence_min_s = 1.0\n"
+                    "min_history_minutes = 0\nresolve_after = 0\n")
     settings = make_settings(partitions=1, gap_interval_s=0.5, minute_close_delay_s=1, gaps_config=str(gaps),
                              alert_webhook=f"http://127.0.0.1:{server.server_port}/hook")
     behaviour, product = settings.topic("behaviour"), settings.topic("product")

@@ -1,0 +1,645 @@
+"""`stocktake eval-gaps`: how well the gap detectors find injected gaps in the shared data.
+
+Pure Python, no broker and no store: events go through the contract
+(`processors.contract.normalize`) and are turned into what the alerting worker
+feeds `GapMonitor` (streams/alerting.py), on the event clock:
+
+- per asset (``stream``, ``stream/event_type=X`` | ``op=X`` | ``status=X``,
+  ``stream/source=Y``, the inventory's names) the closed minutes of event time:
+  valid events, and for stream assets the events and the per-field non-null
+  counts over the keys the minute's events carry; for behaviour/transaction
+  assets the product references and the orphans among them (products no valid
+  product event announced before). A minute closes once the newest event time
+  is ``CLOSE_DELAY_MS`` past its end; every known asset gets one observation
+  per closed minute, zero when it had no events, until it has been quiet for
+  ``IDLE_MINUTES`` (then its rolling baseline holds nothing but zeros, or a
+  drop that is already firing, and feeding more empty minutes changes nothing
+  but the run time - a two-year sparse history has a million of them);
+- inter-arrival gaps per asset (``monitor.gaps``), every gap between
+  consecutive events of the asset;
+- a silence check every ``check_ms`` (5 s) of event time,
+  ``monitor.silence(now, "event", last_event_by_asset)`` with ``now`` the newest
+  event time across all streams. The event clock only moves when events
+  arrive, so a check runs when the first event past a 5-second tick arrives,
+  judging the state before it (what a worker polling every 5 s would see).
+
+Data (all real, from the shipped samples):
+
+- ``rees46``: the unmodified replay (2019-10-01 00:00-02:50). It has a real
+  traffic collapse from 00:17 to 02:17 (1-5 events/min instead of 50-600);
+  alerts opened in ``NATURAL_DROP`` (00:17-02:20: the collapse and the minutes
+  its end takes to show) are reported apart and only the rest counts as false
+  alarms.
+- ``olist``: the unmodified replay (2016-10 .. 2018-08, ~1150 events).
+- ``tiled_dense``: the rees46 segment ``DENSE`` (02:28-02:50, all three
+  streams) repeated back to back from 2019-10-02 00:00Z, time-shifted by whole
+  segment lengths, with new event_ids, for ``--days`` days; ``tiled_low``: the
+  same with the lower-volume segment ``LOW`` (00:00-00:17). These are the
+  clean days the false-alarm rate per simulated day is measured on, and where
+  gaps are injected. 02:17-02:27 is the ramp back from the collapse (190 -> 550
+  events/min): tiled, it puts a real drop at every seam, which
+  ``tiled_dense_0218`` (02:18-02:50) shows for comparison. A tiled day holds
+  only 22 (17) distinct real minutes: rare events are under-sampled.
+
+Injections, one per run, at a random minute and second of a tiled day (after
+``WARMUP_MINUTES`` of history), alternating dense and low-volume days:
+
+- ``silence``: every event of one source removed for N minutes;
+- ``volume``: X% of one asset's events removed for N minutes (seeded RNG);
+- ``null_field``: one field set to null on a stream for N minutes.
+
+Each injected run is replayed twice over the same window (``WARMUP_MINUTES``
+before the injection to ``TAIL_MINUTES`` after it), with and without the
+injection. An injection is detected when an alert of an accepted kind opens on
+an asset that lost events (for null_field: the stream) between the injection
+start and its end + ``MATCH_GRACE_MS``; silence accepts silence or volume_drop,
+volume accepts volume_drop (and silence at 100%), null_field accepts
+completeness_drop on that field. ``recall ≥3× gap`` counts only injections at
+least 3 times as long as the named asset's mean gap over the hour before (the
+owner's "typical inter-arrival"). Time to detect is the alert's ``opened_at``
+minus the injection start (``opened_at`` of a minute alert is the end of the
+minute; the worker emits it ``CLOSE_DELAY_MS`` later, reported as
+``ttd_emitted``). Precision is matched alerts over all alerts opened in the
+injected runs, leaving out those the clean run of the same window also opens
+(same asset, kind and subject, opened within ``MATCH_GRACE_MS``);
+``+related`` also counts, as right, a silence or volume_drop opened during the
+injection on an asset that lost events (an 80% cut can starve a stream past its
+cadence: a true silence the strict matching rule does not accept).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import itertools
+import math
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from processors.baseline import MINUTE_MS
+from processors.contract import Event, normalize
+from processors.gaps import GapConfig, GapMonitor, MinuteObservation
+from stocktake.replay import load_events
+
+SECOND_MS = 1000
+CHECK_MS = 5 * SECOND_MS           # silence check period (the worker's gap_interval_s)
+CLOSE_DELAY_MS = 30 * SECOND_MS    # a minute closes this long after its end (minute_close_delay_s)
+IDLE_MINUTES = 60
+MATCH_GRACE_MS = 2 * MINUTE_MS
+WARMUP_MINUTES = 60
+TAIL_MINUTES = 15
+KIND_KEY = {"behaviour": "event_type", "product": "op", "transaction": "status"}
+
+
+def _utc_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+DAY_MS = 24 * 60 * MINUTE_MS
+REES46_DAY = _utc_ms("2019-10-01T00:00:00")
+DENSE = (REES46_DAY + (2 * 60 + 28) * MINUTE_MS, REES46_DAY + (2 * 60 + 50) * MINUTE_MS)   # 02:28-02:50
+DENSE_WITH_RAMP = (REES46_DAY + (2 * 60 + 18) * MINUTE_MS, DENSE[1])                       # 02:18-02:50
+LOW = (REES46_DAY, REES46_DAY + 17 * MINUTE_MS)                                            # 00:00-00:17
+NATURAL_DROP = (REES46_DAY + 17 * MINUTE_MS, REES46_DAY + (2 * 60 + 20) * MINUTE_MS)        # 00:17-02:20
+TILED_START = _utc_ms("2019-10-02T00:00:00")
+
+LENGTHS = (2, 5, 15, 30)            # minutes
+FRACTIONS = (0.5, 0.8, 1.0)         # volume cut
+SILENCE_SOURCES = ("rees46-web", "rees46-catalog", "rees46-checkout")
+VOLUME_ASSETS = ("behaviour", "behaviour/event_type=view", "product")
+NULL_FIELDS = (("behaviour", "brand"), ("behaviour", "category_code"), ("product", "price"))
+KINDS = ("silence", "volume", "null_field")
+ACCEPTED = {"silence": {"silence", "volume_drop"}, "volume": {"volume_drop"},
+            "null_field": {"completeness_drop"}}
+
+
+class Ev(NamedTuple):
+    """A valid event, reduced to what the detectors look at."""
+
+    ts_ms: int
+    stream: str
+    kind: str
+    source: str
+    product_id: str
+    fields: dict[str, Any]
+    event_id: str
+
+
+def assets_of(stream: str, kind: str, source: str) -> tuple[str, ...]:
+    """The inventory's asset names an event counts in."""
+    out = [stream]
+    if kind:
+        out.append(f"{stream}/{KIND_KEY[stream]}={kind}")
+    if source:
+        out.append(f"{stream}/source={source}")
+    return tuple(out)
+
+
+def contract_events(source: str, data_dir: Path | None = None) -> list[Ev]:
+    """The replay's events through contract v1; the invalid ones are left out (the
+    detectors only count valid events)."""
+    out: list[Ev] = []
+    for r in load_events(source, data_dir):
+        e = normalize(r.stream, r.event)
+        if isinstance(e, Event):
+            out.append(Ev(e.ts_ms, r.stream, e.kind, e.source, e.product_id, e.fields, e.event_id))
+    out.sort(key=lambda e: e.ts_ms)  # stable: the replay's order within a second stays
+    return out
+
+
+# ---------------------------------------------------------------- feeding the monitor
+
+
+@dataclasses.dataclass
+class Simulation:
+    """Feeds a GapMonitor from events in event-time order, like the alerting worker."""
+
+    monitor: GapMonitor
+    check_ms: int = CHECK_MS
+    close_delay_ms: int = CLOSE_DELAY_MS
+    idle_minutes: int = IDLE_MINUTES
+    alerts: list[dict[str, Any]] = dataclasses.field(default_factory=list)   # transitions + emitted_at
+    now_ms: int | None = None
+    last_event: dict[str, int] = dataclasses.field(default_factory=dict)
+    _next_check: int = 0
+    _closed_until: int | None = None
+    _pending: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    _counts: dict[int, dict[str, list[int]]] = dataclasses.field(default_factory=dict)
+    _present: dict[int, dict[str, dict[str, int]]] = dataclasses.field(default_factory=dict)
+    _active: dict[str, int] = dataclasses.field(default_factory=dict)      # asset -> last minute with events
+    _catalog: set[str] = dataclasses.field(default_factory=set)
+    _assets: dict[tuple[str, str, str], tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+    def feed(self, events: Iterable[Ev]) -> Simulation:
+        for ev in events:
+            self._event(ev)
+        if self.now_ms is not None:
+            self._tick()
+        return self
+
+    def _event(self, ev: Ev) -> None:
+        ts = ev.ts_ms
+        if self.now_ms is None:
+            self._next_check = (ts // self.check_ms + 1) * self.check_ms
+        elif ts >= self._next_check and ts > self.now_ms:
+            self._tick()
+            self._next_check = (ts // self.check_ms + 1) * self.check_ms
+        if self.now_ms is None or ts > self.now_ms:
+            self.now_ms = ts
+        key = (ev.stream, ev.kind, ev.source)
+        assets = self._assets.get(key)
+        if assets is None:
+            assets = self._assets[key] = assets_of(*key)
+        minute = ts - ts % MINUTE_MS
+        counts = self._counts.get(minute)
+        if counts is None:
+            counts = self._counts[minute] = {}
+        ref = ev.stream != "product" and bool(ev.product_id)
+        orphan = ref and ev.product_id not in self._catalog
+        last_event = self.last_event
+        for asset in assets:
+            prev = last_event.get(asset)
+            if prev is not None:
+                gaps = self._pending.get(asset)
+                if gaps is None:
+                    self._pending[asset] = [ts - prev]
+                else:
+                    gaps.append(ts - prev)
+            if prev is None or ts > prev:
+                last_event[asset] = ts
+            c = counts.get(asset)
+            if c is None:
+                c = counts[asset] = [0, 0, 0]
+            c[0] += 1
+            if ref:
+                c[1] += 1
+                c[2] += orphan
+        if ev.stream == "product":
+            self._catalog.add(ev.product_id)
+        by_stream = self._present.get(minute)
+        if by_stream is None:
+            by_stream = self._present[minute] = {}
+        present = by_stream.get(ev.stream)
+        if present is None:
+            present = by_stream[ev.stream] = {}
+        for name, value in ev.fields.items():
+            if value is None:
+                present.setdefault(name, 0)
+            else:
+                present[name] = present.get(name, 0) + 1
+
+    def _emit(self, transitions: list[dict[str, Any]]) -> None:
+        for t in transitions:
+            t["emitted_at"] = self.now_ms
+        self.alerts += transitions
+
+    def _tick(self) -> None:
+        now = self.now_ms
+        assert now is not None
+        for asset, gaps in self._pending.items():
+            self.monitor.gaps(asset, gaps, self.last_event.get(asset))
+        self._pending.clear()
+        self._close_minutes(now)
+        self._emit(self.monitor.silence(now, "event", self.last_event))
+
+    def _close_minutes(self, now: int) -> None:
+        closable = (now - self.close_delay_ms) // MINUTE_MS * MINUTE_MS
+        if not self._counts and self._closed_until is None:
+            return
+        minute = self._closed_until if self._closed_until is not None else min(self._counts)
+        idle = self.idle_minutes * MINUTE_MS
+        while minute < closable:
+            counts = self._counts.pop(minute, {})
+            present = self._present.pop(minute, {})
+            for asset in counts:
+                self._active[asset] = minute
+            live = [a for a, m in self._active.items() if minute - m <= idle]
+            if not live:  # nothing to say until the next minute with events
+                ahead = [m for m in self._counts if m < closable]
+                minute = min(ahead) if ahead else closable
+                continue
+            for asset in sorted(live):
+                events, refs, orphans = counts.get(asset, (0, 0, 0))
+                fields = present.get(asset, {}) if "/" not in asset else {}
+                self._emit(self.monitor.minute(MinuteObservation(
+                    asset, minute, events, events if fields else 0, fields, refs, orphans)))
+            minute += MINUTE_MS
+        self._closed_until = max(closable, self._closed_until or closable)
+
+
+def simulate(events: Iterable[Ev], config: GapConfig | None = None, **kwargs: Any) -> Simulation:
+    return Simulation(GapMonitor(config), **kwargs).feed(events)
+
+
+def firings(sim: Simulation) -> list[dict[str, Any]]:
+    return [a for a in sim.alerts if a["state"] == "firing"]
+
+
+# ---------------------------------------------------------------- tiled clean days
+
+
+class Tiles:
+    """A real segment repeated back to back from ``start``: tile k is the segment shifted
+    by ``start - seg_start + k * seg_len``, event_ids suffixed with ``~k``."""
+
+    def __init__(self, events: Sequence[Ev], segment: tuple[int, int], start: int = TILED_START):
+        lo, hi = segment
+        self.segment = [e for e in events if lo <= e.ts_ms < hi]
+        self.times = [e.ts_ms for e in self.segment]
+        self.seg_start, self.seg_len, self.start = lo, hi - lo, start
+
+    def window(self, from_ms: int, to_ms: int) -> Iterator[Ev]:
+        """Events with from_ms <= ts < to_ms, in order."""
+        k = max(0, (from_ms - self.start) // self.seg_len)
+        while True:
+            shift = self.start - self.seg_start + k * self.seg_len
+            if self.seg_start + shift >= to_ms:
+                return
+            i = bisect.bisect_left(self.times, from_ms - shift)
+            j = bisect.bisect_left(self.times, to_ms - shift)
+            for e in self.segment[i:j]:
+                yield e._replace(ts_ms=e.ts_ms + shift, event_id=f"{e.event_id}~{k}")
+            k += 1
+
+
+# ---------------------------------------------------------------- injections
+
+
+class Injection(NamedTuple):
+    kind: str          # silence | volume | null_field
+    target: str        # silence: a source; volume: an asset; null_field: "stream.field"
+    start_ms: int
+    minutes: int
+    fraction: float = 1.0
+    segment: str = ""  # tiled_dense | tiled_low
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + self.minutes * MINUTE_MS
+
+    def label(self) -> str:
+        size = f" {self.fraction:.0%}" if self.kind == "volume" else ""
+        return f"{self.kind} {self.target}{size} {self.minutes}m"
+
+
+def inject(events: Iterable[Ev], inj: Injection, seed: int) -> tuple[list[Ev], set[str]]:
+    """The events with the injection applied, and the assets that lost events (or, for
+    null_field, the stream whose field was nulled)."""
+    rng = random.Random(seed)
+    out: list[Ev] = []
+    hit: set[str] = set()
+    stream, _, fname = inj.target.partition(".")
+    for e in events:
+        if not inj.start_ms <= e.ts_ms < inj.end_ms:
+            out.append(e)
+            continue
+        if inj.kind == "silence":
+            if e.source == inj.target:
+                hit.update(assets_of(e.stream, e.kind, e.source))
+                continue
+        elif inj.kind == "volume":
+            names = assets_of(e.stream, e.kind, e.source)
+            if inj.target in names and rng.random() < inj.fraction:
+                hit.update(names)
+                continue
+        elif inj.kind == "null_field":
+            if e.stream == stream and e.fields.get(fname) is not None:
+                hit.add(stream)
+                e = e._replace(fields={**e.fields, fname: None})
+        else:
+            raise ValueError(f"unknown injection kind {inj.kind!r}")
+        out.append(e)
+    return out, hit
+
+
+def plan(runs: int, seed: int, days: dict[str, tuple[int, int]],
+         kinds: Sequence[str] = KINDS) -> list[Injection]:
+    """``runs`` injections per kind, cycling through targets × lengths (× cuts), at
+    random minutes and seconds of the tiled days, alternating dense and low-volume."""
+    rng = random.Random(seed)
+    out: list[Injection] = []
+    names = sorted(days)
+    for kind in kinds:
+        for i in range(runs):
+            # Coprime strides: any 12 consecutive runs cover every (target or cut) × length pair,
+            # and each pair lands in both segments.
+            if kind == "volume":
+                target = VOLUME_ASSETS[(i // 12) % len(VOLUME_ASSETS)]
+                fraction = FRACTIONS[i % len(FRACTIONS)]
+            else:
+                target = SILENCE_SOURCES[i % 3] if kind == "silence" else "{}.{}".format(*NULL_FIELDS[i % 3])
+                fraction = 1.0
+            minutes = LENGTHS[i % len(LENGTHS)]
+            segment = names[(i // 12 + i) % len(names)]
+            lo, hi = days[segment]
+            first = lo + WARMUP_MINUTES * MINUTE_MS
+            last = hi - (minutes + TAIL_MINUTES) * MINUTE_MS
+            start = rng.randrange(first // MINUTE_MS, last // MINUTE_MS) * MINUTE_MS + rng.randrange(60) * SECOND_MS
+            out.append(Injection(kind, target, start, minutes, fraction, segment))
+    return out
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a["asset"], a["kind"], a["subject"]) == (b["asset"], b["kind"], b["subject"]) \
+        and abs(a["opened_at"] - b["opened_at"]) <= MATCH_GRACE_MS
+
+
+def _p99_gap(times: Sequence[int]) -> float | None:
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
+    if not gaps:
+        return None
+    return float(gaps[max(0, math.ceil(0.99 * len(gaps)) - 1)])
+
+
+def judge_run(inj: Injection, clean: list[Ev], config: GapConfig | None, seed: int,
+              check_ms: int = CHECK_MS) -> dict[str, Any]:
+    """One injected run against the clean run of the same window."""
+    injected, hit = inject(clean, inj, seed)
+    base = firings(simulate(clean, config, check_ms=check_ms))
+    sim = simulate(injected, config, check_ms=check_ms)
+    fired = firings(sim)
+    new = [a for a in fired if not any(_same(a, b) for b in base)]
+    stream, _, fname = inj.target.partition(".")
+    accepted = set(ACCEPTED[inj.kind]) | ({"silence"} if inj.kind == "volume" and inj.fraction >= 1 else set())
+
+    def matches(a: dict[str, Any]) -> bool:
+        if not inj.start_ms <= a["opened_at"] <= inj.end_ms + MATCH_GRACE_MS or a["kind"] not in accepted:
+            return False
+        if inj.kind == "null_field":
+            return a["asset"] == stream and a["subject"] == fname
+        return a["asset"] in hit
+    matched = [a for a in new if matches(a)]
+    # Not matched, but about the injection: a silence or drop on an asset that lost events
+    # while it lasted (e.g. a stream cut by 80% falls quiet beyond its cadence).
+    related = [a for a in new if a not in matched and a["asset"] in hit and a["kind"] in ("silence", "volume_drop")
+               and inj.start_ms <= a["opened_at"] <= inj.end_ms + MATCH_GRACE_MS]
+    first = min(matched, key=lambda a: a["opened_at"]) if matched else None
+    # "typical inter-arrival" and p99 gap of the asset the injection names, over the hour before it
+    asset = {"silence": f"{_stream_of(clean, inj.target)}/source={inj.target}",
+             "volume": inj.target, "null_field": stream}[inj.kind]
+    lo = inj.start_ms - WARMUP_MINUTES * MINUTE_MS
+    times = [e.ts_ms for e in clean if lo <= e.ts_ms < inj.start_ms and asset in assets_of(e.stream, e.kind, e.source)]
+    typical = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+    return {
+        "injection": inj._asdict() | {"label": inj.label()}, "asset": asset,
+        "typical_gap_ms": typical, "p99_gap_ms": _p99_gap(times),
+        "eligible": typical is not None and inj.minutes * MINUTE_MS >= 3 * typical,
+        "detected": first is not None,
+        "ttd_ms": None if first is None else first["opened_at"] - inj.start_ms,
+        "ttd_emitted_ms": None if first is None else first["emitted_at"] - inj.start_ms,
+        "first_alert": None if first is None else {k: first[k] for k in ("asset", "kind", "subject")},
+        "alerts": len(new), "matched": len(matched), "related": len(related),
+        "unmatched": [{k: a[k] for k in ("asset", "kind", "subject", "opened_at")} for a in new if a not in matched],
+        "resolved": first is not None and any(
+            t["alert_id"] == first["alert_id"] and t["state"] == "resolved" for t in sim.alerts),
+    }
+
+
+def _stream_of(events: Sequence[Ev], source: str) -> str:
+    return next((e.stream for e in events if e.source == source), "?")
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _quantile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return float(s[max(0, math.ceil(q * len(s)) - 1)])
+
+
+def _rate(n: int, d: int) -> float | None:
+    return round(n / d, 4) if d else None
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        rs = [r for r in results if r["injection"]["kind"] == kind]
+        if not rs:
+            continue
+        elig = [r for r in rs if r["eligible"]]
+        ttd = [r["ttd_ms"] / 1000 for r in rs if r["detected"]]
+        ttd_e = [r["ttd_emitted_ms"] / 1000 for r in rs if r["detected"]]
+        alerts, matched = sum(r["alerts"] for r in rs), sum(r["matched"] for r in rs)
+        related = sum(r["related"] for r in rs)
+        row: dict[str, Any] = {
+            "runs": len(rs), "detected": sum(r["detected"] for r in rs),
+            "recall": _rate(sum(r["detected"] for r in rs), len(rs)),
+            "eligible_runs": len(elig), "recall_eligible": _rate(sum(r["detected"] for r in elig), len(elig)),
+            "alerts": alerts, "matched_alerts": matched, "precision": _rate(matched, alerts),
+            "related_alerts": related, "precision_with_related": _rate(matched + related, alerts),
+            "ttd_median_s": _quantile(ttd, 0.5), "ttd_p95_s": _quantile(ttd, 0.95),
+            "ttd_emitted_median_s": _quantile(ttd_e, 0.5), "ttd_emitted_p95_s": _quantile(ttd_e, 0.95),
+        }
+        if kind == "silence":
+            ratios = [r["ttd_ms"] / r["p99_gap_ms"] for r in rs if r["detected"] and r["p99_gap_ms"]]
+            row["ttd_over_p99_median"] = None if not ratios else round(statistics.median(ratios), 2)
+            row["ttd_over_p99_by_source"] = {
+                src: round(statistics.median(v), 2) for src in SILENCE_SOURCES
+                if (v := [r["ttd_ms"] / r["p99_gap_ms"] for r in rs
+                          if r["injection"]["target"] == src and r["detected"] and r["p99_gap_ms"]])}
+        row["by_case"] = _breakdown(rs)
+        out[kind] = row
+    return out
+
+
+def _breakdown(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rs:
+        i = r["injection"]
+        size = f" {i['fraction']:.0%}" if i["kind"] == "volume" else ""
+        groups.setdefault(f"{i['target']}{size} {i['minutes']}m", []).append(r)
+        groups.setdefault(f"length {i['minutes']}m", []).append(r)
+        groups.setdefault(f"segment {i['segment']}", []).append(r)
+        if size:
+            groups.setdefault(f"cut{size}", []).append(r)
+    return {k: {"runs": len(v), "detected": sum(r["detected"] for r in v),
+                "median_ttd_s": _quantile([r["ttd_ms"] / 1000 for r in v if r["detected"]], 0.5)}
+            for k, v in sorted(groups.items())}
+
+
+def clean_report(name: str, events: Iterable[Ev], config: GapConfig | None, span_ms: tuple[int, int],
+                 natural: tuple[int, int] | None = None, check_ms: int = CHECK_MS) -> dict[str, Any]:
+    sim = simulate(events, config, check_ms=check_ms)
+    fired = firings(sim)
+    days = (span_ms[1] - span_ms[0]) / DAY_MS
+    assets = len(sim.monitor.assets)
+    on_drop = [a for a in fired if natural and natural[0] <= a["opened_at"] < natural[1]]
+    elsewhere = [a for a in fired if a not in on_drop]
+    by_kind: dict[str, int] = {}
+    for a in elsewhere:
+        by_kind[a["kind"]] = by_kind.get(a["kind"], 0) + 1
+    per_asset: dict[str, int] = {}
+    for a in elsewhere:
+        per_asset[a["asset"]] = per_asset.get(a["asset"], 0) + 1
+    return {
+        "data": name, "days": round(days, 4), "assets": assets,
+        "alerts": len(fired), "natural_drop_alerts": len(on_drop) if natural else None,
+        "false_alarms": len(elsewhere), "by_kind": by_kind,
+        "worst_asset_per_day": round(max(per_asset.values(), default=0) / days, 3) if days else None,
+        "per_asset_per_day": round(len(elsewhere) / assets / days, 3) if assets and days else None,
+        "natural_drop": [_brief(a) for a in on_drop], "false_alarm_list": [_brief(a) for a in elsewhere][:50],
+    }
+
+
+def _brief(a: dict[str, Any]) -> dict[str, Any]:
+    at = datetime.fromtimestamp(a["opened_at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return {"asset": a["asset"], "kind": a["kind"], "subject": a["subject"], "opened_at": at,
+            "reason": a["reason"]}
+
+
+# ---------------------------------------------------------------- the whole evaluation
+
+
+def run(runs: int = 48, seed: int = 7, days: int = 1, config: GapConfig | None = None,
+        check_ms: int = CHECK_MS, data_dir: Path | None = None, clean: bool = True,
+        kinds: Sequence[str] = KINDS, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    started = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    rees = contract_events("rees46", data_dir)
+    tiles = {"tiled_dense": Tiles(rees, DENSE), "tiled_low": Tiles(rees, LOW)}
+    span = (TILED_START, TILED_START + days * DAY_MS)
+    report: dict[str, Any] = {
+        "seed": seed, "runs_per_kind": runs, "check_every_s": check_ms / 1000,
+        "config": dataclasses.asdict(config or GapConfig()),
+        "tiles": {k: {"from": _iso(t.seg_start), "to": _iso(t.seg_start + t.seg_len),
+                      "events_per_tile": len(t.segment), "days": days} for k, t in tiles.items()},
+        "natural_drop_window": [_iso(NATURAL_DROP[0]), _iso(NATURAL_DROP[1])],
+    }
+    if clean:
+        report["clean"] = {}
+        for name, t in (*tiles.items(), ("tiled_dense_0218", Tiles(rees, DENSE_WITH_RAMP))):
+            say(f"clean {name} ({days} d)")
+            report["clean"][name] = clean_report(name, t.window(*span), config, span, check_ms=check_ms)
+        say("clean rees46 replay")
+        report["clean"]["rees46"] = clean_report("rees46", rees, config, (rees[0].ts_ms, rees[-1].ts_ms),
+                                                 NATURAL_DROP, check_ms=check_ms)
+        olist = contract_events("olist", data_dir)
+        say("clean olist replay")
+        report["clean"]["olist"] = clean_report("olist", olist, config, (olist[0].ts_ms, olist[-1].ts_ms),
+                                                check_ms=check_ms)
+    injections = plan(runs, seed, {name: span for name in tiles}, kinds)
+    results = []
+    for n, inj in enumerate(injections):
+        if n % 10 == 0:
+            say(f"injected run {n + 1}/{len(injections)}")
+        window = list(tiles[inj.segment].window(inj.start_ms - WARMUP_MINUTES * MINUTE_MS,
+                                                inj.end_ms + TAIL_MINUTES * MINUTE_MS))
+        results.append(judge_run(inj, window, config, seed * 1_000_003 + n, check_ms))
+    report["kinds"] = summarize(results)
+    alerts = sum(r["alerts"] for r in results)
+    matched = sum(r["matched"] for r in results)
+    related = sum(r["related"] for r in results)
+    report["overall"] = {"alerts": alerts, "matched": matched, "related": related,
+                         "precision": _rate(matched, alerts),
+                         "precision_with_related": _rate(matched + related, alerts)}
+    report["runs"] = results
+    report["elapsed_s"] = round(time.perf_counter() - started, 2)
+    return report
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fmt(x: Any, pct: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.1%}" if pct else (f"{x:.1f}" if isinstance(x, float) else str(x))
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.width = max(console.width, 132)
+    table = Table(title=f"injected gaps: {report['runs_per_kind']} runs per kind, seed {report['seed']}, "
+                        f"silence checked every {report['check_every_s']:g} s of event time")
+    for col in ("kind", "runs", "recall", "recall ≥3× gap", "precision", "+related", "TTD median s",
+                "TTD p95 s", "emitted median s", "TTD / p99 gap"):
+        table.add_column(col, justify="left" if col == "kind" else "right", no_wrap=True)
+    for kind, row in report["kinds"].items():
+        table.add_row(kind, str(row["runs"]), _fmt(row["recall"], True),
+                      f"{_fmt(row['recall_eligible'], True)} of {row['eligible_runs']}",
+                      _fmt(row["precision"], True), _fmt(row["precision_with_related"], True),
+                      _fmt(row["ttd_median_s"]), _fmt(row["ttd_p95_s"]), _fmt(row["ttd_emitted_median_s"]),
+                      _fmt(row.get("ttd_over_p99_median")))
+    console.print(table)
+    if "clean" in report:
+        t2 = Table(title="clean data (rees46: alerts opened in the known natural drop "
+                         f"{report['natural_drop_window'][0][11:16]}-{report['natural_drop_window'][1][11:16]} "
+                         "are not false alarms)")
+        for col in ("data", "days", "assets", "alerts", "natural drop", "false alarms", "per asset-day",
+                    "worst asset-day", "false alarms by kind"):
+            t2.add_column(col, no_wrap=True)
+        for name, c in report["clean"].items():
+            t2.add_row(name, f"{c['days']:.3g}", str(c["assets"]), str(c["alerts"]),
+                       _fmt(c["natural_drop_alerts"]), str(c["false_alarms"]), _fmt(c["per_asset_per_day"]),
+                       _fmt(c["worst_asset_per_day"]), ", ".join(f"{k} {v}" for k, v in c["by_kind"].items()))
+        console.print(t2)
+    o = report["overall"]
+    console.print(f"overall precision {_fmt(o['precision'], True)} ({o['matched']}/{o['alerts']} alerts), "
+                  f"{_fmt(o['precision_with_related'], True)} counting {o['related']} related alerts "
+                  f"(silence/volume_drop on an asset the injection cut); took {report['elapsed_s']:.1f} s")
+
+
+def main(runs: int = 48, seed: int = 7, as_json: bool = False, days: int = 1, check_s: float = 5.0) -> int:
+    """`stocktake eval-gaps`: the table (or --json), progress on stderr."""
+    import json
+    import sys
+
+    report = run(runs=runs, seed=seed, days=days, check_ms=round(check_s * 1000),
+                 progress=None if as_json else lambda m: print(m, file=sys.stderr))
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0
