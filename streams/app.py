@@ -6,6 +6,7 @@ two workers (two apps, one consumer group) in one process sharing one store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -124,7 +125,7 @@ def create_app(
     async def _alerting() -> None:
         await alerting.step()
 
-    scoring = _start_scoring(settings, store, sink, app)
+    scoring = _start_scoring(settings, store, sink, app, bootstrap)
     app.stocktake_scoring = scoring  # type: ignore[attr-defined]  # for bench/API introspection
     if scoring is not None:
         @app.timer(interval=settings.score_interval_s)
@@ -139,7 +140,7 @@ def create_app(
     return app, sink
 
 
-def _start_scoring(settings: Settings, store: Store, sink: Sink, app: faust.App) -> Any:
+def _start_scoring(settings: Settings, store: Store, sink: Sink, app: faust.App, bootstrap: str) -> Any:
     if not settings.scoring:
         return None
     try:
@@ -148,12 +149,25 @@ def _start_scoring(settings: Settings, store: Store, sink: Sink, app: faust.App)
         log.warning("scoring disabled: %s (install the project's ml extra)", exc)
         return None
 
+    # Scores go out through librdkafka (C, its own threads), not Faust's producer on the
+    # event loop: thousands of per-id messages must not cost the ingest loop.
+    from confluent_kafka import Producer
+
+    from stocktake.broker import KAFKA_LOG
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "logger": KAFKA_LOG})
+
+    def produce(topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+        for key, value in messages:
+            while True:
+                try:
+                    producer.produce(topic, value, key=key)
+                    break
+                except BufferError:  # local queue full: let it drain
+                    producer.poll(0.05)
+        producer.flush(10)  # in the scoring thread: delivered before the step ends
+
     async def publish(topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-        producer = app.producer
-        futures = [await producer.send(topic, key, value, None, None, None) for key, value in messages]
-        await producer.flush()
-        for future in futures:
-            await future
+        await asyncio.to_thread(produce, topic, messages)
 
     try:
         service = ScoringService(settings, store, publish)
