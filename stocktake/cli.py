@@ -268,13 +268,16 @@ def _replay_thread(bootstrap: str, events: list[Any], opts: dict[str, Any], stat
     from stocktake import replay
     try:
         speed = opts["speed"]
-        if opts.get("live"):
-            # Event times shifted to now and compressed by the speed: pace at 1x then.
+        live = bool(opts.get("live"))
+        if live:
+            # Event times shifted to now and compressed by the speed: pace at 1x, gaps kept,
+            # so events arrive when they say they happened.
             events = replay.rebase_time(events, time.time(), speed)
             speed = 1.0 if speed else None
         messages = replay.to_messages(events, envelope=opts["envelope"], faults=opts["faults"])
         counts = replay.produce(bootstrap, messages, speed=speed,
-                                progress=lambda n: state.__setitem__("produced", n))
+                                progress=lambda n: state.__setitem__("produced", n),
+                                max_sleep=None if live else replay.MAX_SLEEP_S)
         state["counts"] = counts
         state["produced"] = counts["messages"]
     except Exception as exc:  # reported by the main thread as one line
@@ -298,7 +301,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         events = replay.rebase_time(events, time.time(), speed)
         speed = 1.0 if speed else None
     counts = replay.produce(bootstrap, replay.to_messages(events, envelope=args.envelope,
-                                                         faults=faults), speed=speed)
+                                                         faults=faults), speed=speed,
+                            max_sleep=replay.MAX_SLEEP_S if args.original_time else None)
     print(json.dumps(counts))
     return 0
 

@@ -253,8 +253,9 @@ class Pacer:
     time spent producing is not added on top; a capped gap shifts the schedule."""
 
     def __init__(self, speed: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Any] = time.sleep) -> None:
-        self.speed, self.clock, self.sleep = speed, clock, sleep
+                 sleep: Callable[[float], Any] = time.sleep, max_sleep: float | None = MAX_SLEEP_S) -> None:
+        """``max_sleep`` None: never skip ahead (a live replay must keep to its event times)."""
+        self.speed, self.clock, self.sleep, self.max_sleep = speed, clock, sleep, max_sleep
         self._anchor: tuple[float, float] | None = None  # (wall, event time)
 
     def wait_for(self, event_time: float | None) -> float:
@@ -266,14 +267,18 @@ class Pacer:
             self._anchor = (now, event_time)
             return 0.0
         wall0, t0 = self._anchor
-        delay = wall0 + (event_time - t0) / self.speed - now
-        if delay > MAX_SLEEP_S:
-            self._anchor = (wall0 - (delay - MAX_SLEEP_S), t0)
-            delay = MAX_SLEEP_S
-        if delay <= 0:
+        due = wall0 + (event_time - t0) / self.speed
+        if self.max_sleep is not None and due - now > self.max_sleep:
+            shift = due - now - self.max_sleep
+            self._anchor = (wall0 - shift, t0)
+            due -= shift
+        if due <= now:
             return 0.0
-        self.sleep(delay)
-        return delay
+        # The sleep may return early (producer.poll returns once it served a callback):
+        # keep waiting until the message is due, or it goes out before its time.
+        while (remaining := due - self.clock()) > 0:
+            self.sleep(remaining)
+        return due - now
 
 
 def produce(
@@ -282,9 +287,11 @@ def produce(
     *,
     speed: float | None = None,
     progress: Callable[[int], None] | None = None,
+    max_sleep: float | None = MAX_SLEEP_S,
 ) -> dict[str, int]:
     """Produce `messages` (idempotent producer); speed=None: as fast as possible, speed=N:
-    N x event time. Raises RuntimeError on any delivery error. Returns message counts."""
+    N x event time (a quiet gap is cut to ``max_sleep`` seconds; None keeps every gap, as
+    a live replay must). Raises RuntimeError on any delivery error. Returns message counts."""
     if not isinstance(bootstrap, str) or not bootstrap.strip():
         raise ValueError("bootstrap must be a host:port[,host:port...] string")
     if speed is not None and (isinstance(speed, bool) or not isinstance(speed, int | float)
@@ -313,7 +320,7 @@ def produce(
             raise RuntimeError(f"delivery to {bootstrap} failed: {errors[0]}{more}")
 
     # While pacing, wait inside poll() so delivery reports keep being served.
-    pacer = Pacer(speed, sleep=producer.poll) if speed is not None else None
+    pacer = Pacer(speed, sleep=producer.poll, max_sleep=max_sleep) if speed is not None else None
     counts = {"messages": 0, "events": 0, "duplicates": 0, "malformed": 0}
     for msg in messages:
         if pacer is not None and msg.kind != "duplicate":

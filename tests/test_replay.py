@@ -474,3 +474,20 @@ def test_rebase_time_replays_as_live() -> None:
     assert replay_sources.ts_seconds(backfill[-1].event["ts"]) == now
     assert [e.event["event_id"] for e in backfill] == [e.event["event_id"] for e in events]
     assert events[0].event["ts"].startswith("2019-")  # the input is not modified
+
+
+def test_live_pacer_keeps_every_gap_even_when_sleep_returns_early() -> None:
+    """A live (rebased) replay must not run ahead of its event times: no cap on quiet
+    gaps, and producer.poll-style sleeps that return early are waited out."""
+    now = [0.0]
+    slept: list[float] = []
+
+    def early_sleep(s: float) -> None:  # serves a callback and returns after half the time
+        slept.append(s)
+        now[0] += s / 2
+
+    pacer = Pacer(1.0, clock=lambda: now[0], sleep=early_sleep, max_sleep=None)
+    pacer.wait_for(1000.0)
+    assert pacer.wait_for(1100.0) == pytest.approx(100.0)  # the whole 100 s quiet gap
+    assert now[0] >= 100.0  # and not a moment early
+    assert len(slept) > 1  # it kept sleeping after the early return
