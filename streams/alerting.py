@@ -65,14 +65,12 @@ class AlertRunner:
         self.monitor = monitor
         self.publish = publish
         self.prefix = settings.topic_prefix + "."
-        self.active = False
         self.ticks = 0
         self.seen_until_ms = 0          # ingest time looked at so far
         self.closed_until_ms: int | None = None   # minutes of event time judged so far (exclusive)
         self.event_now_ms = 0
         self.last_event: dict[str, int] = {}
         self.last_ingest: dict[str, int] = {}
-        self.history: list[dict[str, Any]] = []   # transitions this process emitted (bounded)
 
     def _q(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         return self.store.rows(sql, {"prefix": self.prefix, **params})
@@ -109,11 +107,7 @@ class AlertRunner:
                             "reason": f"resolved: no longer breaching ({previous['reason']})"})
         if out:
             await self._emit(out)
-        self.active = True
         return out
-
-    def _open_alerts(self) -> list[dict[str, Any]]:
-        return [o.alert for o in self.monitor.open.values()]
 
     async def tick(self, *, emit: bool = True, wall_now_ms: int | None = None) -> list[dict[str, Any]]:
         wall_now_ms = wall_now_ms if wall_now_ms is not None else int(time.time() * 1000)
@@ -205,7 +199,6 @@ class AlertRunner:
                 for a in transitions]
         await self.publish([alert_message(a, self.prefix) for a in transitions])
         await asyncio.to_thread(self.store.insert_rows, "alerts", rows, ALERT_COLUMNS)
-        self.history = (self.history + transitions)[-500:]
         for a in transitions:
             log.warning("alert %s %s %s %s: %s", a["state"], a["severity"], a["asset"], a["kind"], a["reason"])
         if self.settings.alert_webhook:
