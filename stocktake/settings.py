@@ -50,7 +50,7 @@ class Settings:
     amount_tolerance: float = field(default=0.01, metadata=_env("STOCKTAKE_AMOUNT_TOLERANCE"))
     # Data-gap alerting: how often the detectors look, how long a minute of event
     # time stays open for stragglers, per-asset detector settings (TOML), webhook.
-    gap_interval_s: float = field(default=5.0, metadata=_env("STOCKTAKE_GAP_INTERVAL"))
+    gap_interval_s: float = field(default=2.0, metadata=_env("STOCKTAKE_GAP_INTERVAL"))
     minute_close_delay_s: float = field(default=30.0, metadata=_env("STOCKTAKE_MINUTE_CLOSE_DELAY"))
     gaps_config: str = field(default="", metadata=_env("STOCKTAKE_GAPS_CONFIG"))
     alert_webhook: str = field(default="", metadata=_env("STOCKTAKE_ALERT_WEBHOOK"))

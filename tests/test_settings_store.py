@@ -38,6 +38,7 @@ def test_defaults() -> None:
     assert s.partitions == 4
     assert s.batch_rows == 20_000
     assert s.flush_interval_s == 0.5
+    assert s.gap_interval_s == 2.0
     assert s.commit_offsets is True
     assert s.topic("behaviour") == "stocktake.behaviour"
     assert s.deadletter_topic == "stocktake.deadletter"
