@@ -8,12 +8,18 @@ orphan references), inter-arrival gaps, and "now" on either clock:
 - wall clock: now = time.time() against each asset's last *ingest* time, so
   a live source that goes quiet is caught even when nothing arrives at all.
 
-Volume is judged two ways against the learned baseline: a single minute far
-below (``volume_z`` robust sigmas and ``drop_min`` relative) or above it, and a
-sustained shortfall (a one-sided CUSUM of the per-minute deficits in sigmas,
-``sustain_slack`` / ``sustain_limit``) that finds a moderate drop lasting
-several minutes on a noisy asset. The sigma used for drops is capped at
-``spread_cap`` × expected, so a near-total stop is news however noisy the asset.
+Volume is judged against the learned baseline three ways: a single minute far
+below it (``volume_z`` sigmas and ``drop_min`` relative; ``fire_after`` such
+minutes in a row); a sustained shortfall (a one-sided CUSUM of the per-minute
+deficits in sigmas, ``sustain_slack`` / ``sustain_limit``) that finds a moderate
+drop lasting several minutes on a noisy asset; and the last two or three minutes
+together ``run_z`` sigmas and ``drop_min`` short, with more than the newest
+minute behind it, which fires at once: a short cut split over minute boundaries
+shows as two partly cut minutes and at most one whole one. The sigma used for
+drops is capped at ``spread_cap`` × expected, so a near-total stop is news
+however noisy the asset. A rise is a spike only past the baseline and past the
+level an outage left (for ``recovery_minutes``): the return to normal after a
+long outage (by then learned as the new normal) is a recovery, not a spike.
 
 Alerts: one open alert per (asset, kind, subject); firing after
 ``fire_after`` breaching minutes, resolved after ``resolve_after`` good ones
@@ -32,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -42,7 +49,7 @@ from processors.quality import LagHistogram
 
 @dataclass(frozen=True)
 class GapConfig:
-    silence_factor: float = 2.0        # silent when quiet for > factor × p99 gap between arrivals
+    silence_factor: float = 1.75       # silent when quiet for > factor × p99 gap between arrivals
     silence_min_s: float = 0.0         # ...and at least this long
     wall_silence_min_s: float = 30.0   # wall clock: batching/flush delays are not silence
     cadence_min_gaps: int = 30         # gaps between distinct arrival times learned before judging silence
@@ -54,7 +61,9 @@ class GapConfig:
     spread_cap: float = 0.15           # drops: sigma taken as at most this share of the expected count
     sustain_slack: float = 1.0         # sustained drop: CUSUM of (deficit in sigmas - slack)...
     sustain_limit: float = 5.0         # ...beyond this limit
+    run_z: float = 4.0                 # or a run of minutes down, as a whole, this many sigmas short
     adapt_minutes: int = 30            # a breach open this long is learned as the new normal
+    recovery_minutes: int = 24 * 60    # a rise back to the level before an outage is no spike this long after
     completeness_drop: float = 0.2     # absolute drop of a field's present share
     completeness_min_events: int = 20  # minutes with fewer events say little about shares
     orphan_rise: float = 0.2           # absolute rise of the orphan share of product references
@@ -99,6 +108,10 @@ class AssetState:
     cadence: LagHistogram = field(default_factory=LagHistogram)
     last_event_ms: int | None = None
     shortfall: float = 0.0             # the sustained-drop CUSUM, in sigmas
+    recent: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=3))
+    #                                  the last judged minutes: expected, observed, sigma^2
+    prior_level: float | None = None   # the level before an outage: coming back to it is no spike
+    prior_until: int = 0
 
     def arrivals(self) -> LagHistogram:
         """The cadence between distinct arrival times: events sharing a timestamp (a batch, or
@@ -158,26 +171,54 @@ class GapMonitor:
         exp = st.volume.expect(obs.minute_ms)
         mu, x = exp.expected, obs.events
         judged = st.volume.seen >= cfg.min_history_minutes and exp.model != "none"
-        # Drops: a noisy asset's spread must not hide a near-total stop, Poisson noise is the floor.
+        # Drops: a noisy asset's spread must not hide a near-total stop (the cap), Poisson noise
+        # is the floor.
         sigma = max(min(exp.spread, cfg.spread_cap * mu), math.sqrt(mu), 1.0)
         deficit = (mu - x) / sigma
         if judged:
             # capped just past the limit: the evidence of a drop ends one normal minute after it
             st.shortfall = min(cfg.sustain_limit + cfg.sustain_slack,
                                max(0.0, st.shortfall + deficit - cfg.sustain_slack))
-        sustained = st.shortfall > cfg.sustain_limit and deficit > cfg.sustain_slack
-        spike = judged and x > mu + cfg.volume_z * exp.spread and x >= (1 + cfg.spike_min) * mu
-        single = x < mu - cfg.volume_z * sigma
-        drop = judged and x <= (1 - cfg.drop_min) * mu and (single or sustained)
-        evidence = {"from": obs.minute_ms, "to": at, "model": exp.model, "spread": round(exp.spread, 3),
-                    "shortfall": round(st.shortfall, 2), "test": "minute" if single or not drop else "sustained"}
+            st.recent.append((mu, x, sigma * sigma))
+        else:
+            st.recent.clear()
+        down = judged and deficit > cfg.sustain_slack and x <= (1 - cfg.drop_min) * mu
+        single = down and x < mu - cfg.volume_z * sigma
+        sustained = down and st.shortfall > cfg.sustain_limit
+        # A short cut split over minute boundaries is no run of 4-sigma minutes, but the last two
+        # or three minutes together are ``run_z`` sigmas short; with the earlier ones short too
+        # (two minutes of evidence), that fires at once.
+        window = 0
+        for n in (2, 3):
+            if judged and deficit > cfg.sustain_slack and len(st.recent) >= n:
+                last = list(st.recent)[-n:]
+                e, o, v = (sum(t[i] for t in last) for i in range(3))
+                earlier = (e - mu) - (o - x) > cfg.sustain_slack * math.sqrt(v - sigma * sigma)
+                if earlier and o <= (1 - cfg.drop_min) * e and e - o > cfg.run_z * math.sqrt(v):
+                    window = n
+                    break
+        drop = single or sustained or window > 0
+        test = f"{window} minutes" if window else "minute" if single else "sustained"
+        if st.prior_level is not None and at > st.prior_until:
+            st.prior_level = None
+        level = max(mu, st.prior_level or 0.0)
+        spike = judged and x > mu + cfg.volume_z * exp.spread and x >= (1 + cfg.spike_min) * level
+        evidence = {"from": obs.minute_ms - (window - 1) * MINUTE_MS if window else obs.minute_ms, "to": at,
+                    "model": exp.model,
+                    "spread": round(exp.spread, 3), "shortfall": round(st.shortfall, 2), "test": test}
         out += self._judge(obs.asset, "volume_drop", "", drop, at, mu, x, evidence,
                            "critical" if x <= 0.1 * mu else "warning",
-                           f"{x} events/min, expected about {mu:.0f} ({exp.model})")
+                           f"{x} events/min, expected about {mu:.0f} ({exp.model})",
+                           fire_after=1 if window else None)
         out += self._judge(obs.asset, "volume_spike", "", spike, at, mu, x, evidence,
                            "warning", f"{x} events/min, expected about {mu:.0f} ({exp.model})")
         st.volume.record(obs.minute_ms, x)
         held = drop or self._is_silent(obs.asset)
+        if held:
+            # Remember the level the outage left (the baseline learns the low level once it has
+            # lasted ``adapt_minutes``): the return to it is a recovery, not a spike.
+            st.prior_level = max(st.prior_level or 0.0, mu)
+            st.prior_until = at + cfg.recovery_minutes * MINUTE_MS
         if spike and not held:
             # A rise is learned clipped to the fence: a short burst barely moves the median,
             # a lasting one lifts it within about half a window (a new normal).

@@ -133,11 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     eval_gaps = sub.add_parser("eval-gaps", help="replay the shared data with injected gaps: gap detection "
                                "precision, recall, time to detect, false alarms")
-    eval_gaps.add_argument("--runs", type=_positive(int), default=48, help="injected runs per gap kind (default 48)")
+    eval_gaps.add_argument("--runs", type=_positive(int), default=144, help="injected runs per gap kind (default 144)")
     eval_gaps.add_argument("--seed", type=int, default=7)
     eval_gaps.add_argument("--days", type=_positive(int), default=1, help="length of the tiled clean days")
-    eval_gaps.add_argument("--check-every", type=_positive(float), default=5.0,
-                           help="seconds of event time between silence checks (default 5, the worker's)")
+    eval_gaps.add_argument("--check-every", type=_positive(float), default=None,
+                           help="seconds of event time between silence checks (default: the worker's "
+                                "STOCKTAKE_GAP_INTERVAL, 2)")
     eval_gaps.add_argument("--json", action="store_true")
 
     bench = sub.add_parser("bench", help="end-to-end throughput benchmark")
@@ -467,7 +468,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_eval_gaps(args: argparse.Namespace, settings: Settings) -> int:
     from stocktake import evalgaps
     return evalgaps.main(runs=args.runs, seed=args.seed, as_json=args.json, days=args.days,
-                         check_s=args.check_every)
+                         check_s=args.check_every or settings.gap_interval_s)
 
 if __name__ == "__main__":
     raise SystemExit(main())
