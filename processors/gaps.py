@@ -21,7 +21,9 @@ however noisy the asset. A rise is a spike only past the baseline and past the
 level an outage left (for ``recovery_minutes``): the return to normal after a
 long outage (by then learned as the new normal) is a recovery, not a spike.
 
-Alerts: one open alert per (asset, kind, subject); firing after
+Alerts: one open alert per (asset, kind, subject). A sub-asset's alert that
+fires while its stream has the same one open carries ``inhibited_by`` (the
+stream's alert id): the same incident, recorded but not paged. Firing after
 ``fire_after`` breaching minutes, resolved after ``resolve_after`` good ones
 (hysteresis); silence fires on the first look past its threshold (``silence_factor``
 × the p99 gap between distinct arrival times) and resolves once the asset has
@@ -278,7 +280,8 @@ class GapMonitor:
         past the threshold, resolves once the asset has kept within it for ``resolve_after``
         minutes (so a thinned stream that keeps crossing it holds one alert, not a flurry)."""
         out: list[dict[str, Any]] = []
-        for asset, last in last_seen.items():
+        for asset in sorted(last_seen):   # a stream before its sub-assets (inhibition)
+            last = last_seen[asset]
             st = self.state(asset)
             threshold = st.silence_threshold_ms()
             if threshold is None:
@@ -327,6 +330,11 @@ class GapMonitor:
                 return []
             start = evidence.get("from", at_ms) - (fire_after - 1) * MINUTE_MS if kind != "silence" \
                 else evidence.get("from", at_ms)
+            # A sub-asset (stream/key=value) breaching like its stream is part of the stream's
+            # incident: recorded and published, but no page of its own (see AlertRunner).
+            parent = self.open.get((asset.split("/", 1)[0], kind, subject)) if "/" in asset else None
+            if parent is not None:
+                evidence = {**evidence, "inhibited_by": parent.alert["alert_id"]}
             alert = {
                 "alert_id": hashlib.sha1(f"{asset}|{kind}|{subject}|{at_ms}".encode()).hexdigest()[:16],
                 "asset": asset, "kind": kind, "subject": subject, "severity": severity, "state": "firing",

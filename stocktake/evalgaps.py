@@ -66,7 +66,8 @@ matches (above) or when the injection caused it: a silence on an asset that
 lost events whose quiet span (its evidence, last event to the look) held events
 of that asset in the clean run that the injection removed. A stream cut by 80%
 goes without events for longer than its cadence allows, a silence as the
-detectors define it; ``kind-exact`` precision counts matches only.
+detectors define it; ``kind-exact`` precision counts matches only. Pages are
+the alerts not inhibited by their stream's (what the webhook is sent).
 """
 
 from __future__ import annotations
@@ -450,6 +451,7 @@ def judge_run(inj: Injection, clean: list[Ev], config: GapConfig | None, seed: i
         "ttd_emitted_ms": None if first is None else first["emitted_at"] - inj.start_ms,
         "first_alert": None if first is None else {k: first[k] for k in ("asset", "kind", "subject")},
         "alerts": len(new), "matched": len(matched), "caused": len(caused_alerts),
+        "pages": sum(not a["details"].get("inhibited_by") for a in new),
         "unmatched": [{k: a[k] for k in ("asset", "kind", "subject", "opened_at")} | {"caused": a in caused_alerts}
                       for a in new if a not in matched],
         "resolved": first is not None and any(
@@ -492,6 +494,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "eligible_runs": len(elig), "recall_eligible": _rate(sum(r["detected"] for r in elig), len(elig)),
             "alerts": alerts, "matched_alerts": matched, "caused_alerts": caused,
             "precision": _rate(matched + caused, alerts), "precision_kind_exact": _rate(matched, alerts),
+            "alerts_per_run": round(alerts / len(rs), 2),
+            "pages_per_run": round(sum(r["pages"] for r in rs) / len(rs), 2),
             "ttd_median_s": _quantile(ttd, 0.5), "ttd_p95_s": _quantile(ttd, 0.95),
             "ttd_emitted_median_s": _quantile(ttd_e, 0.5), "ttd_emitted_p95_s": _quantile(ttd_e, 0.95),
         }
@@ -637,14 +641,14 @@ def print_report(report: dict[str, Any]) -> None:
     table = Table(title=f"injected gaps: {report['runs_per_kind']} runs per kind, seed {report['seed']}, "
                         f"silence checked every {report['check_every_s']:g} s of event time")
     for col in ("kind", "runs", "recall", "recall ≥3× gap", "precision", "kind-exact", "TTD median s",
-                "TTD p95 s", "emitted median s", "TTD / p99 gap"):
+                "TTD p95 s", "emitted median s", "TTD / p99 gap", "alerts / pages per run"):
         table.add_column(col, justify="left" if col == "kind" else "right", no_wrap=True)
     for kind, row in report["kinds"].items():
         table.add_row(kind, str(row["runs"]), _fmt(row["recall"], True),
                       f"{_fmt(row['recall_eligible'], True)} of {row['eligible_runs']}",
                       _fmt(row["precision"], True), _fmt(row["precision_kind_exact"], True),
                       _fmt(row["ttd_median_s"]), _fmt(row["ttd_p95_s"]), _fmt(row["ttd_emitted_median_s"]),
-                      _fmt(row.get("ttd_over_p99_median")))
+                      _fmt(row.get("ttd_over_p99_median")), f"{row['alerts_per_run']:.1f} / {row['pages_per_run']:.1f}")
     console.print(table)
     if "clean" in report:
         t2 = Table(title="clean data (rees46: alerts opened in the known natural drop "

@@ -10,7 +10,8 @@ and takes over the open alerts). Every ``gap_interval_s``:
    ``minute_close_delay_s``): counts, field presence, orphan references;
 3. silence on both clocks; schema drift every ``DRIFT_EVERY`` ticks;
 4. transitions -> ``stocktake.alerts`` (the source of truth), the ``alerts``
-   table, the optional webhook; expectations -> the ``baselines`` table.
+   table, the optional webhook (not for alerts inhibited by their stream's);
+   expectations -> the ``baselines`` table.
 """
 
 from __future__ import annotations
@@ -201,8 +202,9 @@ class AlertRunner:
         await asyncio.to_thread(self.store.insert_rows, "alerts", rows, ALERT_COLUMNS)
         for a in transitions:
             log.warning("alert %s %s %s %s: %s", a["state"], a["severity"], a["asset"], a["kind"], a["reason"])
-        if self.settings.alert_webhook:
-            await asyncio.to_thread(self._post, [alert_message(a, self.prefix) for a in transitions])
+        pages = [alert_message(a, self.prefix) for a in transitions if not a.get("details", {}).get("inhibited_by")]
+        if self.settings.alert_webhook and pages:
+            await asyncio.to_thread(self._post, pages)
 
     def _post(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:

@@ -118,3 +118,9 @@ def test_silence_fires_on_both_clocks_and_resolves(broker, store, make_settings,
     assert {"alert_id", "severity", "reason", "expected", "observed", "evidence"} <= set(first)
     posted = {(m["kind"], m["clock"], m["state"]) for m in _Hook.received if m["asset"] == "behaviour"}
     assert ("silence", "wall", "firing") in posted and ("silence", "wall", "resolved") in posted
+    # The stream's sub-assets fell silent with it: published and stored as part of its incident,
+    # not paged on their own.
+    subs = [m for m in messages if m["asset"].startswith("behaviour/") and m["kind"] == "silence"]
+    assert {m["asset"] for m in subs} >= {"behaviour/event_type=view", "behaviour/source=app"}
+    assert all(m["details"]["inhibited_by"] for m in subs)
+    assert not [m for m in _Hook.received if m["asset"].startswith("behaviour/")]

@@ -202,6 +202,19 @@ def test_silence_needs_a_learned_cadence_and_ignores_simultaneous_events() -> No
     assert mon.silence(T0 + 100_000, "event", {"b": T0}) == []
 
 
+def test_a_sub_asset_breaching_with_its_stream_is_inhibited_by_the_streams_alert() -> None:
+    mon = GapMonitor()
+    assets = ("behaviour", "behaviour/source=web", "product/source=catalog")
+    for a in assets:
+        learned_cadence(mon, a, 1000)
+    out = mon.silence(T0 + 10_000, "event", {a: T0 for a in reversed(assets)})
+    by_asset = {a["asset"]: a for a in out}
+    assert set(by_asset) == set(assets)
+    assert "inhibited_by" not in by_asset["behaviour"]["details"]
+    assert by_asset["behaviour/source=web"]["details"]["inhibited_by"] == by_asset["behaviour"]["alert_id"]
+    assert "inhibited_by" not in by_asset["product/source=catalog"]["details"]    # its stream is fine
+
+
 def test_wall_clock_silence_has_a_floor_and_sub_assets_warn() -> None:
     mon = GapMonitor()
     learned_cadence(mon, "behaviour/source=web", 1000)
@@ -391,9 +404,13 @@ def test_harness_on_a_small_slice_reports_per_kind_metrics() -> None:
         assert 0 <= row["recall"] <= 1
         assert row["precision"] is None or 0 <= row["precision"] <= 1
         assert {"ttd_median_s", "ttd_p95_s", "recall_eligible", "by_case"} <= set(row)
+        assert 0 <= row["pages_per_run"] <= row["alerts_per_run"]
     assert "ttd_over_p99_median" in report["kinds"]["silence"]
     assert len(report["runs"]) == 6 and report["elapsed_s"] > 0
     assert report["kinds"]["null_field"]["recall"] == 1.0      # a whole field nulled is always caught
+    # a source's silence also silences its stream and the stream's event types: one page
+    silence = report["kinds"]["silence"]
+    assert silence["pages_per_run"] < silence["alerts_per_run"]
 
 
 def test_clean_replay_report_splits_the_natural_drop() -> None:
