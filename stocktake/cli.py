@@ -384,7 +384,10 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(result, indent=2))
     else:
         columns = ["state", "severity", "asset", "kind", "subject", "opened_at", "resolved_at", "reason"]
-        print_table(columns, [[a.get(c) for c in columns] for a in result["alerts"]],
+        # part_of: the stream alert that inhibits this one (same incident, not paged)
+        print_table([*columns, "part_of"],
+                    [[a.get(c) for c in columns] + [(a.get("details") or {}).get("inhibited_by", "")]
+                     for a in result["alerts"]],
                     title="stocktake alerts" + (" (open)" if args.open else ""))
     return 0
 

@@ -127,3 +127,20 @@ def test_up_replays_rees46_and_inventory_answers_during_and_after(tmp_path: Path
     assert assets["behaviour/source=rees46-web"]["valid"] == valid["behaviour"]
     assert sum(assets[s]["duplicates"] for s in valid) == sum(
         m.events for m in messages if m.kind == "duplicate")
+
+
+def test_alerts_table_shows_which_incident_an_inhibited_alert_is_part_of(monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from stocktake import cli
+    alerts = [{"state": "firing", "severity": "critical", "asset": "behaviour", "kind": "silence",
+               "subject": "event", "opened_at": "t", "resolved_at": None, "reason": "quiet", "details": {}},
+              {"state": "firing", "severity": "warning", "asset": "behaviour/source=web", "kind": "silence",
+               "subject": "event", "opened_at": "t", "resolved_at": None, "reason": "quiet",
+               "details": {"inhibited_by": "0123456789abcdef"}}]
+    monkeypatch.setattr(cli, "_from_worker_or_store", lambda *_a: {"alerts": alerts})
+    monkeypatch.setenv("COLUMNS", "250")
+    assert cli.main(["alerts"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "behaviour" in line]
+    assert len(rows) == 2
+    assert "0123456789abcdef" in next(r for r in rows if "source=web" in r)
+    assert "0123456789abcdef" not in next(r for r in rows if "source=web" not in r)
