@@ -191,10 +191,10 @@ class GapMonitor:
         # or three minutes together are ``run_z`` sigmas short; with the earlier ones short too
         # (two minutes of evidence), that fires at once.
         window = 0
+        recent = list(st.recent) if judged and deficit > cfg.sustain_slack else []
         for n in (2, 3):
-            if judged and deficit > cfg.sustain_slack and len(st.recent) >= n:
-                last = list(st.recent)[-n:]
-                e, o, v = (sum(t[i] for t in last) for i in range(3))
+            if len(recent) >= n:
+                e, o, v = (sum(t[i] for t in recent[-n:]) for i in range(3))
                 earlier = (e - mu) - (o - x) > cfg.sustain_slack * math.sqrt(v - sigma * sigma)
                 if earlier and o <= (1 - cfg.drop_min) * e and e - o > cfg.run_z * math.sqrt(v):
                     window = n

@@ -198,11 +198,12 @@ class AlertRunner:
                  a["reason"], a["expected"], a["observed"], _dt(a["evidence_from"]), _dt(a["evidence_to"]),
                  json.dumps({**a.get("details", {}), "subject": a.get("subject", "")}), now, a["version"]]
                 for a in transitions]
-        await self.publish([alert_message(a, self.prefix) for a in transitions])
+        messages = [alert_message(a, self.prefix) for a in transitions]
+        await self.publish(messages)
         await asyncio.to_thread(self.store.insert_rows, "alerts", rows, ALERT_COLUMNS)
         for a in transitions:
             log.warning("alert %s %s %s %s: %s", a["state"], a["severity"], a["asset"], a["kind"], a["reason"])
-        pages = [alert_message(a, self.prefix) for a in transitions if not a.get("details", {}).get("inhibited_by")]
+        pages = [m for m in messages if not m["details"].get("inhibited_by")]
         if self.settings.alert_webhook and pages:
             await asyncio.to_thread(self._post, pages)
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -103,3 +107,17 @@ def run_pipeline(broker: Any, store: Store, settings: Settings, messages: list[r
             await runtime.stop_all()
 
     asyncio.run(run())
+
+
+def spawn_up(data_dir: Path, duration: int, inject: str = "duplicates=0.02,malformed=0.01") -> subprocess.Popen[str]:
+    """`stocktake up` replaying rees46 as fast as it can, with faults, for ``duration`` seconds."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "stocktake.cli", "up", "--data-dir", str(data_dir), "--speed", "max",
+         "--duration", str(duration), "--inject", inject],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stocktake(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The `stocktake` command as a user runs it, in a child process."""
+    return subprocess.run([sys.executable, "-m", "stocktake.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)

@@ -4,22 +4,16 @@ embedded broker and store, inventory/query while it runs and after it stops."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from stocktake import replay
-
-
-def stocktake(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stocktake.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+from tests.pipeline_helpers import spawn_up, stocktake
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -86,10 +80,7 @@ def test_port_in_use_gives_one_clear_line(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_up_replays_rees46_and_inventory_answers_during_and_after(tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stocktake.cli", "up", "--data-dir", str(data_dir), "--speed", "max",
-         "--duration", "25", "--inject", "duplicates=0.02,malformed=0.01"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_up(data_dir, 25)
     messages = list(replay.to_messages(replay.load_events("rees46"),
                                        faults={"duplicates": 0.02, "malformed": 0.01}))
     valid = {s: sum(m.events for m in messages if m.kind in ("event", "envelope") and

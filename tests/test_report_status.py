@@ -8,12 +8,10 @@ looks at the report in headless Chromium when it is installed.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import struct
 import subprocess
-import sys
 import time
 import zlib
 from html.parser import HTMLParser
@@ -24,6 +22,7 @@ import pytest
 from rich.console import Console
 
 from stocktake import report, status
+from tests.pipeline_helpers import spawn_up, stocktake
 
 EVIL = "<script>alert(1)</script>"
 
@@ -185,11 +184,6 @@ def test_status_rates_trends_and_width() -> None:
 # -- integration: the real commands, and the report in a real browser -------------------------
 
 
-def stocktake(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stocktake.cli", *args], capture_output=True, text=True,
-                          env=dict(os.environ), timeout=timeout)
-
-
 def _png_is_not_blank(path: Path) -> bool:
     """Several distinct byte values in the decoded image data (a single colour gives a handful)."""
     data = path.read_bytes()
@@ -206,10 +200,7 @@ def _png_is_not_blank(path: Path) -> bool:
 @pytest.mark.integration
 def test_report_and_status_after_a_run(tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stocktake.cli", "up", "--data-dir", str(data_dir), "--speed", "max",
-         "--duration", "20", "--inject", "duplicates=0.02,malformed=0.01"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_up(data_dir, 20)
     try:
         # While it runs, both commands ask the worker over HTTP (the store is locked).
         deadline = time.monotonic() + 60
