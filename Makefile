@@ -28,8 +28,9 @@ test: $(STAMP) browser lint typecheck  ## lint, type-check and run the whole tes
 unit: $(STAMP)  ## fast tests only (no broker)
 	$(BIN)/pytest -q -m "not integration" $(PYTEST_ARGS)
 
-lint: $(STAMP)  ## ruff
+lint: $(STAMP)  ## ruff and the layer contracts (import-linter)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)  ## mypy
 	$(BIN)/mypy

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clickhouse.store import Store
+from stocktake.clickhouse.store import Store
 
 _LOG = "prefixed_log(prefix = {prefix:String})"
 _ASSETS = "prefixed_assets(prefix = {prefix:String})"

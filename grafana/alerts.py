@@ -22,7 +22,7 @@ from grafana_foundation_sdk.builders import alerting, expr
 from grafana_foundation_sdk.models import alerting as am
 from grafana_foundation_sdk.models import dashboard as dm
 
-from grafana.clickhouse import DATASOURCE_UID, PLUGIN, SQL
+from stocktake.grafana.clickhouse import DATASOURCE_UID, PLUGIN, SQL
 
 FOLDER_UID = "stocktake"
 FOLDER_TITLE = "stocktake"

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, settings: Any, open_store: Callable[[Any], Any
 
 
 def _build(args: argparse.Namespace) -> int:
-    from grafana import build
+    from stocktake.grafana import build
     root = args.out.expanduser() if args.out else build.ROOT
     if args.check:
         stale = build.stale(root)
@@ -62,7 +62,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace, settings: Any) -> int:
-    from grafana import sync
+    from stocktake.grafana import sync
     try:
         target = sync.GrafanaTarget.from_env()
         report = sync.sync(target, prefix=settings.topic_prefix + ".", dry_run=args.dry_run)
@@ -76,7 +76,7 @@ def _sync(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _preview(args: argparse.Namespace, settings: Any, open_store: Callable[[Any], Any]) -> int:
-    from grafana import preview
+    from stocktake.grafana import preview
     store = open_store(settings)
     try:
         pages = preview.write(store, args.out.expanduser(), prefix=settings.topic_prefix + ".", png=args.png)

@@ -19,9 +19,9 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from grafana import sql as S
-from grafana.clickhouse import DATASOURCE_UID, PLUGIN, SQL, ref
-from grafana.macros import ALL_VALUE
+from stocktake.grafana import sql as S
+from stocktake.grafana.clickhouse import DATASOURCE_UID, PLUGIN, SQL, ref
+from stocktake.grafana.macros import ALL_VALUE
 from stocktake.settings import Settings
 
 Viz = Literal["stat", "timeseries", "table", "bargauge", "histogram"]

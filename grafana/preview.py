@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from clickhouse.store import Store, StoreError
-from grafana import dashboards as D
-from grafana import macros as M
+from stocktake.clickhouse.store import Store, StoreError
+from stocktake.grafana import dashboards as D
+from stocktake.grafana import macros as M
 
 PAGE_W = 1600
 COL_W = PAGE_W / 24

@@ -13,9 +13,9 @@ fields, imported from the code that defines them) so the dashboards and
 
 from __future__ import annotations
 
-from grafana.macros import ALL
-from processors.quality import WEIGHTS
-from stocktake.inventory import REQUIRED
+from stocktake.grafana.macros import ALL
+from stocktake.processors.quality import WEIGHTS
+from stocktake.services.inventory import REQUIRED
 
 PREFIX = "${prefix:singlequote}"
 LOG = f"prefixed_log(prefix = {PREFIX})"

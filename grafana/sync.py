@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from grafana import alerts as A
-from grafana import dashboards as D
-from grafana.build import open_alerts_panel_id
-from grafana.clickhouse import DATASOURCE_UID, datasource
+from stocktake.grafana import alerts as A
+from stocktake.grafana import dashboards as D
+from stocktake.grafana.build import open_alerts_panel_id
+from stocktake.grafana.clickhouse import DATASOURCE_UID, datasource
 
 
 class SyncError(RuntimeError):

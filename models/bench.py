@@ -1,8 +1,8 @@
 """Scoring and text-encoder benchmark: rows/s and p50/p99 latency per batch.
 
-    python -m models.bench            # full: scorer batches 1..16384, encoder batches 1..1024
-    python -m models.bench --quick    # fewer batch sizes, shorter timing
-    python -m models.bench --json-out bench.json
+    python -m stocktake.models.bench            # full: scorer batches 1..16384, encoder batches 1..1024
+    python -m stocktake.models.bench --quick    # fewer batch sizes, shorter timing
+    python -m stocktake.models.bench --json-out bench.json
 
 Paths (each skipped with a reason where it cannot run here):
 - scorer (the user_propensity MLP): ONNX Runtime CUDA with and without IO binding,
@@ -66,8 +66,8 @@ def _torch_cuda() -> Any:
 
 
 def feature_rows() -> np.ndarray:
-    from models.dataset import history
-    from processors.features import FeatureState, replay_into
+    from stocktake.models.dataset import history
+    from stocktake.processors.features import FeatureState, replay_into
 
     items = history("rees46")
     state = replay_into(FeatureState(), items)
@@ -77,8 +77,8 @@ def feature_rows() -> np.ndarray:
 
 def bench_scorer(registry_root: Path, batches: tuple[int, ...], budget_s: float,
                  skipped: list[str]) -> list[dict[str, Any]]:
-    from models.onnx_utils import cuda_available
-    from models.registry import ModelRegistry, Scorer
+    from stocktake.models.onnx_utils import cuda_available
+    from stocktake.models.registry import ModelRegistry, Scorer
 
     registry = ModelRegistry(registry_root)
     registry.ensure_defaults()
@@ -131,9 +131,9 @@ def bench_scorer(registry_root: Path, batches: tuple[int, ...], budget_s: float,
 
 def bench_encoder(encoder_dir: Path, batches: tuple[int, ...], budget_s: float,
                   skipped: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from models.encoder import TextEncoder, export_text_encoder, load_torch_encoder, product_text
-    from models.onnx_utils import cuda_available
-    from stocktake.replay import load_events
+    from stocktake.models.encoder import TextEncoder, export_text_encoder, load_torch_encoder, product_text
+    from stocktake.models.onnx_utils import cuda_available
+    from stocktake.sources import load_events
 
     texts = sorted({product_text(e.event) for e in load_events("rees46") if e.stream == "product"} - {""})
     np.random.default_rng(0).shuffle(texts)  # batches of mixed lengths, as a catalog stream has
@@ -186,7 +186,7 @@ def _ort_run(session: Any, feeds: dict[str, np.ndarray]) -> Any:
 def environment() -> dict[str, Any]:
     import onnxruntime as ort
 
-    from models.onnx_utils import cuda_available
+    from stocktake.models.onnx_utils import cuda_available
 
     env: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
                            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -212,7 +212,7 @@ def print_table(rows: list[dict[str, Any]], out: Any = sys.stdout) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stocktake.models.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer batch sizes, shorter timing")
     parser.add_argument("--registry", type=Path, default=None,
                         help="model registry (default: a temporary one with the shipped models)")

@@ -43,21 +43,21 @@ def run(args: argparse.Namespace, settings: Any, open_store: Callable[[Any], Any
 
 def _run(args: argparse.Namespace, settings: Any, open_store: Callable[[Any], Any] | None) -> int:
     if args.command == "export-encoder":
-        from models.encoder import export_text_encoder
-        from models.registry import ModelRegistry
+        from stocktake.models.encoder import export_text_encoder
+        from stocktake.models.registry import ModelRegistry
 
         out = args.out or ModelRegistry(settings.data_dir / "models").encoder_dir()
         path = export_text_encoder(out, fp16=args.fp16)
         print(path)
         return 0
     if args.command == "train":
-        from models.train import format_report, train
+        from stocktake.models.train import format_report, train
 
         out = args.out or settings.data_dir / "models"
         store = None
         if args.source == "store":
             if open_store is None:
-                from clickhouse.store import Store
+                from stocktake.clickhouse.store import Store
 
                 store = Store(settings.clickhouse_dsn)
             else:

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from models.onnx_utils import make_session, read_metadata, resolve_device, set_metadata
+from stocktake.models.onnx_utils import make_session, read_metadata, resolve_device, set_metadata
 
-log = logging.getLogger("models.encoder")
+log = logging.getLogger("stocktake.models.encoder")
 
 ENCODER_NAME = "all-MiniLM-L6-v2"
 ENCODER_FILE = "text_encoder.onnx"

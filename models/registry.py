@@ -34,10 +34,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from models.onnx_utils import make_session, read_metadata, resolve_device
-from processors.features import PRODUCT_FEATURES, USER_FEATURES
+from stocktake.models.onnx_utils import make_session, read_metadata, resolve_device
+from stocktake.processors.features import PRODUCT_FEATURES, USER_FEATURES
 
-log = logging.getLogger("models.registry")
+log = logging.getLogger("stocktake.models.registry")
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 MODEL_NAMES = ("user_propensity", "product_demand")
@@ -71,7 +71,7 @@ class ModelVersion:
         """The torch module of this version (needs torch and model.pt)."""
         import torch
 
-        from models.train import build_module
+        from stocktake.models.train import build_module
 
         meta = self.meta
         state = torch.load(self.path / TORCH_FILE, map_location="cpu", weights_only=True)
@@ -142,7 +142,7 @@ class ModelRegistry:
         meta.json, model.pt)."""
         import torch
 
-        from models.train import export_onnx
+        from stocktake.models.train import export_onnx
 
         def fill(tmp: Path, v: str) -> None:
             full = dict(meta, model_name=model_name, version=v,
@@ -175,7 +175,7 @@ class ModelRegistry:
                 log.info("installed shipped model %s version %s", name, mv.version)
                 missing.remove(name)
         if missing:
-            from models.train import train
+            from stocktake.models.train import train
 
             log.warning("no shipped model for %s: training on the REES46 sample", ", ".join(missing))
             train("rees46", self.root, embeddings=False)
@@ -186,7 +186,7 @@ class ModelRegistry:
         return self.root / "encoder"
 
     def ensure_encoder(self, *, fp16: bool = False) -> Path:
-        from models.encoder import ENCODER_FILE, export_text_encoder
+        from stocktake.models.encoder import ENCODER_FILE, export_text_encoder
 
         path = self.encoder_dir() / ENCODER_FILE
         if path.exists() and not fp16:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.dataset import (
+from stocktake.models.dataset import (
     HORIZON_S,
     PRODUCT_MODEL,
     USER_MODEL,
@@ -45,14 +45,14 @@ from models.dataset import (
     build_datasets,
     history,
 )
-from models.metrics import pr_auc, roc_auc
-from processors.contract import Event
-from processors.features import LOG_SCALED, PRODUCT_FEATURES, USER_FEATURES
+from stocktake.models.metrics import pr_auc, roc_auc
+from stocktake.processors.contract import Event
+from stocktake.processors.features import LOG_SCALED, PRODUCT_FEATURES, USER_FEATURES
 
 __all__ = ["HORIZON_S", "PRODUCT_MODEL", "USER_MODEL", "Dataset", "ScorerNet", "build_datasets", "evaluate",
            "fit", "history", "train"]
 
-log = logging.getLogger("models.train")
+log = logging.getLogger("stocktake.models.train")
 
 FEATURES = {USER_MODEL: USER_FEATURES, PRODUCT_MODEL: PRODUCT_FEATURES}
 HIDDEN = (64, 32)
@@ -174,7 +174,7 @@ def export_onnx(module: Any, n_features: int, path: Path, metadata: dict[str, An
     """ONNX (opset 17): input ``features`` float32 [batch, F], output ``score`` float32 [batch]."""
     import warnings
 
-    from models.onnx_utils import set_metadata
+    from stocktake.models.onnx_utils import set_metadata
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
@@ -290,7 +290,7 @@ def train(source: str = "rees46", out_dir: Path | str = Path(".stocktake/models"
 def _train(source: str, out_dir: Path | str, *, data_dir: Path | None, store: Any, topic_prefix: str | None,
            embeddings: bool | Path, encoder_dir: Path | None, epochs: int, seed: int, split: float,
            refit_full: bool, version: str | None, items: list[tuple[str, Event]] | None) -> dict[str, Any]:
-    from models.registry import ModelRegistry
+    from stocktake.models.registry import ModelRegistry
 
     started = time.monotonic()
     out = Path(out_dir)
@@ -301,7 +301,7 @@ def _train(source: str, out_dir: Path | str, *, data_dir: Path | None, store: An
         raise ValueError(f"no events in {source!r}")
     embed = None
     if embeddings:
-        from models.encoder import TextEncoder, export_text_encoder
+        from stocktake.models.encoder import TextEncoder, export_text_encoder
 
         enc_path = embeddings if isinstance(embeddings, Path) else export_text_encoder(
             encoder_dir or registry.encoder_dir())

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from processors.contract import Event
+from stocktake.processors.contract import Event
 
 DEFAULT_WINDOWS: tuple[int, ...] = (300, 3600, 86400)
 CAP_S = 7 * 86400.0  # recency features saturate here (also "never")

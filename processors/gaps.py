@@ -45,8 +45,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from processors.baseline import MINUTE_MS, Baseline
-from processors.quality import LagHistogram
+from stocktake.processors.baseline import MINUTE_MS, Baseline
+from stocktake.processors.quality import LagHistogram
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from processors.contract import Event, Rejected, decode_message, item_bytes, normalize, parse_ts_ms
-from processors.dedupe import DedupeWindow
+from stocktake.processors.contract import Event, Rejected, decode_message, item_bytes, normalize, parse_ts_ms
+from stocktake.processors.dedupe import DedupeWindow
 
 COLUMNS = (
     "stream", "topic", "partition", "offset", "idx", "status", "reason", "event_id", "kind",

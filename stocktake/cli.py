@@ -19,7 +19,8 @@ from typing import Any, NoReturn
 
 import orjson
 
-from stocktake.output import jsonable, print_table
+from stocktake.clickhouse.values import jsonable
+from stocktake.console.tables import print_table
 from stocktake.settings import Settings, SettingsError
 
 
@@ -125,10 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("stocktake-report.html"),
                         help="HTML file to write (default ./stocktake-report.html)")
 
-    from grafana.commands import add_parser as add_grafana_parser
+    from stocktake.grafana.commands import add_parser as add_grafana_parser
     add_grafana_parser(sub, common, _Parser)
 
-    from models.commands import add_parsers as add_model_parsers  # train, export-encoder
+    from stocktake.models.commands import add_parsers as add_model_parsers  # train, export-encoder
     add_model_parsers(sub, common, _Parser)
 
     eval_gaps = sub.add_parser("eval-gaps", help="replay the shared data with injected gaps: gap detection "
@@ -174,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stocktake: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        from clickhouse.store import StoreError
         from stocktake.broker import BrokerError
+        from stocktake.clickhouse.store import StoreError
         if isinstance(exc, StoreError | BrokerError | ValueError | FileNotFoundError):
             print(f"stocktake: error: {exc}", file=sys.stderr)
             return 2
@@ -186,7 +187,7 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if level.upper() != "DEBUG":
         # Faust/mode/aiokafka are chatty at INFO and warn about things we handle.
-        for name in ("faust", "mode", "aiokafka", "streams.app"):
+        for name in ("faust", "mode", "aiokafka", "stocktake.streams.app"):
             logging.getLogger(name).setLevel(logging.ERROR)
         for name in ("clickhouse_connect", "urllib3", "urllib3.connectionpool", "stocktake.kafka"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -196,9 +197,10 @@ def _configure_logging(level: str) -> None:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from stocktake import replay
+    from stocktake import sources
+    from stocktake.tools import replay
     source = args.replay
-    events = [] if source == "none" else replay.load_events(source)
+    events = [] if source == "none" else sources.load_events(source)
     faults = replay.parse_faults(args.inject) if args.inject else None
     return _serve(settings, args.kafka_port, args.duration, events=events,
                   replay_opts={"faults": faults, "speed": args.speed, "envelope": args.envelope,
@@ -211,7 +213,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _serve(settings: Settings, kafka_port: int | None, duration: float | None,
            events: list[Any] | None, replay_opts: dict[str, Any]) -> int:
-    from stocktake.runtime import Runtime, running_worker
+    from stocktake.streams.runtime import Runtime, running_worker
 
     other = running_worker(settings.data_dir)
     if other is not None and settings.embedded_kafka:
@@ -235,8 +237,8 @@ async def _serve_async(runtime: Any, duration: float | None, events: list[Any] |
                        replay_opts: dict[str, Any]) -> int:
     from rich.console import Console
 
-    from stocktake import progress
-    from stocktake.runtime import wait_until_assigned
+    from stocktake.console import progress
+    from stocktake.streams.runtime import wait_until_assigned
 
     console = Console(stderr=True)
     settings = runtime.settings
@@ -266,7 +268,7 @@ async def _serve_async(runtime: Any, duration: float | None, events: list[Any] |
 
 
 def _replay_thread(bootstrap: str, events: list[Any], opts: dict[str, Any], state: dict[str, Any]) -> None:
-    from stocktake import replay
+    from stocktake.tools import replay
     try:
         speed = opts["speed"]
         live = bool(opts.get("live"))
@@ -291,11 +293,12 @@ def _replay_thread(bootstrap: str, events: list[Any], opts: dict[str, Any], stat
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from stocktake import replay
+    from stocktake import sources
+    from stocktake.tools import replay
     bootstrap = args.kafka or settings.kafka
     if not bootstrap:
         raise CliError("no Kafka: pass --kafka HOST:PORT or set STOCKTAKE_KAFKA")
-    events = replay.load_events(args.source)
+    events = sources.load_events(args.source)
     faults = replay.parse_faults(args.inject) if args.inject else None
     speed = args.speed
     if not args.original_time:
@@ -312,7 +315,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ask_worker(settings: Settings, path: str, body: dict[str, Any] | None = None) -> Any | None:
-    from stocktake.runtime import running_worker
+    from stocktake.streams.runtime import running_worker
     info = running_worker(settings.data_dir)
     if info is None or not info.get("http"):
         return None
@@ -330,7 +333,7 @@ def _ask_worker(settings: Settings, path: str, body: dict[str, Any] | None = Non
 
 
 def _open_store(settings: Settings) -> Any:
-    from clickhouse.store import Store
+    from stocktake.clickhouse.store import Store
     if not settings.clickhouse and not (settings.data_dir / "chdb").exists():
         raise CliError(f"no store in {settings.data_dir} (run `stocktake up` first or pass --data-dir)")
     store = Store(settings.clickhouse_dsn)
@@ -354,7 +357,7 @@ def _from_worker_or_store(settings: Settings, path: str, compute: Callable[[Any]
 
 def load_inventory(settings: Settings) -> dict[str, Any]:
     """The inventory document: from the running worker, else from the store."""
-    from stocktake import inventory
+    from stocktake.services import inventory
     return _from_worker_or_store(settings, "/api/inventory", lambda store: inventory.build(store, settings))
 
 
@@ -363,7 +366,7 @@ def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        from stocktake.views import print_inventory
+        from stocktake.console.views import print_inventory
         print_inventory(result)
     return 0
 
@@ -377,7 +380,7 @@ def run_sql(settings: Settings, sql: str) -> dict[str, Any]:
 
 
 def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
-    from stocktake.alerts import list_alerts
+    from stocktake.services.alerts import list_alerts
     result = _from_worker_or_store(settings, "/api/alerts" + ("?open=1" if args.open else ""),
                                    lambda store: {"alerts": list_alerts(store, settings, open_only=args.open)})
     if args.json:
@@ -419,8 +422,8 @@ def _store_locked(settings: Settings) -> bool:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from stocktake import status
-    from stocktake.runtime import running_worker
+    from stocktake.console import status
+    from stocktake.streams.runtime import running_worker
     source = status.Source(load=lambda: load_inventory(settings), query=lambda sql: run_sql(settings, sql),
                            live=lambda: running_worker(settings.data_dir) is not None,
                            prefix=settings.topic_prefix + ".", busy=lambda: _store_locked(settings))
@@ -446,7 +449,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_grafana(args: argparse.Namespace, settings: Settings) -> int:
-    from grafana.commands import GrafanaCommandError, run
+    from stocktake.grafana.commands import GrafanaCommandError, run
     try:
         return run(args, settings, _open_store)
     except GrafanaCommandError as exc:
@@ -454,12 +457,12 @@ def cmd_grafana(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    from models.commands import run
+    from stocktake.models.commands import run
     return run(args, settings, _open_store)
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from stocktake import bench
+    from stocktake.tools import bench
     report = bench.run(events=args.events, envelope=args.envelope, scoring=args.scoring)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -469,7 +472,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval_gaps(args: argparse.Namespace, settings: Settings) -> int:
-    from stocktake import evalgaps
+    from stocktake.tools import evalgaps
     return evalgaps.main(runs=args.runs, seed=args.seed, as_json=args.json, days=args.days,
                          check_s=args.check_every or settings.gap_interval_s)
 

@@ -10,9 +10,10 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
-from clickhouse.store import Store, StoreError
-from stocktake import alerts, inventory, report
-from stocktake.output import jsonable
+from stocktake import report
+from stocktake.clickhouse.store import Store, StoreError
+from stocktake.clickhouse.values import jsonable
+from stocktake.services import alerts, inventory
 from stocktake.settings import Settings
 
 

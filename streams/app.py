@@ -14,15 +14,15 @@ import faust
 import orjson
 from faust.types import TP
 
-from clickhouse.store import Store, StoreError
-from processors.contract import STREAMS
-from processors.judge import DeadLetter
-from stocktake.gapconfig import load_monitor
+from stocktake.clickhouse.store import Store, StoreError
+from stocktake.processors.contract import STREAMS
+from stocktake.processors.judge import DeadLetter
+from stocktake.services.alerting import AlertRunner
+from stocktake.services.gapconfig import load_monitor
 from stocktake.settings import Settings
-from streams import api
-from streams.alerting import AlertRunner
-from streams.sink import Key, Sink
-from streams.transport import FetchBatch, batching_transport
+from stocktake.streams import api
+from stocktake.streams.sink import Key, Sink
+from stocktake.streams.transport import FetchBatch, batching_transport
 
 log = logging.getLogger("stocktake.worker")
 
@@ -144,7 +144,7 @@ def _start_scoring(settings: Settings, store: Store, sink: Sink, app: faust.App,
     if not settings.scoring:
         return None
     try:
-        from streams.scoring import ScoringService
+        from stocktake.services.scoring import ScoringService
     except ImportError as exc:
         log.warning("scoring disabled: %s (install the project's ml extra)", exc)
         return None

@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clickhouse.rows import ingest_log_table
-from clickhouse.store import Store, StoreError
-from processors.contract import Event
-from processors.dedupe import DedupeWindow
-from processors.judge import COLUMNS, DeadLetter, Judged, judge_batch, skip_stored
+from stocktake.clickhouse.rows import ingest_log_table
+from stocktake.clickhouse.store import Store, StoreError
+from stocktake.processors.contract import Event
+from stocktake.processors.dedupe import DedupeWindow
+from stocktake.processors.judge import COLUMNS, DeadLetter, Judged, judge_batch, skip_stored
 from stocktake.settings import Settings
-from streams.transport import FetchBatch
+from stocktake.streams.transport import FetchBatch
 
 log = logging.getLogger("stocktake.sink")
 

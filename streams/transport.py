@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
-from processors.judge import Record
+from stocktake.processors.judge import Record
 
 
 class FetchBatch(NamedTuple):

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from clickhouse.store import Store
 from stocktake.broker import EmbeddedBroker
+from stocktake.clickhouse.store import Store
 from stocktake.settings import Settings
 
 # Our own lifecycle logs at INFO are shown when a test fails; Faust's are noise.
-for _name in ("faust", "mode", "aiokafka", "streams.app", "clickhouse_connect"):
+for _name in ("faust", "mode", "aiokafka", "stocktake.streams.app", "clickhouse_connect"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from clickhouse.store import Store
-from stocktake import replay
-from stocktake.runtime import Runtime, wait_until_assigned
+from stocktake.clickhouse.store import Store
 from stocktake.settings import Settings
+from stocktake.streams.runtime import Runtime, wait_until_assigned
+from stocktake.tools import replay
 
 
 def retopic(messages: list[replay.Message], prefix: str) -> list[replay.Message]:

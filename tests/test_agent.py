@@ -13,12 +13,12 @@ from typing import Any
 
 import orjson
 
-from clickhouse.store import Store
-from processors.judge import Record
+from stocktake.clickhouse.store import Store
+from stocktake.processors.judge import Record
 from stocktake.settings import Settings
-from streams.app import StocktakeApp, create_app
-from streams.sink import Sink
-from streams.transport import FetchBatch
+from stocktake.streams.app import StocktakeApp, create_app
+from stocktake.streams.sink import Sink
+from stocktake.streams.transport import FetchBatch
 
 T0 = 1569888000000  # 2019-10-01T00:00:00Z
 AGENT = "stocktake.ingest.behaviour"

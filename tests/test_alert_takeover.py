@@ -7,9 +7,9 @@ import datetime as dt
 import json
 from typing import Any
 
-from processors.gaps import GapMonitor
-from stocktake.alerts import list_alerts
-from streams.alerting import ALERT_COLUMNS, AlertRunner
+from stocktake.processors.gaps import GapMonitor
+from stocktake.services.alerting import ALERT_COLUMNS, AlertRunner
+from stocktake.services.alerts import list_alerts
 
 
 def test_takeover_resolves_stale_open_alerts(store, make_settings):  # type: ignore[no-untyped-def]

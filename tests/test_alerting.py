@@ -15,8 +15,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from stocktake.alerts import list_alerts
-from stocktake.runtime import Runtime, wait_until_assigned
+from stocktake.services.alerts import list_alerts
+from stocktake.streams.runtime import Runtime, wait_until_assigned
 from tests.pipeline_helpers import read_topic
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stocktake import replay
+from stocktake import sources
+from stocktake.tools import replay
 from tests.pipeline_helpers import spawn_up, stocktake
 
 
@@ -81,7 +82,7 @@ def test_port_in_use_gives_one_clear_line(tmp_path: Path) -> None:
 def test_up_replays_rees46_and_inventory_answers_during_and_after(tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
     proc = spawn_up(data_dir, 25)
-    messages = list(replay.to_messages(replay.load_events("rees46"),
+    messages = list(replay.to_messages(sources.load_events("rees46"),
                                        faults={"duplicates": 0.02, "malformed": 0.01}))
     valid = {s: sum(m.events for m in messages if m.kind in ("event", "envelope") and
                     m.topic == f"stocktake.{s}") for s in ("behaviour", "product", "transaction")}

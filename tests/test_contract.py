@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors import contract
-from processors.contract import (
+from stocktake.processors import contract
+from stocktake.processors.contract import (
     STREAMS,
     Event,
     Item,

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clickhouse.rows import INGEST_LOG_SCHEMA, ingest_log_table
-from processors.dedupe import DedupeWindow
-from processors.judge import COLUMNS, Judged, Record, judge_batch, skip_stored
+from stocktake.clickhouse.rows import INGEST_LOG_SCHEMA, ingest_log_table
+from stocktake.processors.dedupe import DedupeWindow
+from stocktake.processors.judge import COLUMNS, Judged, Record, judge_batch, skip_stored
 
 T0 = 1569888000000  # 2019-10-01T00:00:00Z
 INGEST_MS = T0 + 3_600_000  # 2019-10-01T01:00:00Z

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from processors.contract import Event, normalize
-from processors.features import (
+from stocktake.processors.contract import Event, normalize
+from stocktake.processors.features import (
     CAP_S,
     EMBED_DIM,
     PRODUCT_FEATURES,
@@ -270,7 +270,7 @@ def test_chunking_with_embeddings_known_upfront(seq: list[tuple[str, Event]], cu
 
 
 def test_rebuild_from_real_events_matches_streaming_batches() -> None:
-    from stocktake.replay import load_events
+    from stocktake.sources import load_events
 
     items = []
     for rev in load_events("rees46")[:4000]:

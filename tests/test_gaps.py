@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from processors.baseline import DAY_MINUTES, MINUTE_MS, Baseline
-from processors.gaps import GapConfig, GapMonitor, MinuteObservation
-from stocktake import evalgaps as E
+from stocktake.processors.baseline import DAY_MINUTES, MINUTE_MS, Baseline
+from stocktake.processors.gaps import GapConfig, GapMonitor, MinuteObservation
+from stocktake.tools import evalgaps as E
 
 T0 = 1_570_060_800_000  # 2019-10-03T00:00:00Z, a minute (and day) boundary
 

@@ -12,11 +12,11 @@ import jsonschema
 import pytest
 import yaml
 
-from grafana import alerts as A
-from grafana import build
-from grafana import dashboards as D
-from grafana import macros as M
-from grafana.clickhouse import DATASOURCE_UID, PLUGIN
+from stocktake.grafana import alerts as A
+from stocktake.grafana import build
+from stocktake.grafana import dashboards as D
+from stocktake.grafana import macros as M
+from stocktake.grafana.clickhouse import DATASOURCE_UID, PLUGIN
 
 GRAFANA = Path(build.__file__).resolve().parent
 SCHEMA = json.loads((GRAFANA / "schema" / "dashboard.schema.json").read_text(encoding="utf-8"))

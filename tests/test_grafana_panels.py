@@ -22,13 +22,15 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from clickhouse.store import Store
-from grafana import dashboards as D
-from grafana import macros as M
-from stocktake import inventory, replay
+from stocktake import sources
 from stocktake.broker import EmbeddedBroker
-from stocktake.replay_sources import ReplayEvent, sort_by_time, ts_seconds
+from stocktake.clickhouse.store import Store
+from stocktake.grafana import dashboards as D
+from stocktake.grafana import macros as M
+from stocktake.services import inventory
 from stocktake.settings import Settings
+from stocktake.sources import ReplayEvent, sort_by_time, ts_seconds
+from stocktake.tools import replay
 from tests.pipeline_helpers import retopic, run_pipeline
 
 pytestmark = pytest.mark.integration
@@ -38,8 +40,8 @@ END = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=3)
 
 def fixture_events(end_s: float) -> list[ReplayEvent]:
     """REES46 + olist squeezed into REES46's hours, a late new field, ending at ``end_s``."""
-    rees = replay.load_events("rees46")
-    olist = replay.load_events("olist")
+    rees = sources.load_events("rees46")
+    olist = sources.load_events("olist")
     r_times = [t for t in (ts_seconds(e.event.get("ts")) for e in rees) if t is not None]
     o_times = [t for t in (ts_seconds(e.event.get("ts")) for e in olist) if t is not None]
     speed = (max(o_times) - min(o_times)) / (max(r_times) - min(r_times))
@@ -269,7 +271,7 @@ def test_scores_panels_return_their_columns_on_no_rows(store, filled):  # type: 
 
 
 def test_preview_renders_every_panel(store, filled, tmp_path: Path):  # type: ignore[no-untyped-def]
-    from grafana import preview
+    from stocktake.grafana import preview
 
     t0 = time.monotonic()
     written = preview.write(store, tmp_path, prefix=filled["prefix"], time_range=filled["range"],
@@ -287,7 +289,7 @@ def test_preview_renders_every_panel(store, filled, tmp_path: Path):  # type: ig
 def test_alert_rule_queries_run(store, filled):  # type: ignore[no-untyped-def]
     """The Grafana alert rules' SQL: one row (= one alert instance) per firing stocktake alert of
     the rule's kind, labelled by alert_id/asset/severity; and the ingest-stalled query."""
-    from grafana import alerts as A
+    from stocktake.grafana import alerts as A
 
     prefix = filled["prefix"]
     for kind in A.DETECTOR_RULES:

@@ -15,11 +15,11 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from grafana import alerts as A
-from grafana import dashboards as D
-from grafana import sync as S
-from grafana.clickhouse import DATASOURCE_UID
 from stocktake.cli import main
+from stocktake.grafana import alerts as A
+from stocktake.grafana import dashboards as D
+from stocktake.grafana import sync as S
+from stocktake.grafana.clickhouse import DATASOURCE_UID
 
 
 class FakeGrafana:

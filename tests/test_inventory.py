@@ -11,8 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from stocktake import inventory, replay
-from stocktake.replay import DATA_DIR
+from stocktake import sources
+from stocktake.services import inventory
+from stocktake.sources import DATA_DIR
+from stocktake.tools import replay
 from tests.pipeline_helpers import retopic, run_pipeline
 
 pytestmark = pytest.mark.integration
@@ -30,7 +32,7 @@ def _by(rows: list[dict[str, Any]], key: str) -> dict[Any, dict[str, Any]]:
 def test_rees46_completeness_and_catalog_match_the_csv(broker, store, make_settings):  # type: ignore[no-untyped-def]
     settings = make_settings()
     rows = _csv(DATA_DIR / "rees46" / "2019-Oct-sample.csv.gz")
-    messages = retopic(list(replay.to_messages(replay.load_events("rees46"), envelope=50)),
+    messages = retopic(list(replay.to_messages(sources.load_events("rees46"), envelope=50)),
                        settings.topic_prefix)
     run_pipeline(broker, store, settings, messages)
     doc = inventory.build(store, settings)
@@ -74,7 +76,7 @@ def test_olist_orphans_match_the_csv(broker, store, make_settings):  # type: ign
     orphans = {r["product_id"] for r in items} - catalog
     assert orphans, "the shipped olist slice is known to reference unknown products"
 
-    messages = retopic(list(replay.to_messages(replay.load_events("olist"), envelope=20)),
+    messages = retopic(list(replay.to_messages(sources.load_events("olist"), envelope=20)),
                        settings.topic_prefix)
     run_pipeline(broker, store, settings, messages)
     doc = inventory.build(store, settings)
@@ -100,7 +102,7 @@ def test_drift_appears_when_a_field_is_added_or_changes_type(broker, store, make
         if i >= 150:                       # 5 minutes in: a new field and a type change
             event["coupon"] = "SPRING"
             event["price"] = "10.50"       # price now arrives as a string
-        events.append(replay.ReplayEvent("behaviour", str(i % 7), event))
+        events.append(sources.ReplayEvent("behaviour", str(i % 7), event))
     messages = [replay.Message(f"{settings.topic_prefix}.behaviour", e.key.encode() if e.key else None,
                                orjson.dumps(e.event), 1, "event") for e in events]
     run_pipeline(broker, store, settings, messages)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from clickhouse import alert_queries as A
-from clickhouse.store import Store
+from stocktake.clickhouse import alert_queries as A
+from stocktake.clickhouse.store import Store
 
 N = 8 * 8192                     # eight granules at the default index_granularity
 STEP_MS = 100                    # ingest time between consecutive rows

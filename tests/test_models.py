@@ -22,8 +22,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 onnx = pytest.importorskip("onnx")
 
-from models import train as T  # noqa: E402
-from models.encoder import (  # noqa: E402
+from stocktake.models import train as T  # noqa: E402
+from stocktake.models.encoder import (  # noqa: E402
     EMBED_DIM,
     TextEncoder,
     duplicate_groups,
@@ -33,10 +33,10 @@ from models.encoder import (  # noqa: E402
     load_torch_encoder,
     product_text,
 )
-from models.metrics import pr_auc, roc_auc  # noqa: E402
-from models.onnx_utils import DeviceError, cuda_available, read_metadata, resolve_device  # noqa: E402
-from models.registry import ARTIFACTS, MODEL_NAMES, ModelRegistry, Scorer  # noqa: E402
-from processors.features import PRODUCT_FEATURES, USER_FEATURES, FeatureState, replay_into  # noqa: E402
+from stocktake.models.metrics import pr_auc, roc_auc  # noqa: E402
+from stocktake.models.onnx_utils import DeviceError, cuda_available, read_metadata, resolve_device  # noqa: E402
+from stocktake.models.registry import ARTIFACTS, MODEL_NAMES, ModelRegistry, Scorer  # noqa: E402
+from stocktake.processors.features import PRODUCT_FEATURES, USER_FEATURES, FeatureState, replay_into  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -183,8 +183,8 @@ def test_labels_are_censored_and_acts_counted_once() -> None:
 def test_history_from_the_store(store: Any) -> None:
     import orjson
 
-    from clickhouse.rows import ingest_log_table
-    from stocktake.replay import load_events
+    from stocktake.clickhouse.rows import ingest_log_table
+    from stocktake.sources import load_events
 
     events = load_events("rees46")[:600]
     prefix = f"m{uuid.uuid4().hex[:8]}"
@@ -270,7 +270,7 @@ def test_shipped_artifacts_are_valid_and_in_parity(name: str) -> None:
     metrics = json.loads(meta["metrics"])
     assert metrics["model"]["roc_auc"] > metrics["baseline"]["roc_auc"]
     assert path.stat().st_size < 200_000
-    from models.registry import ModelVersion
+    from stocktake.models.registry import ModelVersion
 
     mv = ModelVersion(name, versions[-1].name, versions[-1])
     x = np.abs(np.random.default_rng(1).normal(scale=20, size=(33, len(mv.feature_names)))).astype(np.float32)
@@ -332,7 +332,7 @@ def test_registry_defaults_scorer_and_hot_reload(tmp_path: Path) -> None:
     assert scorer.maybe_reload() is False and scorer.version == "2"
     # a version with other feature names is refused too
     other = reg.import_version(mv2.path, "user_propensity", version="4")
-    from models.onnx_utils import set_metadata
+    from stocktake.models.onnx_utils import set_metadata
 
     set_metadata(other.onnx_path, {"feature_names": ["a"] * len(USER_FEATURES)})
     os.utime(reg.model_dir("user_propensity"), ns=(1, 1))
@@ -357,7 +357,7 @@ def test_device_selection(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_auto_device_is_logged_once(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    import models.onnx_utils as ou
+    import stocktake.models.onnx_utils as ou
 
     monkeypatch.setattr(ou, "_logged_auto", False)
     with caplog.at_level("INFO", logger="models"):

@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from stocktake import inventory, replay
-from stocktake.runtime import Runtime, wait_until_assigned
+from stocktake import sources
+from stocktake.services import inventory
+from stocktake.streams.runtime import Runtime, wait_until_assigned
+from stocktake.tools import replay
 from tests.pipeline_helpers import (
     coordinates_unique,
     doubly_valid,
@@ -25,8 +27,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def rees46_slice() -> list[replay.ReplayEvent]:
-    return replay.load_events("rees46")[:6000]
+def rees46_slice() -> list[sources.ReplayEvent]:
+    return sources.load_events("rees46")[:6000]
 
 
 def test_replay_with_faults_counts_exactly(broker, store, make_settings, rees46_slice):  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.quality import (
+from stocktake.processors.quality import (
     EDGES,
     REL_ERROR,
     WEIGHTS,

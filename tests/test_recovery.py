@@ -20,8 +20,9 @@ from typing import Any
 import orjson
 import pytest
 
-from stocktake import replay
+from stocktake import sources
 from stocktake.broker import free_port
+from stocktake.tools import replay
 from tests.pipeline_helpers import expected_counts, retopic
 
 pytestmark = pytest.mark.integration
@@ -78,7 +79,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ig
         # back and only the ClickHouse watermark keeps it from being counted twice.
         "STOCKTAKE_COMMIT_OFFSETS": "false",
     }
-    events = replay.load_events("rees46")[:6000]
+    events = sources.load_events("rees46")[:6000]
     messages = retopic(list(replay.to_messages(
         events, faults={"duplicates": 0.03, "malformed": 0.01}, seed=3)), prefix)
     want = expected_counts(messages)

@@ -21,20 +21,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stocktake import replay, replay_sources
-from stocktake.replay import (
-    DATA_DIR,
+from stocktake import sources
+from stocktake.sources import DATA_DIR, OLIST_FINAL_STATUS, ReplayEvent, load_events, olist_local_to_utc
+from stocktake.tools import replay
+from stocktake.tools.replay import (
     MALFORMED_VARIANTS,
     TOPICS,
     Message,
     Pacer,
-    ReplayEvent,
-    load_events,
     parse_faults,
     produce,
     to_messages,
 )
-from stocktake.replay_sources import OLIST_FINAL_STATUS, olist_local_to_utc
 
 STREAM_OF_TOPIC = {topic: stream for stream, topic in TOPICS.items()}
 
@@ -461,17 +459,17 @@ def test_pacer_follows_event_time_with_capped_sleeps() -> None:
 
 
 def test_rebase_time_replays_as_live() -> None:
-    events = replay.load_events("rees46")[:500]
-    first = replay_sources.ts_seconds(events[0].event["ts"])
-    last = replay_sources.ts_seconds(events[-1].event["ts"])
+    events = sources.load_events("rees46")[:500]
+    first = sources.ts_seconds(events[0].event["ts"])
+    last = sources.ts_seconds(events[-1].event["ts"])
     assert first is not None and last is not None
     now = 1_800_000_000.0
     paced = replay.rebase_time(events, now, 60.0)
-    times = [replay_sources.ts_seconds(e.event["ts"]) for e in paced]
+    times = [sources.ts_seconds(e.event["ts"]) for e in paced]
     assert times[0] == now and times == sorted(times)
     assert abs(times[-1] - (now + (last - first) / 60.0)) < 0.002  # gaps shrink 60-fold (ms precision)
     backfill = replay.rebase_time(events, now, None)
-    assert replay_sources.ts_seconds(backfill[-1].event["ts"]) == now
+    assert sources.ts_seconds(backfill[-1].event["ts"]) == now
     assert [e.event["event_id"] for e in backfill] == [e.event["event_id"] for e in events]
     assert events[0].event["ts"].startswith("2019-")  # the input is not modified
 

@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from stocktake import report, status
+from stocktake import report
+from stocktake.console import status
+from stocktake.services import summary
 from tests.pipeline_helpers import spawn_up, stocktake
 
 EVIL = "<script>alert(1)</script>"
@@ -141,12 +143,12 @@ def test_buckets_keep_charts_readable() -> None:
 
 
 def test_human_age() -> None:
-    assert [status.human_age(s) for s in (None, -3, 12.9, 125, 3 * 3600 + 5, 225470643.6)] == [
+    assert [summary.human_age(s) for s in (None, -3, 12.9, 125, 3 * 3600 + 5, 225470643.6)] == [
         "—", "0 s", "12 s", "2 min", "3 h", "2609 d"]
 
 
 def test_top_losses_takes_the_biggest_over_stream_assets() -> None:
-    losses = status.top_losses(sample()["inventory"])
+    losses = summary.top_losses(sample()["inventory"])
     assert [(p, a) for p, a, _ in losses] == [(15.0, "behaviour"), (5.0, "product"), (2.5, "behaviour"),
                                               (2.5, "product")]
 

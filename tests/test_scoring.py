@@ -6,7 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stocktake import replay
+from stocktake import sources
+from stocktake.tools import replay
 from tests.pipeline_helpers import expected_counts, read_topic, retopic, run_pipeline, stored_counts
 
 pytestmark = pytest.mark.integration
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.integration
 def test_worker_scores_users_and_products(broker, store, make_settings, tmp_path):  # type: ignore[no-untyped-def]
     settings = make_settings(scoring=True, device="cpu", models_dir=str(tmp_path / "models"),
                              score_interval_s=0.2)
-    events = replay.load_events("rees46")[:3000]
+    events = sources.load_events("rees46")[:3000]
     messages = retopic(list(replay.to_messages(events, envelope=20)), settings.topic_prefix)
     run_pipeline(broker, store, settings, messages)
     assert stored_counts(store, settings.topic_prefix) == expected_counts(messages)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.sensitive import classify_field, classify_value, hint_from_name, luhn_ok, mask
+from stocktake.processors.sensitive import classify_field, classify_value, hint_from_name, luhn_ok, mask
 
 POSITIVES = {
     "email": ["john.doe@example.com", "a.b+tag@mail.co.uk", "ana_souza@empresa.com.br", " x1@y.io "],

@@ -15,12 +15,12 @@ from typing import Any
 import orjson
 import pytest
 
-from clickhouse import queries
-from clickhouse import store as store_module
-from clickhouse.rows import ingest_log_table
-from clickhouse.store import Store, StoreError, migrations
-from processors.dedupe import DedupeWindow
-from processors.judge import Record, judge_batch
+from stocktake.clickhouse import queries
+from stocktake.clickhouse import store as store_module
+from stocktake.clickhouse.rows import ingest_log_table
+from stocktake.clickhouse.store import Store, StoreError, migrations
+from stocktake.processors.dedupe import DedupeWindow
+from stocktake.processors.judge import Record, judge_batch
 from stocktake.settings import Settings, SettingsError
 
 T0 = 1569888000000  # 2019-10-01T00:00:00Z

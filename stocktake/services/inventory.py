@@ -14,13 +14,13 @@ from typing import Any
 
 import orjson
 
-from clickhouse import queries as Q
-from clickhouse.store import Store
-from processors.drift import FieldType, detect_drift
-from processors.quality import WEIGHTS, quality_score
-from processors.sensitive import classify_field, mask
-from stocktake.alerts import list_alerts
-from stocktake.output import jsonable
+from stocktake.clickhouse import queries as Q
+from stocktake.clickhouse.store import Store
+from stocktake.clickhouse.values import jsonable
+from stocktake.processors.drift import FieldType, detect_drift
+from stocktake.processors.quality import WEIGHTS, quality_score
+from stocktake.processors.sensitive import classify_field, mask
+from stocktake.services.alerts import list_alerts
 from stocktake.settings import Settings
 
 # Contract fields each stream's events must carry: their completeness always counts.

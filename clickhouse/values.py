@@ -1,13 +1,10 @@
-"""Turning query results into JSON and terminal tables."""
+"""Values ClickHouse returns, as JSON types."""
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
 from typing import Any
-
-from rich.console import Console
-from rich.table import Table
 
 
 def jsonable(value: Any) -> Any:
@@ -27,13 +24,3 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     return value
-
-
-def print_table(columns: list[str], rows: list[Any], title: str | None = None) -> None:
-    table = Table(title=title, show_lines=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        values = row.values() if isinstance(row, dict) else row
-        table.add_row(*("" if v is None else str(jsonable(v)) for v in values))
-    Console().print(table)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clickhouse import alert_queries as A
-from clickhouse.store import Store
-from stocktake.output import jsonable
+from stocktake.clickhouse import alert_queries as A
+from stocktake.clickhouse.store import Store
+from stocktake.clickhouse.values import jsonable
 from stocktake.settings import Settings
 
 

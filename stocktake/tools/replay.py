@@ -1,10 +1,10 @@
 """Replay real e-commerce data into Kafka as contract v1 events.
 
-    events = load_events("rees46")                       # or "olist", or a contract file
+    events = sources.load_events("rees46")               # or "olist", or a contract file
     msgs = to_messages(events, envelope=100, faults=parse_faults("duplicates=0.03"))
     produce("127.0.0.1:9092", msgs, speed=60.0)          # 60x event time
 
-Source mappings live in `stocktake.replay_sources`; this module turns events into
+Source mappings and `load_events` live in `stocktake.sources`; this module turns events into
 Kafka messages (single events or batch envelopes, with optional injected faults)
 and produces them.
 """
@@ -16,30 +16,17 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 
 from stocktake.broker import KAFKA_LOG
-from stocktake.replay_sources import (
-    KEY_FIELD,
-    ReplayEvent,
-    contract_file_events,
-    is_contract_file,
-    olist_events,
-    rees46_events,
-    sort_by_time,
-    ts_seconds,
-)
+from stocktake.sources import KEY_FIELD, ReplayEvent, ts_seconds
 
 __all__ = [
-    "DATA_DIR",
     "FAULTS",
     "TOPICS",
     "Message",
-    "ReplayEvent",
-    "load_events",
     "parse_faults",
     "produce",
     "to_messages",
@@ -50,7 +37,6 @@ TOPICS = {
     "product": "stocktake.product",
     "transaction": "stocktake.transaction",
 }
-DATA_DIR = Path(__file__).resolve().parent / "data"
 FAULTS = ("duplicates", "malformed")
 MAX_SLEEP_S = 5.0  # longest single pause when replaying at event-time speed
 PROGRESS_EVERY = 1000
@@ -67,25 +53,6 @@ class Message(NamedTuple):
 # ------------------------------------------------------------------- loading
 
 
-def load_events(source: str, data_dir: Path | None = None) -> list[ReplayEvent]:
-    """Contract v1 events from "rees46", "olist" or a path to a .csv/.jsonl/.ndjson
-    file (optionally .gz) already in the contract, sorted by event time (stable)."""
-    base = DATA_DIR if data_dir is None else Path(data_dir)
-    if source == "rees46":
-        events = rees46_events(base)
-    elif source == "olist":
-        events = olist_events(base)
-    else:
-        path = Path(source)
-        if not is_contract_file(path):
-            raise ValueError(
-                f"unknown replay source {source!r}: expected 'rees46', 'olist' or a path "
-                "to a .csv, .jsonl or .ndjson file of contract v1 events"
-            )
-        if not path.is_file():
-            raise ValueError(f"replay source file not found: {source}")
-        events = contract_file_events(path)
-    return sort_by_time(events)
 
 
 def rebase_time(events: list[ReplayEvent], now_s: float, speed: float | None) -> list[ReplayEvent]:

@@ -24,8 +24,8 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from clickhouse.store import Store
-from processors.contract import Event
+from stocktake.clickhouse.store import Store
+from stocktake.processors.contract import Event
 from stocktake.settings import Settings
 
 log = logging.getLogger("stocktake.scoring")
@@ -41,8 +41,8 @@ class ScoringService:
 
     def __init__(self, settings: Settings, store: Store, publish: Publish, *, max_queue: int = 200_000,
                  max_batch: int = 4096):
-        from models.registry import ModelRegistry, Scorer
-        from processors.features import FeatureState
+        from stocktake.models.registry import ModelRegistry, Scorer
+        from stocktake.processors.features import FeatureState
 
         self.settings = settings
         self.store = store

@@ -25,11 +25,11 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from clickhouse import alert_queries as A
-from clickhouse.store import Store
-from processors.baseline import MINUTE_MS
-from processors.gaps import GapMonitor, MinuteObservation
-from stocktake import inventory
+from stocktake.clickhouse import alert_queries as A
+from stocktake.clickhouse.store import Store
+from stocktake.processors.baseline import MINUTE_MS
+from stocktake.processors.gaps import GapMonitor, MinuteObservation
+from stocktake.services import inventory
 from stocktake.settings import Settings
 
 log = logging.getLogger("stocktake.alerting")

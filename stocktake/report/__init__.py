@@ -13,14 +13,14 @@ from collections import defaultdict
 from html import escape
 from typing import Any
 
-from clickhouse import queries as Q
-from clickhouse.store import Store
-from stocktake import inventory
-from stocktake.output import jsonable
-from stocktake.report_charts import hbars, heatmap, line_chart, stacked_bars
-from stocktake.report_style import CSS
+from stocktake.clickhouse import queries as Q
+from stocktake.clickhouse.store import Store
+from stocktake.clickhouse.values import jsonable
+from stocktake.report.charts import hbars, heatmap, line_chart, stacked_bars
+from stocktake.report.style import CSS
+from stocktake.services import inventory
+from stocktake.services.summary import consistency_issues, entity, human_age
 from stocktake.settings import Settings
-from stocktake.status import consistency_issues, entity, human_age
 
 MAX_POINTS = 720      # line chart: minutes per point grow beyond this
 MAX_COLUMNS = 60      # heatmap: at most this many time columns

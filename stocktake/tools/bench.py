@@ -20,14 +20,15 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from stocktake import replay
-from stocktake.runtime import Runtime, wait_until_assigned
+from stocktake import sources
 from stocktake.settings import Settings
+from stocktake.streams.runtime import Runtime, wait_until_assigned
+from stocktake.tools import replay
 
 
-def _events(n: int, tag: str) -> list[replay.ReplayEvent]:
+def _events(n: int, tag: str) -> list[sources.ReplayEvent]:
     """n behaviour events cycled from the real rees46 sample, with unique ids."""
-    base = [e for e in replay.load_events("rees46") if e.stream == "behaviour"]
+    base = [e for e in sources.load_events("rees46") if e.stream == "behaviour"]
     out = []
     for i in range(n):
         src = base[i % len(base)]

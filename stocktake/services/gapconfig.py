@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from processors.gaps import GapConfig, GapMonitor
+from stocktake.processors.gaps import GapConfig, GapMonitor
 from stocktake.settings import SettingsError
 
 

@@ -16,12 +16,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from clickhouse.store import Store
-from processors.contract import STREAMS
 from stocktake.broker import EmbeddedBroker, create_topics, free_port
+from stocktake.clickhouse.store import Store
+from stocktake.processors.contract import STREAMS
 from stocktake.settings import Settings
-from streams.app import StocktakeApp, create_app
-from streams.sink import Sink
+from stocktake.streams.app import StocktakeApp, create_app
+from stocktake.streams.sink import Sink
 
 log = logging.getLogger("stocktake.runtime")
 

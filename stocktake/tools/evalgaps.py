@@ -88,10 +88,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from processors.baseline import MINUTE_MS
-from processors.contract import Event, normalize
-from processors.gaps import GapConfig, GapMonitor, MinuteObservation
-from stocktake.replay import load_events
+from stocktake.processors.baseline import MINUTE_MS
+from stocktake.processors.contract import Event, normalize
+from stocktake.processors.gaps import GapConfig, GapMonitor, MinuteObservation
+from stocktake.sources import load_events
 
 SECOND_MS = 1000
 CHECK_MS = 2 * SECOND_MS           # silence check period (the worker's gap_interval_s)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from processors.contract import STREAMS
+from stocktake.processors.contract import STREAMS
 
 
 def _table(sink: Any, replay_state: dict[str, Any], elapsed: float, rate: float) -> Table:

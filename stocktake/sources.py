@@ -49,6 +49,8 @@ OLIST_FINAL_STATUS: dict[str, str | None] = {
 }
 
 
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
 class ReplayEvent(NamedTuple):
     stream: str  # behaviour | product | transaction
     key: str | None  # user_id / product_id / order_id, as a string
@@ -354,3 +356,23 @@ def contract_file_events(path: Path) -> list[ReplayEvent]:
                 stream = _resolve_stream(event.pop("stream", None), default, where)
                 out.append(make_event(stream, event))
     return out
+
+def load_events(source: str, data_dir: Path | None = None) -> list[ReplayEvent]:
+    """Contract v1 events from "rees46", "olist" or a path to a .csv/.jsonl/.ndjson
+    file (optionally .gz) already in the contract, sorted by event time (stable)."""
+    base = DATA_DIR if data_dir is None else Path(data_dir)
+    if source == "rees46":
+        events = rees46_events(base)
+    elif source == "olist":
+        events = olist_events(base)
+    else:
+        path = Path(source)
+        if not is_contract_file(path):
+            raise ValueError(
+                f"unknown replay source {source!r}: expected 'rees46', 'olist' or a path "
+                "to a .csv, .jsonl or .ndjson file of contract v1 events"
+            )
+        if not path.is_file():
+            raise ValueError(f"replay source file not found: {source}")
+        events = contract_file_events(path)
+    return sort_by_time(events)

@@ -1,0 +1,1 @@
+"""Terminal renderings: tables, the live status view, replay progress."""

@@ -1,0 +1,1 @@
+"""Tools beside the surfaces: replay, bench, eval-gaps. They drive the same services the worker uses."""
