@@ -57,19 +57,25 @@ SELECT toUnixTimestamp64Milli(min(ts)), toUnixTimestamp64Milli(max(ts)), count()
 FROM {_LOG} WHERE status = 'valid'
 """
 
-OPEN_ALERTS_SQL = """
-SELECT alert_id, asset, kind, severity, clock, toUnixTimestamp64Milli(opened_at) AS opened_at, reason,
-       expected, observed, toUnixTimestamp64Milli(evidence_from) AS evidence_from,
-       toUnixTimestamp64Milli(evidence_to) AS evidence_to, details, version
-FROM alerts FINAL
-WHERE topic_prefix = {prefix:String} AND state = 'firing'
+# An alert row as services/alerts.read_alert reads it: times in epoch milliseconds.
+ALERT_FIELDS = """
+alert_id, asset, kind, subject, severity, toString(state) AS state, clock,
+toUnixTimestamp64Milli(opened_at) AS opened_at, toUnixTimestamp64Milli(resolved_at) AS resolved_at, reason,
+expected, observed, toUnixTimestamp64Milli(evidence_from) AS evidence_from,
+toUnixTimestamp64Milli(evidence_to) AS evidence_to, details, version,
+toUnixTimestamp64Milli(updated_at) AS updated_at
 """
 
-ALERTS_SQL = """
-SELECT alert_id, asset, kind, severity, toString(state) AS state, clock, opened_at, resolved_at, reason,
-       expected, observed, evidence_from, evidence_to, details, updated_at, version
+OPEN_ALERTS_SQL = f"""
+SELECT {ALERT_FIELDS}
 FROM alerts FINAL
-WHERE topic_prefix = {prefix:String} AND (state = 'firing' OR NOT {open_only:Bool})
+WHERE topic_prefix = {{prefix:String}} AND state = 'firing'
+"""
+
+ALERTS_SQL = f"""
+SELECT {ALERT_FIELDS}
+FROM alerts FINAL
+WHERE topic_prefix = {{prefix:String}} AND (state = 'firing' OR NOT {{open_only:Bool}})
 ORDER BY opened_at DESC
-LIMIT {limit:UInt32}
+LIMIT {{limit:UInt32}}
 """

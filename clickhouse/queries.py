@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from stocktake.clickhouse.store import Store
+from stocktake.processors.quality import bad_field_sql
 
 _LOG = "prefixed_log(prefix = {prefix:String})"
 _ASSETS = "prefixed_assets(prefix = {prefix:String})"
@@ -18,11 +19,7 @@ _ASSETS = "prefixed_assets(prefix = {prefix:String})"
 # Events that were JSON objects and not removed as duplicates: the population
 # for field profiles. The field blamed by a rejection comes from its reason code.
 _OBJECT_EVENTS = f"""
-    SELECT asset, stream, ts, ingest_ts, payload, status,
-           -- a missing field is a completeness matter, not a validity one
-           multiIf(reason = 'invalid_ts', 'ts',
-                   startsWith(reason, 'invalid_type:') OR startsWith(reason, 'invalid_value:'),
-                   splitByChar(':', reason)[2], '') AS bad_field
+    SELECT asset, stream, ts, ingest_ts, payload, status, {bad_field_sql()} AS bad_field
     FROM {_ASSETS}
     WHERE status != 'duplicate' AND isValidJSON(payload) AND JSONType(payload) = 'Object'
 """

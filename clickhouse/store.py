@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 import clickhouse_connect
 import pyarrow as pa
+import tenacity
+
+from stocktake.settings import mask_url
 
 log = logging.getLogger("stocktake.store")
 
@@ -42,7 +44,7 @@ def _claim_chdb_path(dsn: str) -> None:
 def migrations() -> list[tuple[int, str, list[str]]]:
     """(version, name, statements) for every clickhouse/migrations/NNN_name.sql, in order."""
     out = []
-    for entry in resources.files("clickhouse").joinpath("migrations").iterdir():
+    for entry in resources.files("stocktake.clickhouse").joinpath("migrations").iterdir():
         m = re.match(r"^(\d+)_(.+)\.sql$", entry.name)
         if not m:
             continue
@@ -67,6 +69,11 @@ def _describe(exc: BaseException, dsn: str) -> str:
     return text[:300]
 
 
+def _failure(state: tenacity.RetryCallState, dsn: str) -> str:
+    exc = state.outcome.exception() if state.outcome else None
+    return _describe(exc, dsn) if exc else "?"
+
+
 class Store:
     def __init__(self, dsn: str, *, retry_for: float = 0.0):
         """Open chDB or connect to a server; a server that is not up yet is retried
@@ -75,20 +82,20 @@ class Store:
         self._lock = threading.RLock()
         if self.embedded:
             _claim_chdb_path(dsn)
-        deadline = time.monotonic() + retry_for
-        delay = 0.5
-        while True:
-            try:
-                options: dict[str, Any] = {} if self.embedded else {"connect_timeout": 5}
-                self.client = clickhouse_connect.get_client(dsn=dsn, **options)
-                break
-            except Exception as exc:
-                reason = _describe(exc, dsn)
-                if self.embedded or time.monotonic() + delay > deadline:
-                    raise StoreError(f"cannot open ClickHouse {_mask(dsn)}: {reason}") from None
-                log.warning("ClickHouse %s unreachable (%s); retrying in %.1fs", _mask(dsn), reason, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 8.0)
+        options: dict[str, Any] = {} if self.embedded else {"connect_timeout": 5}
+        # chDB fails for good (locked, bad path): only a server is worth waiting for.
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(1) if self.embedded else tenacity.stop_before_delay(retry_for),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=8.0),
+            before_sleep=lambda state: log.warning(
+                "ClickHouse %s unreachable (%s); retrying in %.1fs", mask_url(dsn), _failure(state, dsn),
+                state.upcoming_sleep),
+            reraise=True,
+        )
+        try:
+            self.client = retrying(clickhouse_connect.get_client, dsn=dsn, **options)
+        except Exception as exc:
+            raise StoreError(f"cannot open ClickHouse {mask_url(dsn)}: {_describe(exc, dsn)}") from None
 
     @property
     def embedded(self) -> bool:
@@ -195,6 +202,3 @@ class Store:
             except Exception:  # closing a broken connection must not mask the real error
                 pass
 
-
-def _mask(dsn: str) -> str:
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)

@@ -1,5 +1,6 @@
 """A static preview of the dashboards: every panel's SQL run on the store (chDB or a server),
-rendered to HTML with inline SVG, and optionally to PNG with headless Chromium.
+rendered to HTML (templates/dashboard.html) with inline SVG (stocktake.charts), and optionally
+to PNG with headless Chromium.
 
 The SQL is the dashboards' own, expanded the way Grafana and the ClickHouse plugin expand it
 (grafana.macros), with every multi-value variable on "All". Charts follow the panel type:
@@ -10,15 +11,19 @@ series), tables, bar gauges and histograms. The layout is the dashboards' grid.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import math
 import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jinja2
+from markupsafe import Markup
+
+from stocktake import charts
 from stocktake.clickhouse.store import Store, StoreError
 from stocktake.grafana import dashboards as D
 from stocktake.grafana import macros as M
@@ -101,10 +106,6 @@ def _threshold_color(spec: D.PanelSpec, value: Any, default: str = "#CCCCDC") ->
     return COLORS.get(color, color)
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
 # -- frames -----------------------------------------------------------------------------------
 
 
@@ -129,205 +130,68 @@ def long_to_wide(columns: Sequence[str],
     return times, series
 
 
-# -- charts -----------------------------------------------------------------------------------
-
-
-def _nice_max(v: float) -> float:
-    if v <= 0:
-        return 1.0
-    exp = 10 ** math.floor(math.log10(v))
-    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
-        if v <= m * exp * 1.0000001:
-            return m * exp
-    return 10 * exp
-
-
-def _time_ticks(t0: float, t1: float, n: int = 6) -> list[float]:
-    span = max(t1 - t0, 1)
-    steps = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800)
-    step = next((s for s in steps if span / s <= n), steps[-1])
-    first = math.ceil(t0 / step) * step
-    return [first + i * step for i in range(int((t1 - first) // step) + 1)]
+# -- charts (stocktake.charts, in the dashboards' dark theme) ----------------------------------
 
 
 def timeseries_svg(spec: D.PanelSpec, columns: Sequence[str], rows: Sequence[Sequence[Any]], w: int, h: int,
-                   tr: M.TimeRange) -> str:
-    times, series = long_to_wide(columns, rows)
-    legend_rows = min(3, max(1, math.ceil(len(series) / max(1, w // 190))))
-    ch = h - 18 * legend_rows - 6
-    t0, t1 = tr.start.timestamp(), tr.end.timestamp()
-    xs = [t.replace(tzinfo=dt.UTC).timestamp() if t.tzinfo is None else t.timestamp() for t in times]
-    names = list(series)
-    values = {n: [float(v) if _is_num(v) else None for v in series[n]] for n in names}
-    if spec.stack:
-        acc = [0.0] * len(xs)
-        for n in names:
-            acc = [a + (v or 0.0) for a, v in zip(acc, values[n], strict=True)]
-            values[n] = list(acc)
-    finite = [v for n in names for v in values[n] if v is not None]
-    vmax = spec.max if spec.max is not None else _nice_max(max(finite, default=1.0))
-    vmin = spec.min if spec.min is not None else min(0.0, min(finite, default=0.0))
-    if vmax <= vmin:
-        vmax = vmin + 1
-    unit = spec.unit
-    y_labels = [fmt(vmin + (vmax - vmin) * i / 4, unit) for i in range(5)]
-    left, right, top, bottom = max(36, 7 * max(len(t) for t in y_labels) + 10), 10, 8, 20
-    pw, ph = w - left - right, ch - top - bottom
-
-    def X(t: float) -> float:
-        return left + (t - t0) / max(t1 - t0, 1) * pw
-
-    def Y(v: float) -> float:
-        return top + ph - (v - vmin) / (vmax - vmin) * ph
-
-    out = [f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg">']
-    for i, label in enumerate(y_labels):
-        y = Y(vmin + (vmax - vmin) * i / 4)
-        out.append(f'<line x1="{left}" x2="{w - right}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        out.append(f'<text x="{left - 4}" y="{y + 4:.1f}" class="tick" text-anchor="end">{_e(label)}</text>')
-    for t in _time_ticks(t0, t1):
-        x = X(t)
-        label = dt.datetime.fromtimestamp(t, dt.UTC).strftime("%H:%M" if t1 - t0 <= 2 * 86400 else "%m-%d %H:%M")
-        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" class="grid"/>')
-        out.append(f'<text x="{x:.1f}" y="{ch - 4}" class="tick" text-anchor="middle">{label}</text>')
-    dashed = [re.compile(p) for p in spec.dashed]
-    slot = pw / max(1, (t1 - t0) / max(tr.interval_s, 1))
-    for k, n in enumerate(names):
-        color = PALETTE[k % len(PALETTE)]
-        vals = values[n]
-        if spec.bars:
-            base = values[names[k - 1]] if spec.stack and k else [0.0] * len(xs)
-            bw = max(1.0, slot * 0.8)
-            for x, v, b in zip(xs, vals, base, strict=True):
-                if v is None:
-                    continue
-                y0, y1 = Y(b or 0.0), Y(v)
-                out.append(f'<rect x="{X(x) - bw / 2:.1f}" y="{min(y0, y1):.1f}" width="{bw:.1f}" '
-                           f'height="{abs(y0 - y1):.1f}" fill="{color}" fill-opacity="0.85"/>')
-            continue
-        segments: list[list[tuple[float, float]]] = [[]]
-        for x, v in zip(xs, vals, strict=True):
-            if v is None:
-                segments.append([])
-            else:
-                segments[-1].append((X(x), Y(v)))
-        style = ' stroke-dasharray="6 4"' if any(p.search(n) for p in dashed) else ""
-        for seg in segments:
-            if not seg:
-                continue
-            pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in seg)
-            if len(seg) == 1:
-                out.append(f'<circle cx="{seg[0][0]:.1f}" cy="{seg[0][1]:.1f}" r="2" fill="{color}"/>')
-            if spec.stack:
-                prev = values[names[k - 1]] if k else None
-                lower = ([(X(x), Y(p or 0.0)) for x, p in zip(xs, prev, strict=True)] if prev
-                         else [(X(x), Y(0.0)) for x in xs])
-                xs_seg = {round(x, 1) for x, _ in seg}
-                back = [(x, y) for x, y in reversed(lower) if round(x, 1) in xs_seg]
-                poly = pts + " " + " ".join(f"{x:.1f},{y:.1f}" for x, y in back)
-                out.append(f'<polygon points="{poly}" fill="{color}" fill-opacity="0.35" stroke="none"/>')
-            out.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.4"{style}/>')
-    # legend
-    per_row = max(1, w // 190)
-    shown = names[: per_row * legend_rows]
-    for k, n in enumerate(shown):
-        lx = 8 + (k % per_row) * 190
-        ly = ch + 14 + (k // per_row) * 18
-        label = n if len(n) <= 26 else n[:25] + "…"
-        if k == len(shown) - 1 and len(names) > len(shown):
-            label = f"+{len(names) - len(shown) + 1} more"
-        out.append(f'<rect x="{lx}" y="{ly - 8}" width="12" height="3" fill="{PALETTE[k % len(PALETTE)]}"/>')
-        out.append(f'<text x="{lx + 16}" y="{ly - 3}" class="legend">{_e(label)}</text>')
-    out.append("</svg>")
-    return "".join(out)
-
-
-def histogram_svg(spec: D.PanelSpec, columns: Sequence[str], rows: Sequence[Sequence[Any]], w: int, h: int) -> str:
-    series = {c: [float(r[i]) for r in rows if _is_num(r[i])] for i, c in enumerate(columns)}
-    allv = [v for vs in series.values() for v in vs]
-    out = [f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg">']
-    if not allv:
-        return out[0] + '<text x="50%" y="50%" class="nodata" text-anchor="middle">No data</text></svg>'
-    lo, hi = min(allv), max(allv)
-    buckets = 20
-    width = (hi - lo) / buckets or 1.0
-    counts = {c: [0] * buckets for c in series}
-    for c, vs in series.items():
-        for v in vs:
-            counts[c][min(buckets - 1, int((v - lo) / width))] += 1
-    cmax = _nice_max(max(max(v) for v in counts.values()))
-    left, bottom, top = 44, 38, 8
-    pw, ph = w - left - 10, h - bottom - top
-    bw = pw / buckets
-    for i in range(5):
-        y = top + ph - ph * i / 4
-        out.append(f'<line x1="{left}" x2="{w - 10}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        out.append(f'<text x="{left - 4}" y="{y + 4:.1f}" class="tick" text-anchor="end">{_short(cmax * i / 4)}</text>')
-    for k, (c, cs) in enumerate(counts.items()):
-        color = PALETTE[k % len(PALETTE)]
-        for b, n in enumerate(cs):
-            bh = ph * n / cmax
-            out.append(f'<rect x="{left + b * bw + 1:.1f}" y="{top + ph - bh:.1f}" width="{bw - 2:.1f}" '
-                       f'height="{bh:.1f}" fill="{color}" fill-opacity="0.55"/>')
-        out.append(f'<rect x="{8 + k * 160}" y="{h - 12}" width="12" height="3" fill="{color}"/>')
-        out.append(f'<text x="{24 + k * 160}" y="{h - 7}" class="legend">{_e(c)}</text>')
-    for b in range(0, buckets + 1, 5):
-        anchor = "end" if b == buckets else "start" if b == 0 else "middle"
-        out.append(f'<text x="{left + b * bw:.1f}" y="{top + ph + 14}" class="tick" text-anchor="{anchor}">'
-                   f'{_short(lo + b * width)}</text>')
-    out.append("</svg>")
-    return "".join(out)
-
-
-def stat_html(spec: D.PanelSpec, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    row = rows[0] if rows else [None] * len(columns)
-    cells = []
-    fixed = dict(spec.columns_colors)
-    for c, v in zip(columns, row, strict=True):
-        color = COLORS.get(fixed[c], fixed[c]) if c in fixed else _threshold_color(spec, v, COLORS["blue"])
-        cells.append(f'<div class="stat"><div class="stat-value" style="color:{color}">{_e(fmt(v, _unit(spec, c)))}'
-                     f'</div><div class="stat-name">{_e(c)}</div></div>')
-    return f'<div class="stats">{"".join(cells)}</div>'
-
-
-def table_html(spec: D.PanelSpec, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+                   tr: M.TimeRange) -> str | None:
     if not rows:
-        return '<div class="nodata">No data</div>'
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    body = []
+        return None
+    times, wide = long_to_wide(columns, rows)
+    dashed = [re.compile(p) for p in spec.dashed]
+    series = [charts.Series(name, PALETTE[k % len(PALETTE)], [float(v) if _is_num(v) else None for v in values],
+                            dashed=any(p.search(name) for p in dashed))
+              for k, (name, values) in enumerate(wide.items())]
+    return charts.time_series([t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in times], series, label=spec.title,
+                              width=w, height=h, theme=charts.DARK, legend_above=False, legend_rows=3,
+                              x_range=(tr.start, tr.end), y_min=spec.min, y_max=spec.max,
+                              y_format=lambda v: fmt(v, spec.unit), whole=False, stack=spec.stack,
+                              bars=dt.timedelta(seconds=max(tr.interval_s, 1)) if spec.bars else None, size_px=True)
+
+
+def histogram_svg(spec: D.PanelSpec, columns: Sequence[str], rows: Sequence[Sequence[Any]], w: int,
+                  h: int) -> str | None:
+    values = {c: [float(r[i]) for r in rows if _is_num(r[i])] for i, c in enumerate(columns)}
+    if not any(values.values()):
+        return None
+    return charts.histogram(values, PALETTE, label=spec.title, width=w, height=h, value_label=_short)
+
+
+def bargauge_svg(spec: D.PanelSpec, columns: Sequence[str], rows: Sequence[Sequence[Any]], w: int) -> str | None:
+    if not rows:
+        return None
+    bars = [(str(r[0]), float(r[-1]) if _is_num(r[-1]) else 0.0,
+             _threshold_color(spec, r[-1], COLORS["blue"])) for r in rows[:MAX_TABLE_ROWS]]
+    return charts.hbars(bars, label=spec.title, width=w, theme=charts.DARK, value_label=lambda v: fmt(v, spec.unit),
+                        top_value=spec.max, bar_h=12, coloured_values=True,
+                        size_px=True)
+
+
+def stat_cells(spec: D.PanelSpec, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, str]]:
+    row = rows[0] if rows else [None] * len(columns)
+    fixed = dict(spec.columns_colors)
+    return [{"name": c, "text": fmt(v, _unit(spec, c)),
+             "color": COLORS.get(fixed[c], fixed[c]) if c in fixed else _threshold_color(spec, v, COLORS["blue"])}
+            for c, v in zip(columns, row, strict=True)]
+
+
+def table_cells(spec: D.PanelSpec, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[list[dict[str, Any]]]:
+    """The first MAX_TABLE_ROWS rows as cells: text, class, style, and a gauge (width %, colour)."""
+    scores = D.PanelSpec("", "", "stat", (), thresholds=D.QUALITY_THRESHOLDS)
+    out = []
     for r in rows[:MAX_TABLE_ROWS]:
         cells = []
         for c, v in zip(columns, r, strict=True):
-            text = _e(fmt(v, _unit(spec, c)))
+            cell: dict[str, Any] = {"text": fmt(v, _unit(spec, c)), "cls": "num" if _is_num(v) else "", "style": "",
+                                    "gauge": None}
             if c in spec.gauges and _is_num(v):
                 color = COLORS["red"] if v < 0.9 else COLORS["yellow"] if v < 0.99 else COLORS["green"]
-                cells.append(f'<td class="num"><div class="gauge"><div style="width:{max(0, min(1, v)) * 100:.0f}%;'
-                             f'background:{color}"></div></div>{text}</td>')
+                cell["gauge"] = (f"{max(0, min(1, v)) * 100:.0f}", color)
             elif c in spec.scores:
-                color = _threshold_color(D.PanelSpec("", "", "stat", (), thresholds=D.QUALITY_THRESHOLDS), v)
-                cells.append(f'<td class="num" style="color:{color};font-weight:600">{text}</td>')
-            else:
-                cells.append(f'<td class="{"num" if _is_num(v) else ""}">{text}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    more = (f'<div class="more">{len(rows) - MAX_TABLE_ROWS} more rows</div>'
-            if len(rows) > MAX_TABLE_ROWS else "")
-    return f'<div class="table"><table><tr>{head}</tr>{"".join(body)}</table>{more}</div>'
-
-
-def bargauge_html(spec: D.PanelSpec, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    if not rows:
-        return '<div class="nodata">No data</div>'
-    value_col = len(columns) - 1
-    vmax = spec.max or _nice_max(max((float(r[value_col]) for r in rows if _is_num(r[value_col])), default=1.0))
-    out = []
-    for r in rows[:MAX_TABLE_ROWS]:
-        v = r[value_col]
-        color = _threshold_color(spec, v, COLORS["blue"])
-        width = 0 if not _is_num(v) else min(1.0, max(0.0, float(v)) / vmax) * 100
-        out.append(f'<div class="bar"><div class="bar-name">{_e(r[0])}</div><div class="bar-track">'
-                   f'<div style="width:{width:.1f}%;background:{color}"></div></div>'
-                   f'<div class="bar-value" style="color:{color}">{_e(fmt(v, spec.unit))}</div></div>')
-    return '<div class="bars">' + "".join(out) + "</div>"
+                cell.update(cls="num", style=f"color:{_threshold_color(scores, v)};font-weight:600")
+            cells.append(cell)
+        out.append(cells)
+    return out
 
 
 # -- pages ------------------------------------------------------------------------------------
@@ -345,8 +209,6 @@ header { padding:14px 18px 6px; } h1 { font-size:20px; margin:0 0 4px; font-weig
 .body { flex:1; overflow:hidden; position:relative; padding:0 4px 4px; }
 .row { grid-column:1 / span 24; font-size:15px; font-weight:500; padding:8px 6px 0; border-bottom:1px solid #2B2D33;
        margin:0 4px; }
-svg .grid { stroke:#2B2D33; stroke-width:1; } svg .tick, svg .legend { fill:#9FA0AA; font-size:11px; }
-svg .legend { fill:#CCCCDC; }
 .nodata { color:#8E8E9E; height:100%; display:flex; align-items:center; justify-content:center; }
 .stats { display:flex; height:100%; align-items:center; justify-content:space-around; }
 .stat { text-align:center; } .stat-value { font-size:26px; font-weight:500; } .stat-name { color:#9FA0AA; }
@@ -358,38 +220,34 @@ td { padding:3px 6px; border-bottom:1px solid #202226; white-space:nowrap; max-w
 td.num { text-align:right; font-variant-numeric:tabular-nums; }
 .gauge { display:inline-block; width:70px; height:8px; background:#2B2D33; margin-right:6px; vertical-align:middle; }
 .gauge div { height:100%; } .more { color:#8E8E9E; padding:4px 6px; }
-.bars { padding:4px 6px; } .bar { display:flex; align-items:center; margin:3px 0; }
-.bar-name { width:38%; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; font-size:12px; }
-.bar-track { flex:1; height:12px; background:#22252B; margin:0 8px; } .bar-track div { height:100%; }
-.bar-value { width:80px; text-align:right; font-size:12px; }
 .panel-error { color:#F2495C; padding:8px; white-space:pre-wrap; font-family:monospace; font-size:11px; }
 .nav a { color:#6E9FFF; margin-right:14px; text-decoration:none; }
 """
 
 
-def _panel_html(spec: D.PanelSpec, x: int, y: int, columns: Sequence[str] | None,
-                rows: Sequence[Sequence[Any]], error: str | None, tr: M.TimeRange) -> str:
+def _panel(spec: D.PanelSpec, x: int, y: int, columns: Sequence[str] | None, rows: Sequence[Sequence[Any]],
+           error: str | None, tr: M.TimeRange) -> dict[str, Any]:
+    """What the template draws for one panel: its place, title and body."""
     w_px = int(spec.w * COL_W - 20)
     h_px = int(spec.h * ROW_H - 34)
+    panel: dict[str, Any] = {"row": False, "viz": spec.viz, "x": x, "y": y, "w": spec.w, "h": spec.h,
+                             "title": spec.title, "description": spec.description, "kind": "nodata"}
     if error is not None:
-        body = f'<div class="panel-error">{_e(error)}</div>'
+        panel.update(kind="error", error=error)
     elif columns is None:
-        body = '<div class="nodata">No data</div>'
+        pass
     elif spec.viz == "stat":
-        body = stat_html(spec, columns, rows)
-    elif spec.viz == "timeseries":
-        body = (timeseries_svg(spec, columns, rows, w_px, h_px, tr) if rows
-                else '<div class="nodata">No data</div>')
-    elif spec.viz == "histogram":
-        body = histogram_svg(spec, columns, rows, w_px, h_px)
-    elif spec.viz == "bargauge":
-        body = bargauge_html(spec, columns, rows)
-    else:
-        body = table_html(spec, columns, rows)
-    title = f' title="{_e(spec.description)}"' if spec.description else ""
-    return (f'<div class="panel {spec.viz}" style="grid-column:{x + 1} / span {spec.w};'
-            f'grid-row:{y + 1} / span {spec.h}"><h2{title}>{_e(spec.title)}</h2>'
-            f'<div class="body">{body}</div></div>')
+        panel.update(kind="stat", cells=stat_cells(spec, columns, rows))
+    elif spec.viz in ("timeseries", "histogram", "bargauge"):
+        chart = (timeseries_svg(spec, columns, rows, w_px, h_px, tr) if spec.viz == "timeseries"
+                 else histogram_svg(spec, columns, rows, w_px, h_px) if spec.viz == "histogram"
+                 else bargauge_svg(spec, columns, rows, w_px))
+        if chart is not None:
+            panel.update(kind="chart", chart=Markup(chart))
+    elif rows:
+        panel.update(kind="table", columns=columns, rows=table_cells(spec, columns, rows),
+                     more=max(0, len(rows) - MAX_TABLE_ROWS))
+    return panel
 
 
 def _positions(d: Mapping[str, Any]) -> list[tuple[str, int, int]]:
@@ -402,15 +260,24 @@ def _positions(d: Mapping[str, Any]) -> list[tuple[str, int, int]]:
     return out
 
 
+@cache
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("stocktake.grafana"), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.globals["css"] = Markup(CSS)
+    return env
+
+
 def render_dashboard(store: Store, spec: D.DashSpec, d: Mapping[str, Any], variables: Mapping[str, M.VarValue],
                      tr: M.TimeRange) -> tuple[str, int]:
     """(HTML page, its height in pixels)."""
-    parts, bottom = [], 0
+    items: list[dict[str, Any]] = []
+    bottom = 0
     positions = iter(_positions(d))
     for item in spec.items:
         kind, x, y = next(positions)
         if isinstance(item, D.Row):
-            parts.append(f'<div class="row" style="grid-row:{y + 1}">{_e(item.title)}</div>')
+            items.append({"row": True, "y": y, "title": item.title})
             bottom = max(bottom, y + 1)
             continue
         assert kind == "panel"
@@ -421,19 +288,14 @@ def render_dashboard(store: Store, spec: D.DashSpec, d: Mapping[str, Any], varia
             columns, rows = store.query(M.render(item.sql, variables, tr))
         except StoreError as exc:
             error = str(exc)
-        parts.append(_panel_html(item, x, y, columns, rows, error, tr))
+        items.append(_panel(item, x, y, columns, rows, error, tr))
         bottom = max(bottom, y + item.h)
-    shown = {k: ("All" if isinstance(v, M.Raw) else v) for k, v in variables.items()
-             if k in ("prefix", "stream", "asset", "source", "entity", "model") and k in spec.variables}
-    var_text = " · ".join(f"{k} <b>{_e(v if isinstance(v, str) else ', '.join(v))}</b>" for k, v in shown.items())
-    nav = " ".join(f'<a href="{s.uid}.html">{_e(s.title.split("·")[-1].strip())}</a>' for s in D.DASHBOARDS)
-    page = (f'<!doctype html><html><head><meta charset="utf-8"><title>{_e(spec.title)}</title>'
-            f"<style>{CSS}</style></head><body><header><h1>{_e(spec.title)}</h1>"
-            f'<div class="meta">{_e(spec.description)}</div>'
-            f'<div class="meta">{tr.start:%Y-%m-%d %H:%M} → {tr.end:%Y-%m-%d %H:%M} UTC · interval {tr.interval_s}s · '
-            f'{var_text} · refresh {spec.refresh} · preview rendered from the same SQL</div>'
-            f'<div class="meta nav">{nav}</div></header>'
-            f'<div class="grid">{"".join(parts)}</div></body></html>')
+    shown = [(k, "All" if isinstance(v, M.Raw) else v if isinstance(v, str) else ", ".join(v))
+             for k, v in variables.items()
+             if k in ("prefix", "stream", "asset", "source", "entity", "model") and k in spec.variables]
+    nav = [(s.uid, s.title.split("·")[-1].strip()) for s in D.DASHBOARDS]
+    page = _templates().get_template("dashboard.html").render(spec=spec, tr=tr, variables=shown, nav=nav,
+                                                               items=items)
     return page, 110 + bottom * ROW_H + 30
 
 
@@ -479,11 +341,7 @@ def write(store: Store, out_dir: Path, *, prefix: str = "stocktake.", time_range
         written.append(path)
         sizes[path] = height
     index = out_dir / "index.html"
-    links = "".join(f'<li><a href="{s.uid}.html">{_e(s.title)}</a> — {_e(s.description)}</li>' for s in D.DASHBOARDS)
-    index.write_text(f'<!doctype html><html><head><meta charset="utf-8"><title>stocktake dashboards</title>'
-                     f'<style>{CSS} li {{ margin:8px 0; }} a {{ color:#6E9FFF; }}</style></head><body><header>'
-                     f'<h1>stocktake dashboards (static preview)</h1></header><ul>{links}</ul></body></html>',
-                     encoding="utf-8")
+    index.write_text(_templates().get_template("index.html").render(dashboards=D.DASHBOARDS), encoding="utf-8")
     written.append(index)
     if png:
         for path, height in sizes.items():

@@ -6,16 +6,17 @@ Each statement uses Grafana variables (``${prefix}``, ``${stream}``, ``${asset}`
 both. The topic prefix is never hard-coded: every event query reads the parameterized views
 of migration 003 with the dashboard's ``prefix`` variable.
 
-Quality follows processors.quality.quality_score (same components, weights and required
-fields, imported from the code that defines them) so the dashboards and
-``stocktake inventory`` agree; the tests check that they do.
+Quality is processors.quality's score, written as SQL by that module from the same
+declarations (components, weights, freshness, the field a rejection blames) with the required
+fields of processors.contract, so the dashboards and ``stocktake inventory`` agree; the tests
+check that they do.
 """
 
 from __future__ import annotations
 
 from stocktake.grafana.macros import ALL
-from stocktake.processors.quality import WEIGHTS
-from stocktake.services.inventory import REQUIRED
+from stocktake.processors.contract import STREAM_SPECS
+from stocktake.processors.quality import COMPONENTS, bad_field_sql, component_sql, freshness_sql, score_sql
 
 PREFIX = "${prefix:singlequote}"
 LOG = f"prefixed_log(prefix = {PREFIX})"
@@ -39,9 +40,7 @@ CATALOG = f"(SELECT product_id FROM {LOG} WHERE status = 'valid' AND stream = 'p
 # JSON objects not removed as duplicates: the population of field profiles (as
 # clickhouse.queries._OBJECT_EVENTS). The field blamed by a rejection comes from its reason.
 OBJECT_FILTER = "status != 'duplicate' AND isValidJSON(payload) AND JSONType(payload) = 'Object'"
-BAD_FIELD = """multiIf(reason = 'invalid_ts', 'ts',
-            startsWith(reason, 'invalid_type:') OR startsWith(reason, 'invalid_value:'),
-            splitByChar(':', reason)[2], '')"""
+BAD_FIELD = bad_field_sql()
 JSON_TYPE = """multiIf(JSONType(kv.2) IN ('Int64', 'UInt64', 'Double'), 'number',
             JSONType(kv.2) = 'String', 'string', JSONType(kv.2) = 'Bool', 'boolean',
             JSONType(kv.2) = 'Null', 'null', JSONType(kv.2) = 'Array', 'array', 'object')"""
@@ -54,15 +53,21 @@ def _array(values: tuple[str, ...]) -> str:
 
 
 # The contract's required fields per stream: their completeness always counts, seen or not.
-REQUIRED_FIELDS = ("multiIf(" + ", ".join(f"stream = '{s}', {_array(f)}" for s, f in REQUIRED.items())
+REQUIRED_FIELDS = ("multiIf(" + ", ".join(f"stream = '{s}', {_array(spec.required)}"
+                                          for s, spec in STREAM_SPECS.items())
                    + ", CAST([] AS Array(String)))")
-
-
-def _score(components: dict[str, str]) -> str:
-    """100 · Σ w·c / Σ w over the components with data (NULL ones share their weight)."""
-    num = " + ".join(f"{WEIGHTS[c]} * ifNull({e}, 0)" for c, e in components.items())
-    den = " + ".join(f"{WEIGHTS[c]} * ({e} IS NOT NULL)" for c, e in components.items())
-    return f"round(least(100, greatest(0, 100 * ({num}) / ({den}))), 1)"
+# Completeness's counts (processors.quality) from `present` (field -> events carrying it) and
+# field_events, over the required and every observed field.
+COMPLETENESS_COUNTS = f"""arrayDistinct(arrayConcat(mapKeys(present), {REQUIRED_FIELDS})) AS fields,
+           length(fields) * field_events AS field_values,
+           arraySum(f -> field_events - present[f], fields) AS missing_values"""
+# The counts the components name, as the columns of the `counts` (c), `completeness` (q) and
+# `amounts` (a) tables below.
+_COUNTS = {**{k: f"c.{k}" for k in ("events", "valid", "duplicates", "invalid", "late")},
+           "missing_values": "q.missing_values", "field_values": "q.field_values",
+           "consistency_checked": "(c.product_refs + a.checked)", "consistency_failed": "(c.orphan_refs + a.failed)"}
+_ASSET_COMPONENTS = ",\n           ".join(f"{component_sql(c, _COUNTS, 'freshness')} AS {name}"
+                                          for name, c in COMPONENTS.items())
 
 
 # -- per asset: counts, timeliness, quality (the inventory's numbers, over the time range) ----
@@ -97,14 +102,10 @@ presence AS (
         GROUP BY asset
     ) AS p ON n.asset = p.asset
 ),
-completeness AS (
-    SELECT asset, arrayDistinct(arrayConcat(mapKeys(present), {REQUIRED_FIELDS})) AS fields,
-           if(length(fields) = 0, NULL, arrayAvg(f -> present[f] / field_events, fields)) AS completeness
-    FROM presence
-),
+completeness AS (SELECT asset, {COMPLETENESS_COUNTS} FROM presence),
 amounts AS (
     -- amount vs quantity × the catalog price in force at the transaction's time
-    SELECT arrayJoin(['transaction', concat('transaction/status=', t.kind),
+    SELECT arrayJoin(['transaction', concat('{STREAM_SPECS["transaction"].kind_asset("")}', t.kind),
                       concat('transaction/source=', t.source)]) AS asset,
            count() AS checked,
            countIf(abs(t.amount - t.quantity * c.price)
@@ -122,23 +123,16 @@ amounts AS (
 scored AS (
     SELECT c.asset AS asset, c.events AS events, c.valid AS valid, c.duplicates AS duplicates,
            c.invalid AS invalid, c.rate_5m AS rate_5m, c.last_event AS last_event, c.lag_p95_ms AS lag_p95_ms,
-           q.completeness AS completeness,
-           1 - c.invalid / c.events AS validity,
-           if(c.valid + c.duplicates = 0, NULL, 1 - c.duplicates / (c.valid + c.duplicates)) AS uniqueness,
            if(c.last_event IS NULL, NULL, dateDiff('millisecond', c.last_event, now64(3)) / 1000) AS freshness_s,
-           if(c.valid = 0, NULL,
-              if(freshness_s <= ${{freshness_target_s}}, 1,
-                 greatest(0, 1 - log10(freshness_s / ${{freshness_target_s}})))
-              * (1 - c.late / c.valid)) AS timeliness,
-           if(c.product_refs + a.checked = 0, NULL,
-              1 - (c.orphan_refs + a.failed) / (c.product_refs + a.checked)) AS consistency
+           {freshness_sql("freshness_s", "${freshness_target_s}")} AS freshness,
+           {_ASSET_COMPONENTS}
     FROM counts AS c
     LEFT JOIN completeness AS q ON c.asset = q.asset
     LEFT JOIN amounts AS a ON c.asset = a.asset
 )
 """
 
-QUALITY_SCORE = _score({c: c for c in WEIGHTS})
+QUALITY_SCORE = score_sql({name: name for name in COMPONENTS})
 
 ASSETS_TABLE = _ASSET_QUALITY + f"""
 SELECT asset, rate_5m, events / (dateDiff('second', $__fromTime, $__toTime) / 60) AS avg_rate,
@@ -291,20 +285,18 @@ presence AS (
         GROUP BY time, stream
     ) AS p ON n.time = p.time AND n.stream = p.stream
 ),
-completeness AS (
-    SELECT time, stream, arrayDistinct(arrayConcat(mapKeys(present), {REQUIRED_FIELDS})) AS fields,
-           if(length(fields) = 0, NULL, arrayAvg(f -> present[f] / field_events, fields)) AS completeness
-    FROM presence
-),
+completeness AS (SELECT time, stream, {COMPLETENESS_COUNTS} FROM presence),
 counts AS (
     SELECT $__timeInterval(ts) AS time, stream, count() AS events, countIf(status = 'valid') AS valid,
            countIf(status = 'duplicate') AS duplicates, countIf(status = 'invalid') AS invalid,
            countIf(status = 'valid' AND {LATE}) AS late
     FROM {LOG} WHERE {EVENTS} GROUP BY time, stream
 )
-SELECT c.time AS time, c.stream AS stream, q.completeness AS completeness, 1 - c.invalid / c.events AS validity,
-       if(c.valid + c.duplicates = 0, NULL, 1 - c.duplicates / (c.valid + c.duplicates)) AS uniqueness,
-       if(c.valid = 0, NULL, 1 - c.late / c.valid) AS on_time
+SELECT c.time AS time, c.stream AS stream,
+       {component_sql(COMPONENTS["completeness"], _COUNTS)} AS completeness,
+       {component_sql(COMPONENTS["validity"], _COUNTS)} AS validity,
+       {component_sql(COMPONENTS["uniqueness"], _COUNTS)} AS uniqueness,
+       {component_sql(COMPONENTS["timeliness"], _COUNTS)} AS on_time
 FROM counts AS c LEFT JOIN completeness AS q ON c.time = q.time AND c.stream = q.stream
 ORDER BY time, stream
 """

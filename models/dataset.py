@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from stocktake.models.encoder import product_text
 from stocktake.processors.contract import Event, normalize
 from stocktake.processors.features import NEW_ORDER, PRODUCT_FEATURES, USER_FEATURES, FeatureState
+from stocktake.sources import load_events
 
 log = logging.getLogger("stocktake.models.train")
 
@@ -60,8 +62,6 @@ def history(source: str, *, data_dir: Path | None = None, store: Any = None,
             if isinstance(ev, Event):
                 items.append((stream, ev))
     else:
-        from stocktake.sources import load_events
-
         for rev in load_events(source, data_dir):
             ev = normalize(rev.stream, rev.event)
             if isinstance(ev, Event):
@@ -119,8 +119,6 @@ def build_datasets(items: Sequence[tuple[str, Event]],
     """Replay the history through a FeatureState and snapshot features after every
     behaviour/transaction event, for its user and its product. ``embed`` maps product
     texts to vectors (set after each catalog upsert, as the worker does)."""
-    from stocktake.models.encoder import product_text
-
     state = state or FeatureState()
     by_user, by_product = _purchase_acts(items)
     vectors: dict[str, np.ndarray] = {}

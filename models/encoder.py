@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,6 @@ def export_text_encoder(out_dir: Path, *, fp16: bool = False) -> Path:
         sample = tok(["samsung smartphone", "a longer example product title"], padding=True,
                      return_tensors="pt")
         tmp = out_dir / f".{ENCODER_FILE}.{os.getpid()}.tmp"
-        import warnings
-
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("models")
+log = logging.getLogger("stocktake.models.onnx_utils")
 
 DEVICES = ("auto", "cuda", "cpu")
 _cuda_ok: bool | None = None

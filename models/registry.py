@@ -1,16 +1,8 @@
-"""A directory of model versions, and the ONNX Runtime scorer that hot-reloads them.
+"""The model registry the worker scores with, and the ONNX Runtime scorer that hot-reloads
+its latest versions. The layout on disk is in ``models/versions.py``.
 
-Layout (a version directory is complete when it appears: it is written under a
-temporary name and renamed into place)::
-
-    <root>/<model_name>/<version>/model.onnx    # opset 17, input features [batch, F], output score [batch]
-    <root>/<model_name>/<version>/meta.json     # the same metadata as the ONNX metadata_props, parsed
-    <root>/<model_name>/<version>/model.pt      # torch state_dict (parity tests, torch benchmarks)
-    <root>/encoder/text_encoder.onnx            # the text encoder, exported on first use
-
-Versions are positive integers; "latest" is the highest. `ensure_defaults()` copies
-the small models shipped in models/artifacts/ (trained on the REES46 sample) into an
-empty registry, so a fresh machine scores without a training step.
+`ensure_defaults()` copies the small models shipped in models/artifacts/ (trained on the
+REES46 sample) into an empty registry, so a fresh machine scores without a training step.
 
     registry = ModelRegistry(settings.data_dir / "models"); registry.ensure_defaults()
     scorer = Scorer(registry, "user_propensity")          # STOCKTAKE_DEVICE auto|cuda|cpu
@@ -23,18 +15,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from stocktake.models.encoder import ENCODER_FILE, export_text_encoder
 from stocktake.models.onnx_utils import make_session, read_metadata, resolve_device
+from stocktake.models.versions import ModelVersion, VersionStore, version_numbers
 from stocktake.processors.features import PRODUCT_FEATURES, USER_FEATURES
 
 log = logging.getLogger("stocktake.models.registry")
@@ -44,123 +34,11 @@ MODEL_NAMES = ("user_propensity", "product_demand")
 EXPECTED_FEATURES: dict[str, tuple[str, ...]] = {
     "user_propensity": USER_FEATURES, "product_demand": PRODUCT_FEATURES,
 }
-MODEL_FILE, META_FILE, TORCH_FILE = "model.onnx", "meta.json", "model.pt"
 FULL_CHECK_S = 10.0
 
 
-@dataclass(frozen=True)
-class ModelVersion:
-    name: str
-    version: str
-    path: Path  # the version directory
-
-    @property
-    def onnx_path(self) -> Path:
-        return self.path / MODEL_FILE
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        meta: dict[str, Any] = json.loads((self.path / META_FILE).read_text())
-        return meta
-
-    @property
-    def feature_names(self) -> list[str]:
-        return list(self.meta["feature_names"])
-
-    def load_torch(self) -> Any:
-        """The torch module of this version (needs torch and model.pt)."""
-        import torch
-
-        from stocktake.models.train import build_module
-
-        meta = self.meta
-        state = torch.load(self.path / TORCH_FILE, map_location="cpu", weights_only=True)
-        n = len(meta["feature_names"])
-        module = build_module(n, state["log_mask"].numpy(), state["mean"].numpy(), state["std"].numpy(),
-                              hidden=meta.get("hidden", (64, 32)))
-        module.load_state_dict(state)
-        return module.eval()
-
-
-def _versions(model_dir: Path) -> list[int]:
-    try:
-        names = os.listdir(model_dir)
-    except FileNotFoundError:
-        return []
-    out = []
-    for name in names:
-        if name.isdigit() and (model_dir / name / MODEL_FILE).is_file() and (model_dir / name / META_FILE).is_file():
-            out.append(int(name))
-    return sorted(out)
-
-
-class ModelRegistry:
-    def __init__(self, root: Path | str):
-        self.root = Path(root)
-
-    def model_dir(self, model_name: str) -> Path:
-        if not model_name or "/" in model_name or model_name.startswith("."):
-            raise ValueError(f"bad model name {model_name!r}")
-        return self.root / model_name
-
-    def versions(self, model_name: str) -> list[ModelVersion]:
-        d = self.model_dir(model_name)
-        return [ModelVersion(model_name, str(v), d / str(v)) for v in _versions(d)]
-
-    def latest(self, model_name: str) -> ModelVersion | None:
-        vs = _versions(self.model_dir(model_name))
-        if not vs:
-            return None
-        return ModelVersion(model_name, str(vs[-1]), self.model_dir(model_name) / str(vs[-1]))
-
-    def _install(self, model_name: str, fill: Any, version: str | None) -> ModelVersion:
-        """Write a version with ``fill(tmp_dir, version)`` and rename it into place."""
-        d = self.model_dir(model_name)
-        d.mkdir(parents=True, exist_ok=True)
-        for _ in range(100):
-            taken = [int(n) for n in os.listdir(d) if n.isdigit()]  # broken versions too
-            v = version or str(max(taken, default=0) + 1)
-            if not v.isdigit() or int(v) < 1:
-                raise ValueError(f"a version is a positive integer, got {v!r}")
-            tmp = d / f".tmp-{v}-{os.getpid()}-{threading.get_ident()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            try:
-                fill(tmp, v)
-                os.rename(tmp, d / v)  # atomic; fails if that version exists (a concurrent publisher)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                if version is None and (d / v).exists():
-                    continue  # lost the race for this number: take the next one
-                raise
-            return ModelVersion(model_name, v, d / v)
-        raise RuntimeError(f"could not allocate a version for {model_name}")
-
-    def publish(self, model_name: str, module: Any, meta: dict[str, Any], *,
-                version: str | None = None) -> ModelVersion:
-        """Export a torch scorer module as a new version (model.onnx with metadata,
-        meta.json, model.pt)."""
-        import torch
-
-        from stocktake.models.train import export_onnx
-
-        def fill(tmp: Path, v: str) -> None:
-            full = dict(meta, model_name=model_name, version=v,
-                        created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
-            export_onnx(module, len(full["feature_names"]), tmp / MODEL_FILE, full)
-            torch.save(module.state_dict(), tmp / TORCH_FILE)
-            (tmp / META_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
-
-        return self._install(model_name, fill, version)
-
-    def import_version(self, src: Path, model_name: str, version: str | None = None) -> ModelVersion:
-        """Copy a version directory (e.g. a shipped artifact) in as a new version."""
-        def fill(tmp: Path, v: str) -> None:
-            for f in (MODEL_FILE, META_FILE, TORCH_FILE):
-                if (src / f).exists():
-                    shutil.copy2(src / f, tmp / f)
-
-        return self._install(model_name, fill, version)
+class ModelRegistry(VersionStore):
+    """The model versions the worker scores with, seeded from the shipped artifacts."""
 
     def ensure_defaults(self, *, encoder: bool = False) -> None:
         """Give every model a version: copy the shipped artifacts (models/artifacts/
@@ -169,25 +47,20 @@ class ModelRegistry:
         encoder if missing (~6 s, needs torch+transformers; returns quickly after)."""
         missing = [n for n in MODEL_NAMES if self.latest(n) is None]
         for name in list(missing):
-            shipped = _versions(ARTIFACTS / name)
+            shipped = version_numbers(ARTIFACTS / name)
             if shipped:
                 mv = self.import_version(ARTIFACTS / name / str(shipped[-1]), name, version=str(shipped[-1]))
                 log.info("installed shipped model %s version %s", name, mv.version)
                 missing.remove(name)
         if missing:
-            from stocktake.models.train import train
+            from stocktake.models.train import train  # torch: only when the shipped models are missing
 
             log.warning("no shipped model for %s: training on the REES46 sample", ", ".join(missing))
             train("rees46", self.root, embeddings=False)
         if encoder:
             self.ensure_encoder()
 
-    def encoder_dir(self) -> Path:
-        return self.root / "encoder"
-
     def ensure_encoder(self, *, fp16: bool = False) -> Path:
-        from stocktake.models.encoder import ENCODER_FILE, export_text_encoder
-
         path = self.encoder_dir() / ENCODER_FILE
         if path.exists() and not fp16:
             return path

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from stocktake.models.dataset import (
     HORIZON_S,
@@ -45,59 +44,23 @@ from stocktake.models.dataset import (
     build_datasets,
     history,
 )
+from stocktake.models.encoder import TextEncoder, export_text_encoder
 from stocktake.models.metrics import pr_auc, roc_auc
+from stocktake.models.network import HIDDEN, build_module
+from stocktake.models.versions import VersionStore
 from stocktake.processors.contract import Event
 from stocktake.processors.features import LOG_SCALED, PRODUCT_FEATURES, USER_FEATURES
 
-__all__ = ["HORIZON_S", "PRODUCT_MODEL", "USER_MODEL", "Dataset", "ScorerNet", "build_datasets", "evaluate",
+__all__ = ["HORIZON_S", "PRODUCT_MODEL", "USER_MODEL", "Dataset", "build_datasets", "evaluate",
            "fit", "history", "train"]
 
 log = logging.getLogger("stocktake.models.train")
 
 FEATURES = {USER_MODEL: USER_FEATURES, PRODUCT_MODEL: PRODUCT_FEATURES}
-HIDDEN = (64, 32)
-OPSET = 17
 MIN_POSITIVES = 5  # per split; below this a model is not trained (and says why)
 
 
-# ------------------------------------------------------------------ torch model
-
-
-class ScorerNet(nn.Module):
-    """x (raw features) -> where(mask, log1p(max(x, 0)), x) -> standardise -> MLP -> sigmoid -> [n]."""
-
-    log_mask: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, n_features: int, log_mask: np.ndarray, mean: np.ndarray, std: np.ndarray,
-                 hidden: Sequence[int] = HIDDEN):
-        super().__init__()
-        self.register_buffer("log_mask", torch.tensor(log_mask, dtype=torch.bool))
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
-        layers: list[nn.Module] = []
-        width = n_features
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.mlp = nn.Sequential(*layers)
-        self.best_epochs = 0
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.where(self.log_mask, torch.log1p(torch.clamp(x, min=0.0)), x)
-        x = (x - self.mean) / self.std
-        out: torch.Tensor = self.mlp(x).squeeze(-1)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(x))
-
-
-def build_module(n_features: int, log_mask: np.ndarray, mean: np.ndarray, std: np.ndarray,
-                 hidden: Sequence[int] = HIDDEN) -> ScorerNet:
-    return ScorerNet(n_features, log_mask, mean, std, hidden)
+# ------------------------------------------------------------------ fitting
 
 
 def emb_columns(features: Sequence[str]) -> list[int]:
@@ -168,22 +131,6 @@ def fit(X: np.ndarray, y: np.ndarray, features: Sequence[str], *, epochs: int = 
 def predict(module: Any, X: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return module(torch.from_numpy(np.ascontiguousarray(X, np.float32))).numpy()
-
-
-def export_onnx(module: Any, n_features: int, path: Path, metadata: dict[str, Any]) -> Path:
-    """ONNX (opset 17): input ``features`` float32 [batch, F], output ``score`` float32 [batch]."""
-    import warnings
-
-    from stocktake.models.onnx_utils import set_metadata
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.zeros(2, n_features),), str(path), input_names=["features"],
-                          output_names=["score"], dynamic_axes={"features": {0: "batch"}, "score": {0: "batch"}},
-                          opset_version=OPSET, dynamo=False)
-    set_metadata(path, metadata)
-    return path
 
 
 # ------------------------------------------------------------------ evaluation
@@ -290,19 +237,15 @@ def train(source: str = "rees46", out_dir: Path | str = Path(".stocktake/models"
 def _train(source: str, out_dir: Path | str, *, data_dir: Path | None, store: Any, topic_prefix: str | None,
            embeddings: bool | Path, encoder_dir: Path | None, epochs: int, seed: int, split: float,
            refit_full: bool, version: str | None, items: list[tuple[str, Event]] | None) -> dict[str, Any]:
-    from stocktake.models.registry import ModelRegistry
-
     started = time.monotonic()
     out = Path(out_dir)
-    registry = ModelRegistry(out)
+    registry = VersionStore(out)
     if items is None:
         items = history(source, data_dir=data_dir, store=store, topic_prefix=topic_prefix)
     if not items:
         raise ValueError(f"no events in {source!r}")
     embed = None
     if embeddings:
-        from stocktake.models.encoder import TextEncoder, export_text_encoder
-
         enc_path = embeddings if isinstance(embeddings, Path) else export_text_encoder(
             encoder_dir or registry.encoder_dir())
         encoder = TextEncoder(enc_path, device="auto")

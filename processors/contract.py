@@ -12,12 +12,54 @@ import json
 import math
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import orjson
 
-STREAMS = ("behaviour", "product", "transaction")
+
+@dataclass(frozen=True)
+class Stream:
+    """What contract v1 says about one stream's events. The validator below and every reader
+    of per-stream facts (inventory, dashboards, gap evaluation) take them from STREAM_SPECS."""
+
+    name: str
+    sub_asset_key: str  # the field whose value names a sub-asset: behaviour/event_type=view
+    kinds: frozenset[str]  # the values of sub_asset_key the contract names
+    open_kinds: bool  # other values are accepted too (behaviour: any lowercase name)
+    required: tuple[str, ...]  # present and non-empty on every valid event
+    optional: tuple[str, ...]  # checked when present (some required by kind, e.g. query on search)
+    ids: tuple[str, ...]  # ids: numbers or strings, stored as strings
+    key_field: str  # what producers key (and so partition) messages by
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The contract's fields; any other field is an extra, kept and inventoried."""
+        return frozenset((*self.required, *self.optional))
+
+    def kind_asset(self, kind: str) -> str:
+        return f"{self.name}/{self.sub_asset_key}={kind}"
+
+
+STREAM_SPECS: dict[str, Stream] = {s.name: s for s in (
+    Stream("behaviour", "event_type",
+           frozenset({"view", "click", "cart", "remove_from_cart", "fav", "purchase", "search"}), True,
+           required=("event_id", "event_type", "user_id", "ts", "source"),
+           optional=("product_id", "session_id", "query"),
+           ids=("event_id", "user_id", "product_id", "session_id"), key_field="user_id"),
+    Stream("product", "op", frozenset({"upsert", "delete"}), False,
+           required=("event_id", "product_id", "op", "ts", "source"),
+           optional=("title", "category", "brand", "price", "currency", "stock"),
+           ids=("event_id", "product_id"), key_field="product_id"),
+    Stream("transaction", "status",
+           frozenset({"created", "paid", "shipped", "delivered", "canceled", "refunded"}), False,
+           required=("event_id", "order_id", "user_id", "product_id", "quantity", "amount", "status", "ts",
+                     "source"),
+           optional=("currency",),
+           ids=("event_id", "order_id", "user_id", "product_id"), key_field="order_id"),
+)}
+STREAMS = tuple(STREAM_SPECS)
 
 
 class Rejected(NamedTuple):
@@ -27,7 +69,7 @@ class Rejected(NamedTuple):
 
 class Event(NamedTuple):
     event_id: str
-    kind: str  # behaviour: event_type; product: op; transaction: status
+    kind: str  # the value of its stream's sub_asset_key (behaviour: event_type, ...)
     source: str
     user_id: str  # "" when absent / not applicable
     product_id: str  # "" when absent
@@ -282,11 +324,13 @@ def _number(o: dict[str, Any], name: str, integer: bool, strict: bool, required:
 
 # ---------------------------------------------------------------- streams
 
+# The checks are written out per stream (the hot path); tests/test_contract.py proves they
+# enforce STREAM_SPECS: every required field, optional field, id and kind.
 _ET_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
-_NEEDS_PRODUCT = frozenset({"view", "click", "cart", "remove_from_cart", "fav", "purchase"})
-_ET_CACHE: dict[str, str] = {k: k for k in (*_NEEDS_PRODUCT, "search")}  # raw -> canonical
-_OPS = frozenset({"upsert", "delete"})
-_STATUSES = frozenset({"created", "paid", "shipped", "delivered", "canceled", "refunded"})
+_NEEDS_PRODUCT = STREAM_SPECS["behaviour"].kinds - {"search"}
+_ET_CACHE: dict[str, str] = {k: k for k in STREAM_SPECS["behaviour"].kinds}  # raw -> canonical
+_OPS = STREAM_SPECS["product"].kinds
+_STATUSES = STREAM_SPECS["transaction"].kinds
 
 
 def _event_type(v: Any) -> str:

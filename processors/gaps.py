@@ -45,7 +45,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from stocktake.processors.alerts import Alert
+from stocktake.processors.assets import Asset
 from stocktake.processors.baseline import MINUTE_MS, Baseline
+from stocktake.processors.drift import DriftEvent
 from stocktake.processors.quality import LagHistogram
 
 
@@ -95,7 +98,7 @@ class MinuteObservation(NamedTuple):
 
 @dataclass
 class _Open:
-    alert: dict[str, Any]
+    alert: Alert
     bad: int = 0
     good: int = 0
     good_since: int | None = None      # first of the current run of good looks
@@ -108,7 +111,6 @@ class AssetState:
     fields: dict[str, Baseline] = field(default_factory=dict)
     orphans: Baseline | None = None
     cadence: LagHistogram = field(default_factory=LagHistogram)
-    last_event_ms: int | None = None
     shortfall: float = 0.0             # the sustained-drop CUSUM, in sigmas
     recent: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=3))
     #                                  the last judged minutes: expected, observed, sigma^2
@@ -156,19 +158,18 @@ class GapMonitor:
 
     # -- inputs ---------------------------------------------------------------------
 
-    def gaps(self, asset: str, gaps_ms: Iterable[float], last_event_ms: int | None = None) -> None:
-        st = self.state(asset)
+    def gaps(self, asset: str, gaps_ms: Iterable[float], weight: int = 1) -> None:
+        """Inter-arrival gaps of an asset (each standing for ``weight`` gaps, when sampled)."""
+        cadence = self.state(asset).cadence
         for gap in gaps_ms:
-            st.cadence.add(gap)
-        if last_event_ms is not None and (st.last_event_ms is None or last_event_ms > st.last_event_ms):
-            st.last_event_ms = last_event_ms
+            cadence.add(gap, weight)
 
-    def minute(self, obs: MinuteObservation) -> list[dict[str, Any]]:
+    def minute(self, obs: MinuteObservation) -> list[Alert]:
         """Judge one closed minute of an asset, then learn from it (unless it breached or
         the asset is silent, for less than ``adapt_minutes``)."""
         st = self.state(obs.asset)
         cfg = st.config
-        out: list[dict[str, Any]] = []
+        out: list[Alert] = []
         at = obs.minute_ms + MINUTE_MS
         exp = st.volume.expect(obs.minute_ms)
         mu, x = exp.expected, obs.events
@@ -242,10 +243,10 @@ class GapMonitor:
         learn again (wall-clock silences have no event time to compare)."""
         limit = self.state(asset).config.adapt_minutes * MINUTE_MS
         return any(key[0] == asset and key[1] in kinds and key[2] != "wall"
-                   and at - o.alert["opened_at"] >= limit for key, o in self.open.items())
+                   and at - o.alert.opened_at >= limit for key, o in self.open.items())
 
     def _completeness(self, st: AssetState, obs: MinuteObservation, name: str, share: float,
-                      at: int) -> list[dict[str, Any]]:
+                      at: int) -> list[Alert]:
         cfg = st.config
         base = st.fields.setdefault(name, self._baseline(cfg, counts=False))
         exp = base.expect(obs.minute_ms)
@@ -259,7 +260,7 @@ class GapMonitor:
             base.roll(share)
         return out
 
-    def _orphans(self, st: AssetState, obs: MinuteObservation, share: float, at: int) -> list[dict[str, Any]]:
+    def _orphans(self, st: AssetState, obs: MinuteObservation, share: float, at: int) -> list[Alert]:
         cfg = st.config
         base = st.orphans = st.orphans or self._baseline(cfg, counts=False)
         exp = base.expect(obs.minute_ms)
@@ -274,12 +275,12 @@ class GapMonitor:
             base.roll(share)
         return out
 
-    def silence(self, now_ms: int, clock: str, last_seen: Mapping[str, int]) -> list[dict[str, Any]]:
+    def silence(self, now_ms: int, clock: str, last_seen: Mapping[str, int]) -> list[Alert]:
         """Each asset's quiet time against its learned cadence. ``last_seen``: asset -> newest
         event time (event clock) or newest ingest time (wall clock). Fires on the first look
         past the threshold, resolves once the asset has kept within it for ``resolve_after``
         minutes (so a thinned stream that keeps crossing it holds one alert, not a flurry)."""
-        out: list[dict[str, Any]] = []
+        out: list[Alert] = []
         for asset in sorted(last_seen):   # a stream before its sub-assets (inhibition)
             last = last_seen[asset]
             st = self.state(asset)
@@ -292,24 +293,23 @@ class GapMonitor:
             p99 = st.p99_gap_ms() or 0.0
             out += self._judge(asset, "silence", clock, quiet > threshold, now_ms, threshold / 1000,
                                quiet / 1000, {"from": last, "to": now_ms, "p99_gap_ms": round(p99)},
-                               "critical" if "/" not in asset else "warning",
+                               "critical" if Asset.parse(asset).is_stream else "warning",
                                f"no events for {quiet / 1000:.0f}s ({clock} clock); its cadence allows "
                                f"{threshold / 1000:.0f}s ({st.config.silence_factor:g}x p99 gap "
                                f"{p99 / 1000:.1f}s)",
                                fire_after=1, resolve_after=1, hold_ms=st.config.resolve_after * MINUTE_MS)
         return out
 
-    def drift(self, events: Iterable[Mapping[str, Any]], now_ms: int) -> list[dict[str, Any]]:
+    def drift(self, events: Iterable[DriftEvent], now_ms: int) -> list[Alert]:
         """Schema drift findings become info alerts that resolve themselves later."""
-        out: list[dict[str, Any]] = []
+        out: list[Alert] = []
         for d in events:
-            key_subject = f"{d['field']}:{d['kind']}"
-            at = int(d["at_ms"])
-            open_for = self.state(d["stream"]).config.drift_open_minutes * MINUTE_MS
-            breach = now_ms - at < open_for
-            out += self._judge(d["stream"], "schema_drift", key_subject, breach, at if breach else now_ms,
-                               None, None, {"from": at, "to": at, "drift": d["kind"]}, "info",
-                               d["details"], fire_after=1, resolve_after=1)
+            open_for = self.state(d.stream).config.drift_open_minutes * MINUTE_MS
+            breach = now_ms - d.at_ms < open_for
+            out += self._judge(d.stream, "schema_drift", f"{d.field}:{d.kind}", breach,
+                               d.at_ms if breach else now_ms, None, None,
+                               {"from": d.at_ms, "to": d.at_ms, "drift": d.kind}, "info",
+                               d.details, fire_after=1, resolve_after=1)
         return out
 
     # -- lifecycle ------------------------------------------------------------------
@@ -317,7 +317,7 @@ class GapMonitor:
     def _judge(self, asset: str, kind: str, subject: str, breach: bool, at_ms: int,
                expected: float | None, observed: float | None, evidence: dict[str, Any],
                severity: str, reason: str, *, fire_after: int | None = None,
-               resolve_after: int | None = None, hold_ms: int = 0) -> list[dict[str, Any]]:
+               resolve_after: int | None = None, hold_ms: int = 0) -> list[Alert]:
         cfg = self.state(asset).config
         fire_after = cfg.fire_after if fire_after is None else fire_after
         resolve_after = cfg.resolve_after if resolve_after is None else resolve_after
@@ -331,36 +331,33 @@ class GapMonitor:
             start = evidence.get("from", at_ms) - (fire_after - 1) * MINUTE_MS if kind != "silence" \
                 else evidence.get("from", at_ms)
             # A sub-asset (stream/key=value) breaching like its stream is part of the stream's
-            # incident: recorded and published, but no page of its own (see AlertRunner).
-            parent = self.open.get((asset.split("/", 1)[0], kind, subject)) if "/" in asset else None
+            # incident: recorded and published, but no page of its own (see services/alerting.py).
+            name = Asset.parse(asset)
+            parent = None if name.is_stream else self.open.get((name.stream, kind, subject))
             if parent is not None:
-                evidence = {**evidence, "inhibited_by": parent.alert["alert_id"]}
-            alert = {
-                "alert_id": hashlib.sha1(f"{asset}|{kind}|{subject}|{at_ms}".encode()).hexdigest()[:16],
-                "asset": asset, "kind": kind, "subject": subject, "severity": severity, "state": "firing",
-                "clock": evidence.get("clock", subject if kind == "silence" else "event"),
-                "opened_at": at_ms, "resolved_at": None, "reason": reason,
-                "expected": _round(expected), "observed": _round(observed),
-                "evidence_from": start, "evidence_to": evidence.get("to", at_ms),
-                "details": evidence, "version": 1,
-            }
+                evidence = {**evidence, "inhibited_by": parent.alert.alert_id}
+            alert = Alert(
+                alert_id=hashlib.sha1(f"{asset}|{kind}|{subject}|{at_ms}".encode()).hexdigest()[:16],
+                asset=asset, kind=kind, subject=subject, severity=severity, state="firing",
+                clock=subject if kind == "silence" else "event",
+                opened_at=at_ms, resolved_at=None, reason=reason,
+                expected=_round(expected), observed=_round(observed),
+                evidence_from=start, evidence_to=evidence.get("to", at_ms), details=evidence,
+            )
             self.open[key] = _Open(alert)
             self.streaks.pop(key, None)
-            return [dict(alert)]
+            return [alert]
         if breach:
             current.good, current.good_since = 0, None
-            current.alert["evidence_to"] = evidence.get("to", at_ms)
+            current.alert = dataclasses.replace(current.alert, evidence_to=evidence.get("to", at_ms))
             return []
         current.good += 1
         if current.good_since is None:
             current.good_since = at_ms
         if current.good < resolve_after or at_ms - current.good_since < hold_ms:
             return []
-        alert = current.alert
-        alert.update(state="resolved", resolved_at=at_ms, version=alert["version"] + 1,
-                     reason=f"resolved: {reason}", observed=_round(observed))
         del self.open[key]
-        return [dict(alert)]
+        return [current.alert.resolved(at_ms, f"resolved: {reason}", _round(observed))]
 
 
 def _round(value: float | None) -> float | None:

@@ -13,7 +13,15 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from stocktake.processors.contract import Event, Rejected, decode_message, item_bytes, normalize, parse_ts_ms
+from stocktake.processors.contract import (
+    STREAM_SPECS,
+    Event,
+    Rejected,
+    decode_message,
+    item_bytes,
+    normalize,
+    parse_ts_ms,
+)
 from stocktake.processors.dedupe import DedupeWindow
 
 COLUMNS = (
@@ -69,6 +77,7 @@ def judge_batch(
     counts = {"valid": 0, "duplicate": 0, "invalid": 0}
     last_offset = -1
     dumps = orjson.dumps
+    kind_key = STREAM_SPECS[stream].sub_asset_key  # a rejected event's kind, read as it came
     for record in records:
         last_offset = record.offset
         for idx, item in enumerate(decode_message(record.value)):
@@ -83,8 +92,7 @@ def judge_batch(
                 c_status.append("invalid")
                 c_reason.append(verdict.reason)
                 c_event_id.append(_text(obj, "event_id"))
-                c_kind.append(_text(obj, "event_type" if stream == "behaviour" else
-                                    "op" if stream == "product" else "status"))
+                c_kind.append(_text(obj, kind_key))
                 c_source.append(_text(obj, "source"))
                 c_user.append("")
                 c_product.append("")

@@ -1,16 +1,19 @@
-"""Per-asset data-quality metrics as mergeable values, and an explainable 0-100 score.
+"""Data quality: an explainable 0-100 score per asset, and a log-bucket histogram.
 
-whylogs style (STYLE.md point 2): AssetMetrics has an empty value, an update over a batch of
-judged events, an associative and commutative merge, and a JSON summary, so per-partition or
-per-minute values roll up into any window exactly. Pure: no Kafka, no ClickHouse.
+The score is declared once, as data: COMPONENTS (each a share of an asset's counts), the
+freshness curve and the rule for which field a rejection blames. quality_score evaluates it
+for the inventory; the *_sql functions write the same declarations as ClickHouse expressions
+for the dashboards (grafana/sql.py) and the field queries (clickhouse/queries.py), so a rule
+changes in one place. tests/test_quality.py checks that both give the same numbers.
+
+LagHistogram: the log-bucket histogram of the gap detectors' arrival cadence.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 GROWTH = 1.25
@@ -24,7 +27,8 @@ REL_ERROR = math.sqrt(GROWTH) - 1  # ~0.118
 
 
 class LagHistogram:
-    """Ingest-lag histogram (ms) over fixed log-spaced buckets; mergeable, storable.
+    """A histogram of durations (ms) over fixed log-spaced buckets: the gap detectors keep the
+    cadence between arrivals in it (processors/gaps.py).
 
     quantile(q) is nearest-rank: the bucket holding the k-th smallest lag, k = max(1, ceil(q*n)),
     reported as 0 for bucket 0, the geometric midpoint of a log bucket (within REL_ERROR ~11.8%
@@ -45,9 +49,6 @@ class LagHistogram:
     def count(self) -> int:
         return sum(self.counts)
 
-    def merge(self, other: LagHistogram) -> LagHistogram:
-        return LagHistogram([a + b for a, b in zip(self.counts, other.counts, strict=True)])
-
     def quantile(self, q: float) -> float | None:
         if not 0 <= q <= 1:
             raise ValueError("q must be in [0, 1]")
@@ -63,236 +64,171 @@ class LagHistogram:
                 return EDGES[-1] if b == len(EDGES) else math.sqrt(EDGES[b - 1] * EDGES[b])
         raise AssertionError("unreachable")
 
-    def to_dict(self) -> dict[str, Any]:
-        # Sparse and self-describing: from_dict refuses a layout it was not written with.
-        return {"growth": GROWTH, "buckets": len(self.counts),
-                "counts": {str(i): c for i, c in enumerate(self.counts) if c}}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> LagHistogram:
-        if d.get("growth") != GROWTH or d.get("buckets") != len(EDGES) + 1:
-            raise ValueError("histogram was written with another bucket layout")
-        h = cls()
-        for i, c in d.get("counts", {}).items():
-            h.counts[int(i)] = int(c)
-        return h
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, LagHistogram) and self.counts == other.counts
-
     def __repr__(self) -> str:
-        return f"LagHistogram({self.to_dict()['counts']})"
+        return f"LagHistogram({ {i: c for i, c in enumerate(self.counts) if c} })"
 
 
-class Observation(NamedTuple):
-    """One judged event, as update() consumes it."""
+# ---------------------------------------------------------------- which field a rejection blames
 
-    status: str  # "valid" | "duplicate" | "invalid"
-    reason: str  # "" for valid; e.g. "missing_field:user_id", "invalid_ts", "duplicate_event_id"
-    ts_ms: int | None  # event time (None if unreadable)
-    ingest_ms: int
-    present_fields: frozenset[str] | tuple[str, ...]  # contract fields present and non-null
-    consistency: bool | None = None  # None: not checked; True ok; False failed
+# A rejection blames a *present* value: invalid_ts blames ts, "<kind>:<field>" of these kinds blames
+# <field>. missing_field:X blames none: an absent field costs completeness, not validity.
+BLAMED_FIELD = {"invalid_ts": "ts"}
+BLAMING_KINDS = ("invalid_type", "invalid_value")
 
 
 def bad_field(reason: str) -> str | None:
-    """The field a rejection blames on a *present* value. missing_field:X is not one: an absent
-    field costs completeness, and counting it here would put bad > checked."""
-    if reason == "invalid_ts":
-        return "ts"
+    if reason in BLAMED_FIELD:
+        return BLAMED_FIELD[reason]
     kind, _, name = reason.partition(":")
-    return name if name and kind in ("invalid_type", "invalid_value") else None
+    return name if name and kind in BLAMING_KINDS else None
 
 
-def _add(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
-    return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
+def bad_field_sql(reason: str = "reason") -> str:
+    """bad_field over the column `reason`, as ClickHouse SQL ('' where it blames none)."""
+    fixed = "".join(f"{reason} = '{code}', '{name}', " for code, name in BLAMED_FIELD.items())
+    named = " OR ".join(f"startsWith({reason}, '{kind}:')" for kind in BLAMING_KINDS)
+    return f"multiIf({fixed}{named}, substring({reason}, position({reason}, ':') + 1), '')"
 
 
-@dataclass
-class AssetMetrics:
-    """Mergeable: empty value, update, merge, summary. One per asset and time window;
-    merging per-partition or per-minute values equals one pass over all events.
+# ---------------------------------------------------------------- the quality score
 
-    Duplicates count in events/duplicates only (a copy would count its fields and lag twice).
-    Lag, late and newest_ts_ms cover valid events with an event time; fields cover valid and
-    invalid events. field_events counts those that carry at least one field (an unparseable
-    event has none: it costs validity, not completeness) - the completeness denominator.
-    """
+class Component(NamedTuple):
+    """1 - lost / out_of, each the sum of the named counts of an asset; no data when out_of is 0.
+    A fresh component is also scaled by the freshness of the asset's newest event (either factor
+    alone when the other has no data)."""
 
-    events: int = 0
-    valid: int = 0
-    duplicates: int = 0
-    invalid_by_reason: dict[str, int] = field(default_factory=dict)
-    late: int = 0
-    lag_hist: LagHistogram = field(default_factory=LagHistogram)
-    newest_ts_ms: int | None = None
-    field_events: int = 0
-    field_present: dict[str, int] = field(default_factory=dict)
-    field_checked: dict[str, int] = field(default_factory=dict)  # present, or blamed by a rejection
-    field_bad: dict[str, int] = field(default_factory=dict)
-    consistency_checked: int = 0
-    consistency_failed: int = 0
-
-    @classmethod
-    def empty(cls) -> AssetMetrics:
-        return cls()
-
-    def update(self, events: Iterable[Observation], *, lateness_ms: int) -> AssetMetrics:
-        hist, reasons = self.lag_hist, self.invalid_by_reason
-        present, checked, bad = self.field_present, self.field_checked, self.field_bad
-        for ob in events:
-            status = ob.status
-            if status == "duplicate":
-                self.events += 1
-                self.duplicates += 1
-                continue
-            if status == "valid":
-                self.valid += 1
-                ts = ob.ts_ms
-                if ts is not None:
-                    lag = ob.ingest_ms - ts
-                    hist.add(lag)
-                    self.late += lag > lateness_ms
-                    if self.newest_ts_ms is None or ts > self.newest_ts_ms:
-                        self.newest_ts_ms = ts
-            elif status == "invalid":
-                reason = ob.reason or "unknown"
-                reasons[reason] = reasons.get(reason, 0) + 1
-                blamed = bad_field(reason)
-                if blamed is not None:
-                    bad[blamed] = bad.get(blamed, 0) + 1
-                    if blamed not in ob.present_fields:  # keep bad <= checked
-                        checked[blamed] = checked.get(blamed, 0) + 1
-            else:
-                raise ValueError(f"unknown status {status!r}")
-            self.events += 1
-            if ob.present_fields:
-                self.field_events += 1
-                for f in ob.present_fields:
-                    present[f] = present.get(f, 0) + 1
-                    checked[f] = checked.get(f, 0) + 1
-            if ob.consistency is not None:
-                self.consistency_checked += 1
-                self.consistency_failed += not ob.consistency
-        return self
-
-    def merge(self, other: AssetMetrics) -> AssetMetrics:
-        newest = [t for t in (self.newest_ts_ms, other.newest_ts_ms) if t is not None]
-        return AssetMetrics(
-            events=self.events + other.events,
-            valid=self.valid + other.valid,
-            duplicates=self.duplicates + other.duplicates,
-            invalid_by_reason=_add(self.invalid_by_reason, other.invalid_by_reason),
-            late=self.late + other.late,
-            lag_hist=self.lag_hist.merge(other.lag_hist),
-            newest_ts_ms=max(newest) if newest else None,
-            field_events=self.field_events + other.field_events,
-            field_present=_add(self.field_present, other.field_present),
-            field_checked=_add(self.field_checked, other.field_checked),
-            field_bad=_add(self.field_bad, other.field_bad),
-            consistency_checked=self.consistency_checked + other.consistency_checked,
-            consistency_failed=self.consistency_failed + other.consistency_failed,
-        )
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-able. completeness[f] = present/field_events; validity[f] = 1 - bad/checked.
-        lag_ms quantiles are nearest-rank from the histogram, within REL_ERROR (~11.8%)."""
-        h, fe = self.lag_hist, self.field_events
-        names = sorted(self.field_present.keys() | self.field_checked.keys())
-        present, checked, bad = self.field_present, self.field_checked, self.field_bad
-        return {
-            "events": self.events, "valid": self.valid, "duplicates": self.duplicates,
-            "invalid": sum(self.invalid_by_reason.values()),
-            "invalid_by_reason": dict(sorted(self.invalid_by_reason.items())),
-            "late": self.late, "newest_ts_ms": self.newest_ts_ms,
-            "lag_ms": {"count": h.count, "p50": h.quantile(0.5), "p95": h.quantile(0.95),
-                       "p99": h.quantile(0.99), "rel_error": REL_ERROR},
-            "field_events": fe,
-            "fields": {f: {"present": present.get(f, 0), "checked": checked.get(f, 0), "bad": bad.get(f, 0)}
-                       for f in names},
-            "completeness": {f: present.get(f, 0) / fe if fe else None for f in names},
-            "validity": {f: 1 - bad.get(f, 0) / checked[f] for f in names if checked.get(f)},
-            "consistency_checked": self.consistency_checked,
-            "consistency_failed": self.consistency_failed,
-        }
+    name: str
+    weight: float
+    lost: tuple[str, ...]
+    out_of: tuple[str, ...]
+    fresh: bool = False
 
 
-WEIGHTS = {"completeness": 0.25, "validity": 0.30, "uniqueness": 0.15, "timeliness": 0.15, "consistency": 0.15}
+COMPONENTS = {c.name: c for c in (
+    # the mean present share over the stream's required fields and every observed field
+    Component("completeness", 0.25, ("missing_values",), ("field_values",)),
+    Component("validity", 0.30, ("invalid",), ("events",)),
+    Component("uniqueness", 0.15, ("duplicates",), ("valid", "duplicates")),
+    Component("timeliness", 0.15, ("late",), ("valid",), fresh=True),
+    Component("consistency", 0.15, ("consistency_failed",), ("consistency_checked",)),
+)}
+WEIGHTS = {name: c.weight for name, c in COMPONENTS.items()}
 _NO_DATA = {"completeness": "no event carried fields", "validity": "no events",
             "uniqueness": "no accepted events", "timeliness": "no valid event with an event time",
             "consistency": "nothing was checked"}
 
 
-def quality_score(metrics: AssetMetrics | Mapping[str, Any], *, required_fields: Sequence[str], now_ms: int,
-                  freshness_target_ms: int, weights: Mapping[str, float] = WEIGHTS) -> dict[str, Any]:
-    """0-100 score = 100 * sum(w_c * c) / sum(w_c) over components c with data (each 0..1):
+def freshness(age: float | None, target: float) -> float | None:
+    """1 while age <= target, then 1 - log10(age/target) floored at 0 (0.70 at 2x target, 0.30 at
+    5x, 0 at 10x); a future newest event counts as fresh. None: no event time."""
+    if age is None:
+        return None
+    return 1.0 if age <= target else max(0.0, 1 - math.log10(age / target))
 
-    completeness: mean over required_fields + every observed field of present/field_events
-                  (a required field never seen counts 0);
-    validity:     1 - invalid/events;
-    uniqueness:   1 - duplicates/(valid + duplicates);
-    timeliness:   freshness * (1 - late/valid), either factor alone when the other has no data;
-                  freshness = 1 while now - newest_ts <= target, else 1 - log10(age/target),
-                  floored at 0 (0.70 at 2x target, 0.30 at 5x, 0 at 10x); future ts counts fresh;
-    consistency:  1 - consistency_failed/consistency_checked.
-    A component with no data (e.g. nothing consistency-checked) is None and its weight is shared
-    by the rest; with no data at all the score is None. explain lists each component that costs
-    points, biggest loss first, then the ones without data.
+
+def _share(c: Component, counts: Mapping[str, int]) -> float | None:
+    total = sum(counts[k] for k in c.out_of)
+    return 1 - sum(counts[k] for k in c.lost) / total if total else None
+
+
+def _value(c: Component, counts: Mapping[str, int], fresh: float | None) -> float | None:
+    share = _share(c, counts)
+    if not c.fresh or fresh is None:
+        return share
+    return fresh * (1.0 if share is None else share)
+
+
+def quality_score(summary: Mapping[str, Any], *, required_fields: Sequence[str], now_ms: int,
+                  freshness_target_ms: int) -> dict[str, Any]:
+    """0-100 score = 100 * sum(w_c * c) / sum(w_c) over the COMPONENTS c with data (each 0..1);
+    a component without data is None and its weight is shared by the rest; with no data at all
+    the score is None.
+
+    summary holds an asset's counts: events, valid, duplicates, invalid, invalid_by_reason, late
+    (valid events that arrived late), newest_ts_ms (newest valid event time, None if none),
+    field_events (events that carried fields), fields ({name: {"present": n}}),
+    consistency_checked and consistency_failed. explain lists each component that costs points,
+    biggest loss first, then the ones without data; losses holds the same as data.
     """
-    if freshness_target_ms <= 0 or any(w < 0 for w in weights.values()):
-        raise ValueError("freshness_target_ms must be > 0 and weights >= 0")
-    s = metrics.summary() if isinstance(metrics, AssetMetrics) else metrics
+    if freshness_target_ms <= 0:
+        raise ValueError("freshness_target_ms must be > 0")
+    s = summary
     events, valid, dups, invalid, late = s["events"], s["valid"], s["duplicates"], s["invalid"], s["late"]
-    comp: dict[str, float | None] = dict.fromkeys(WEIGHTS)
-    why: dict[str, str] = {}
-
     fe = s["field_events"]
-    shares = {f: s["fields"].get(f, {}).get("present", 0) / fe for f in {*required_fields, *s["fields"]}} if fe else {}
+    names = {*required_fields, *s["fields"]}
+    present = {f: s["fields"].get(f, {}).get("present", 0) for f in names}
+    counts = {"events": events, "valid": valid, "duplicates": dups, "invalid": invalid, "late": late,
+              "field_values": len(names) * fe, "missing_values": sum(fe - n for n in present.values()),
+              "consistency_checked": s["consistency_checked"], "consistency_failed": s["consistency_failed"]}
+    newest = s["newest_ts_ms"]
+    age = None if newest is None else now_ms - newest
+    fresh = freshness(age, freshness_target_ms)
+    on_time = _share(COMPONENTS["timeliness"], counts)
+    comp = {name: _value(c, counts, fresh) for name, c in COMPONENTS.items()}
+
+    why: dict[str, str] = {}
+    shares = {f: n / fe for f, n in present.items()} if fe else {}
     if shares:
-        comp["completeness"] = sum(shares.values()) / len(shares)
         worst = sorted((v, f) for f, v in shares.items() if v < 1)[:3]
         why["completeness"] = ", ".join(f"{f} present on {_pct(v)} of events" for v, f in worst)
     if events:
-        comp["validity"] = 1 - invalid / events
         top = sorted(s["invalid_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         why["validity"] = (f"{_pct(invalid / events)} of events rejected ("
                            + ", ".join(f"{r} {_pct(n / events)}" for r, n in top) + ")")
     if valid + dups:
-        comp["uniqueness"] = 1 - dups / (valid + dups)
         why["uniqueness"] = f"{_pct(dups / (valid + dups))} of accepted events were duplicates ({dups})"
-    newest = s["newest_ts_ms"]
-    age = None if newest is None else now_ms - newest
-    fresh = None if age is None else (1.0 if age <= freshness_target_ms
-                                      else max(0.0, 1 - math.log10(age / freshness_target_ms)))
-    on_time = 1 - late / valid if valid else None
-    if fresh is not None or on_time is not None:
-        comp["timeliness"] = (1.0 if fresh is None else fresh) * (1.0 if on_time is None else on_time)
-        parts = []
-        if fresh is not None and fresh < 1:
-            parts.append(f"newest event {_dur(age or 0)} old (target {_dur(freshness_target_ms)})")
-        if late:
-            parts.append(f"{_pct(late / valid)} of valid events arrived late ({late} events)")
-        why["timeliness"] = "; ".join(parts)
+    parts = []
+    if fresh is not None and fresh < 1:
+        parts.append(f"newest event {_dur(age or 0)} old (target {_dur(freshness_target_ms)})")
+    if late:
+        parts.append(f"{_pct(late / valid)} of valid events arrived late ({late} events)")
+    why["timeliness"] = "; ".join(parts)
     checked, failed = s["consistency_checked"], s["consistency_failed"]
     if checked:
-        comp["consistency"] = 1 - failed / checked
         why["consistency"] = f"{_pct(failed / checked)} of checked events failed consistency ({failed} of {checked})"
 
-    active = {c: weights.get(c, 0.0) for c, v in comp.items() if v is not None}
+    active = {c: WEIGHTS[c] for c, v in comp.items() if v is not None}
     total = sum(active.values())
     eff = {c: w / total for c, w in active.items()} if total else {}
     lost = {c: 100 * w * (1 - (comp[c] or 0.0)) for c, w in eff.items()}
     score = None if not total else round(min(100.0, max(0.0, 100 - sum(lost.values()))), 1)
-    explain = [f"{c} {_num(comp[c] or 0.0)}: {why[c]}; -{lost[c]:.1f} points"
-               for c in sorted(lost, key=lambda c: -lost[c]) if (comp[c] or 0.0) < 1]
-    explain += [f"{c}: no data ({_NO_DATA[c]}); its weight {weights.get(c, 0.0):g} is shared by the others"
+    losses = [{"component": c, "points": lost[c], "text": f"{c} {_num(comp[c] or 0.0)}: {why[c]}"}
+              for c in sorted(lost, key=lambda c: -lost[c]) if (comp[c] or 0.0) < 1]
+    explain = [f"{loss['text']}; -{loss['points']:.1f} points" for loss in losses]
+    explain += [f"{c}: no data ({_NO_DATA[c]}); its weight {WEIGHTS[c]:g} is shared by the others"
                 for c, v in comp.items() if v is None]
     evidence = {"events": events, "valid": valid, "invalid": invalid, "duplicates": dups, "late": late,
                 "invalid_by_reason": s["invalid_by_reason"], "field_events": fe, "field_present_share": shares,
                 "newest_ts_ms": newest, "now_ms": now_ms, "age_ms": age, "freshness_target_ms": freshness_target_ms,
                 "freshness": fresh, "on_time_share": on_time, "consistency_checked": checked,
                 "consistency_failed": failed, "effective_weights": eff, "points_lost": lost}
-    return {"score": score, "components": comp, "weights": dict(weights), "explain": explain, "evidence": evidence}
+    return {"score": score, "components": comp, "weights": dict(WEIGHTS), "explain": explain, "losses": losses,
+            "evidence": evidence}
+
+
+# ---------------------------------------------------------------- the same score in ClickHouse SQL
+
+def freshness_sql(age: str, target: str) -> str:
+    return f"if({age} IS NULL, NULL, if({age} <= {target}, 1, greatest(0, 1 - log10({age} / {target}))))"
+
+
+def component_sql(c: Component, counts: Mapping[str, str], fresh: str | None = None) -> str:
+    """The component as SQL: counts maps each count it names to a SQL expression; fresh names a
+    column holding freshness_sql (left out: the share alone, e.g. timeliness's on-time share)."""
+    def total(names: tuple[str, ...]) -> str:
+        return counts[names[0]] if len(names) == 1 else "(" + " + ".join(counts[k] for k in names) + ")"
+
+    share = f"if({total(c.out_of)} = 0, NULL, 1 - {total(c.lost)} / {total(c.out_of)})"
+    if not c.fresh or fresh is None:
+        return share
+    return f"if({fresh} IS NULL, {share}, {fresh} * ifNull({share}, 1))"
+
+
+def score_sql(values: Mapping[str, str]) -> str:
+    """The score as SQL over each component's value (SQL; NULL when it has no data)."""
+    num = " + ".join(f"{WEIGHTS[c]} * ifNull({e}, 0)" for c, e in values.items())
+    den = " + ".join(f"{WEIGHTS[c]} * ({e} IS NOT NULL)" for c, e in values.items())
+    return f"round(least(100, greatest(0, 100 * ({num}) / ({den}))), 1)"
 
 
 def _pct(x: float) -> str:

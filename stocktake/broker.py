@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import tenacity
 from confluent_kafka.admin import AdminClient, NewTopic
 
 # librdkafka logs through this logger instead of writing to stderr itself;
@@ -118,6 +119,11 @@ def _kafka_reason(exc: BaseException) -> str:
     return text
 
 
+def _failure(state: tenacity.RetryCallState) -> str:
+    exc = state.outcome.exception() if state.outcome else None
+    return _kafka_reason(exc) if exc else "?"
+
+
 def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0,
                   connect_timeout: float = 30.0) -> None:
     """Create topics (name -> partitions) if missing; existing ones are left alone.
@@ -128,19 +134,17 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0,
     config: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000,
                               "logger": KAFKA_LOG}
     admin = AdminClient(config)
-    deadline = time.monotonic() + connect_timeout
-    delay = 0.5
-    while True:
-        try:
-            existing = set(admin.list_topics(timeout=min(timeout, 5.0)).topics)
-            break
-        except Exception as exc:
-            reason = _kafka_reason(exc)
-            if time.monotonic() + delay > deadline:
-                raise BrokerError(f"cannot reach Kafka at {bootstrap}: {reason}") from None
-            log.warning("Kafka at %s unreachable (%s); retrying in %.1fs", bootstrap, reason, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_before_delay(connect_timeout),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=8.0),
+        before_sleep=lambda state: log.warning("Kafka at %s unreachable (%s); retrying in %.1fs", bootstrap,
+                                               _failure(state), state.upcoming_sleep),
+        reraise=True,
+    )
+    try:
+        existing = set(retrying(admin.list_topics, timeout=min(timeout, 5.0)).topics)
+    except Exception as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {_kafka_reason(exc)}") from None
     new = [NewTopic(name, num_partitions=n, replication_factor=1)
            for name, n in topics.items() if name not in existing]
     if not new:

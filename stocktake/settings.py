@@ -1,126 +1,138 @@
 """One frozen settings object, read from ``STOCKTAKE_*`` environment variables.
 
-Every field names its environment variable; command-line flags override the
-environment; secrets in URLs are masked when printed.
+Every field names its environment variable (``STOCKTAKE_`` + the field name, or the alias
+given beside it); command-line flags override the environment; secrets in URLs are masked
+when printed. ``Settings()`` is the defaults (dashboards are built from them);
+``Settings.from_env()`` reads the environment.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+ENV_PREFIX = "STOCKTAKE_"
 
 
 class SettingsError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
 
 
-def _env(name: str) -> dict[str, Any]:
-    return {"env": name}
+def _stripped(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
 
 
-@dataclass(frozen=True)
-class Settings:
+# " On " in an environment file means on; pydantic's bool parser does not strip.
+Switch = Annotated[bool, BeforeValidator(_stripped)]
+# NonNegative and other judgement bounds: finite, never negative (NaN and inf are refused).
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+def _env(name: str) -> Any:
+    """A field whose variable is not STOCKTAKE_<field name> (the _s suffix is left out)."""
+    return Field(validation_alias=ENV_PREFIX + name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", env_ignore_empty=True,
+        validate_by_name=True, coerce_numbers_to_str=True,
+    )
+
     # Where things are. Empty kafka/clickhouse means "embedded": Tansu child
     # process and chDB under data_dir.
-    kafka: str = field(default="", metadata=_env("STOCKTAKE_KAFKA"))
-    clickhouse: str = field(default="", metadata=_env("STOCKTAKE_CLICKHOUSE"))
-    data_dir: Path = field(default=Path(".stocktake"), metadata=_env("STOCKTAKE_DATA_DIR"))
-    topic_prefix: str = field(default="stocktake", metadata=_env("STOCKTAKE_TOPIC_PREFIX"))
-    partitions: int = field(default=4, metadata=_env("STOCKTAKE_PARTITIONS"))
-    group_id: str = field(default="stocktake", metadata=_env("STOCKTAKE_GROUP_ID"))
+    kafka: str = ""
+    clickhouse: str = ""
+    data_dir: Path = Path(".stocktake")
+    topic_prefix: str = "stocktake"
+    partitions: int = Field(default=4, ge=1)
+    group_id: str = "stocktake"
     # Sink batching: one insert per partition when either bound is reached.
-    batch_rows: int = field(default=20_000, metadata=_env("STOCKTAKE_BATCH_ROWS"))
-    flush_interval_s: float = field(default=0.5, metadata=_env("STOCKTAKE_FLUSH_INTERVAL"))
+    batch_rows: int = Field(default=20_000, ge=1)
+    flush_interval_s: Annotated[Positive, _env("FLUSH_INTERVAL")] = 0.5
     # Source-side duplicate window (event time) and its hard size bound.
-    dedupe_window_s: float = field(default=3600.0, metadata=_env("STOCKTAKE_DEDUPE_WINDOW"))
-    dedupe_max_keys: int = field(default=2_000_000, metadata=_env("STOCKTAKE_DEDUPE_MAX_KEYS"))
+    dedupe_window_s: Annotated[NonNegative, _env("DEDUPE_WINDOW")] = 3600.0
+    dedupe_max_keys: int = 2_000_000
     # Inventory judgement (event time): lateness bound for "late" events, the
     # freshness a stream should keep, drift grace and vanish spans, and the
     # relative tolerance of amount vs quantity × catalog price.
-    lateness_s: float = field(default=300.0, metadata=_env("STOCKTAKE_LATENESS"))
-    freshness_target_s: float = field(default=300.0, metadata=_env("STOCKTAKE_FRESHNESS_TARGET"))
-    drift_grace_s: float = field(default=300.0, metadata=_env("STOCKTAKE_DRIFT_GRACE"))
-    field_vanish_after_s: float = field(default=3600.0, metadata=_env("STOCKTAKE_FIELD_VANISH_AFTER"))
-    amount_tolerance: float = field(default=0.01, metadata=_env("STOCKTAKE_AMOUNT_TOLERANCE"))
+    lateness_s: Annotated[NonNegative, _env("LATENESS")] = 300.0
+    freshness_target_s: Annotated[NonNegative, _env("FRESHNESS_TARGET")] = 300.0
+    drift_grace_s: Annotated[NonNegative, _env("DRIFT_GRACE")] = 300.0
+    field_vanish_after_s: Annotated[NonNegative, _env("FIELD_VANISH_AFTER")] = 3600.0
+    amount_tolerance: NonNegative = 0.01
     # Data-gap alerting: how often the detectors look, how long a minute of event
     # time stays open for stragglers, per-asset detector settings (TOML), webhook.
-    gap_interval_s: float = field(default=2.0, metadata=_env("STOCKTAKE_GAP_INTERVAL"))
-    minute_close_delay_s: float = field(default=30.0, metadata=_env("STOCKTAKE_MINUTE_CLOSE_DELAY"))
-    gaps_config: str = field(default="", metadata=_env("STOCKTAKE_GAPS_CONFIG"))
-    alert_webhook: str = field(default="", metadata=_env("STOCKTAKE_ALERT_WEBHOOK"))
+    gap_interval_s: Annotated[Positive, _env("GAP_INTERVAL")] = 2.0
+    minute_close_delay_s: Annotated[NonNegative, _env("MINUTE_CLOSE_DELAY")] = 30.0
+    gaps_config: str = ""
+    alert_webhook: str = ""
     # In-stream scoring: on/off, ONNX Runtime device, where model versions live.
-    scoring: bool = field(default=True, metadata=_env("STOCKTAKE_SCORING"))
-    device: str = field(default="auto", metadata=_env("STOCKTAKE_DEVICE"))
-    models_dir: str = field(default="", metadata=_env("STOCKTAKE_MODELS_DIR"))
-    score_interval_s: float = field(default=0.5, metadata=_env("STOCKTAKE_SCORE_INTERVAL"))
+    scoring: Switch = True
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    models_dir: str = ""
+    score_interval_s: Annotated[Positive, _env("SCORE_INTERVAL")] = 0.5
     # The worker's HTTP API (inventory/query while it runs).
-    http_host: str = field(default="127.0.0.1", metadata=_env("STOCKTAKE_HTTP_HOST"))
-    http_port: int = field(default=0, metadata=_env("STOCKTAKE_HTTP_PORT"))
-    log_level: str = field(default="WARNING", metadata=_env("STOCKTAKE_LOG_LEVEL"))
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535)
+    log_level: str = "WARNING"
     # How long start-up retries an unreachable Kafka/ClickHouse before giving up.
-    connect_timeout_s: float = field(default=30.0, metadata=_env("STOCKTAKE_CONNECT_TIMEOUT"))
+    connect_timeout_s: Annotated[NonNegative, _env("CONNECT_TIMEOUT")] = 30.0
     # Off only to test recovery: every stored record is then redelivered after a
     # crash and must be skipped by the ClickHouse watermark.
-    commit_offsets: bool = field(default=True, metadata=_env("STOCKTAKE_COMMIT_OFFSETS"))
+    commit_offsets: Switch = True
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _webhook_is_http(cls, value: str) -> str:
+        if value and not re.match(r"^https?://", value):
+            raise ValueError("must be an http(s):// URL")
+        return value
+
+    @field_validator("clickhouse")
+    @classmethod
+    def _clickhouse_is_a_dsn(cls, value: str) -> str:
+        if value and not re.match(r"^(chdb|https?|clickhouse)://", value):
+            raise ValueError("must be a chdb:///path or http(s)://user:pass@host:8123/db URL")
+        return value
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
-        """Defaults < environment < explicit overrides (flags). None overrides are ignored."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            env_name = f.metadata["env"]
-            if env_name in environ and environ[env_name] != "":
-                values[f.name] = _coerce(f, environ[env_name], env_name)
-        for name, value in overrides.items():
-            if value is not None:
-                values[name] = _coerce(_field(cls, name), value, f"--{name.replace('_', '-')}")
-        settings = cls(**values)
-        settings.validate()
-        return settings
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only what the constructor is given: from_env reads the environment it is handed,
+        # and Settings() stays the documented defaults whatever the process environment says.
+        return (init_settings,)
 
-    def validate(self) -> None:
-        if self.partitions < 1:
-            raise SettingsError(f"STOCKTAKE_PARTITIONS must be >= 1, got {self.partitions}")
-        if self.batch_rows < 1:
-            raise SettingsError(f"STOCKTAKE_BATCH_ROWS must be >= 1, got {self.batch_rows}")
-        # `not x > 0` rather than `x <= 0`: NaN compares False both ways.
-        if not 0 < self.flush_interval_s < math.inf:
-            raise SettingsError("STOCKTAKE_FLUSH_INTERVAL must be a finite number > 0 (seconds)")
-        if not 0 <= self.dedupe_window_s < math.inf:
-            raise SettingsError("STOCKTAKE_DEDUPE_WINDOW must be a finite number >= 0 (seconds)")
-        if self.device not in ("auto", "cuda", "cpu"):
-            raise SettingsError(f"STOCKTAKE_DEVICE must be auto, cuda or cpu, got {self.device!r}")
-        if not 0 < self.score_interval_s < math.inf:
-            raise SettingsError("STOCKTAKE_SCORE_INTERVAL must be a finite number > 0 (seconds)")
-        if not 0 < self.gap_interval_s < math.inf:
-            raise SettingsError("STOCKTAKE_GAP_INTERVAL must be a finite number > 0 (seconds)")
-        if self.alert_webhook and not re.match(r"^https?://", self.alert_webhook):
-            raise SettingsError("STOCKTAKE_ALERT_WEBHOOK must be an http(s):// URL")
-        for env_name, value in (("STOCKTAKE_LATENESS", self.lateness_s),
-                                ("STOCKTAKE_MINUTE_CLOSE_DELAY", self.minute_close_delay_s),
-                                ("STOCKTAKE_FRESHNESS_TARGET", self.freshness_target_s),
-                                ("STOCKTAKE_DRIFT_GRACE", self.drift_grace_s),
-                                ("STOCKTAKE_FIELD_VANISH_AFTER", self.field_vanish_after_s),
-                                ("STOCKTAKE_AMOUNT_TOLERANCE", self.amount_tolerance)):
-            if not 0 <= value < math.inf:
-                raise SettingsError(f"{env_name} must be a finite number >= 0")
-        if not 0 <= self.connect_timeout_s < math.inf:
-            raise SettingsError("STOCKTAKE_CONNECT_TIMEOUT must be a finite number >= 0 (seconds)")
-        if not 0 <= self.http_port <= 65535:
-            raise SettingsError(f"STOCKTAKE_HTTP_PORT out of range: {self.http_port}")
-        if self.clickhouse and not re.match(r"^(chdb|https?|clickhouse)://", self.clickhouse):
-            raise SettingsError(
-                "STOCKTAKE_CLICKHOUSE must be a chdb:///path or http(s)://user:pass@host:8123/db URL"
-            )
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults < environment < explicit overrides (flags). None overrides are ignored."""
+        for name in overrides:
+            if name not in cls.model_fields:
+                raise TypeError(f"unknown setting {name!r}")
+        flags = {name: value for name, value in overrides.items() if value is not None}
+        field_by_env = {cls.env_name(name): name for name in cls.model_fields}
+        from_environ = {field_by_env.get(key, key): value for key, value in
+                        _EnvironSource(cls, os.environ if environ is None else environ)().items()}
+        try:
+            return cls(**{**from_environ, **flags})
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc, flags)) from None
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        alias = cls.model_fields[field].validation_alias
+        return alias if isinstance(alias, str) else ENV_PREFIX + field.upper()
 
     @property
     def embedded_kafka(self) -> bool:
@@ -133,53 +145,52 @@ class Settings:
             return self.clickhouse
         return f"chdb://{(self.data_dir / 'chdb').resolve()}"
 
+    @property
+    def topic_dot_prefix(self) -> str:
+        """What every topic of this deployment starts with, e.g. ``stocktake.``."""
+        return self.topic_prefix + "."
+
     def topic(self, stream: str) -> str:
-        return f"{self.topic_prefix}.{stream}"
+        return self.topic_dot_prefix + stream
 
     @property
     def deadletter_topic(self) -> str:
-        return f"{self.topic_prefix}.deadletter"
+        return self.topic("deadletter")
 
     @property
     def alerts_topic(self) -> str:
-        return f"{self.topic_prefix}.alerts"
+        return self.topic("alerts")
 
     @property
     def score_topics(self) -> tuple[str, str]:
-        return f"{self.topic_prefix}.scores.users", f"{self.topic_prefix}.scores.products"
+        return self.topic("scores.users"), self.topic("scores.products")
 
     def masked(self) -> dict[str, str]:
-        """Printable view: passwords in URLs replaced by ***."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = str(getattr(self, f.name))
-            out[f.metadata["env"]] = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", value)
-        return out
+        """Printable view, keyed by environment variable: passwords in URLs replaced by ***."""
+        return {self.env_name(name): mask_url(str(getattr(self, name))) for name in type(self).model_fields}
 
 
-def _field(cls: type, name: str) -> dataclasses.Field[Any]:
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            return f
-    raise TypeError(f"unknown setting {name!r}")
+def mask_url(text: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", text)
 
 
-def _coerce(f: dataclasses.Field[Any], value: Any, origin: str) -> Any:
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    try:
-        if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
-                raise ValueError(value)
-            return text in {"1", "true", "yes", "on"}
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            return float(value)
-        if kind == "Path":
-            return Path(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{origin}: expected {kind}, got {value!r}") from None
+class _EnvironSource(EnvSettingsSource):
+    """The STOCKTAKE_* variables of a given mapping: os.environ, or a test's own dict.
+    pydantic-settings reads os.environ only; its .env source overrides the same hook."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def _one_line(exc: ValidationError, flags: Mapping[str, Any]) -> str:
+    """The first problem, named as the user wrote it: --flag-name or STOCKTAKE_VARIABLE."""
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else ""
+    origin = f"--{field.replace('_', '-')}" if field in flags else Settings.env_name(field)
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{origin}: {message[:1].lower()}{message[1:]}, got {mask_url(str(error['input']))!r}"

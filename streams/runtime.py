@@ -13,14 +13,13 @@ import gc
 import json
 import logging
 import os
-from pathlib import Path
-from typing import Any
 
 from stocktake.broker import EmbeddedBroker, create_topics, free_port
 from stocktake.clickhouse.store import Store
 from stocktake.processors.contract import STREAMS
 from stocktake.settings import Settings
 from stocktake.streams.app import StocktakeApp, create_app
+from stocktake.streams.discovery import worker_file
 from stocktake.streams.sink import Sink
 
 log = logging.getLogger("stocktake.runtime")
@@ -100,7 +99,7 @@ class Runtime:
 
     def close(self) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.worker_file(self.settings.data_dir).unlink()
+            worker_file(self.settings.data_dir).unlink()
         if self.store is not None and self._owns_store:
             self.store.close()
         self.store = None
@@ -110,13 +109,9 @@ class Runtime:
 
     # -- discovery of a running worker by other commands ---------------------------------
 
-    @staticmethod
-    def worker_file(data_dir: Path) -> Path:
-        return data_dir / "worker.json"
-
     def _write_worker_file(self) -> None:
         info = {"pid": os.getpid(), "http": self.http_url, "kafka": self.bootstrap}
-        self.worker_file(self.settings.data_dir).write_text(json.dumps(info))
+        worker_file(self.settings.data_dir).write_text(json.dumps(info))
 
 
 def tune_gc() -> None:
@@ -127,16 +122,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(200_000, 50, 50)
-
-
-def running_worker(data_dir: Path) -> dict[str, Any] | None:
-    """The worker.json of a live worker owning data_dir, if any."""
-    try:
-        info = json.loads(Runtime.worker_file(data_dir).read_text())
-        os.kill(int(info["pid"]), 0)
-    except (FileNotFoundError, ValueError, KeyError, ProcessLookupError, PermissionError):
-        return None
-    return info if isinstance(info, dict) else None
 
 
 async def wait_until_assigned(sinks: list[Sink], partitions: int, timeout: float = 60) -> None:

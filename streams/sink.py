@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import tenacity
+
 from stocktake.clickhouse.rows import ingest_log_table
 from stocktake.clickhouse.store import Store, StoreError
 from stocktake.processors.contract import Event
@@ -233,11 +235,11 @@ class Sink:
 
     async def _retry(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking store call in a thread; retry with backoff while ClickHouse is away."""
-        delay = 0.5
-        while True:
-            try:
-                return await asyncio.to_thread(fn, *args)
-            except StoreError as exc:
-                log.error("ClickHouse unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(StoreError),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=30.0),
+            before_sleep=lambda state: log.error(
+                "ClickHouse unavailable (%s); retrying in %.1fs",
+                state.outcome.exception() if state.outcome else "?", state.upcoming_sleep),
+        )
+        return await retrying(asyncio.to_thread, fn, *args)

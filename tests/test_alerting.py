@@ -114,7 +114,7 @@ def test_silence_fires_on_both_clocks_and_resolves(broker, store, make_settings,
     assert ("behaviour", "silence", "wall", "firing") in kinds
     assert ("behaviour", "silence", "wall", "resolved") in kinds
     first = next(m for m in messages if m["clock"] == "wall")
-    assert first["opened_at"].endswith("Z") and first["topic_prefix"] == settings.topic_prefix + "."
+    assert first["opened_at"].endswith("Z") and first["topic_prefix"] == settings.topic_dot_prefix
     assert {"alert_id", "severity", "reason", "expected", "observed", "evidence"} <= set(first)
     posted = {(m["kind"], m["clock"], m["state"]) for m in _Hook.received if m["asset"] == "behaviour"}
     assert ("silence", "wall", "firing") in posted and ("silence", "wall", "resolved") in posted

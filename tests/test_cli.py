@@ -124,15 +124,94 @@ def test_up_replays_rees46_and_inventory_answers_during_and_after(tmp_path: Path
 def test_alerts_table_shows_which_incident_an_inhibited_alert_is_part_of(monkeypatch: pytest.MonkeyPatch,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     from stocktake import cli
+    from stocktake.cli import worker_or_store
     alerts = [{"state": "firing", "severity": "critical", "asset": "behaviour", "kind": "silence",
                "subject": "event", "opened_at": "t", "resolved_at": None, "reason": "quiet", "details": {}},
               {"state": "firing", "severity": "warning", "asset": "behaviour/source=web", "kind": "silence",
                "subject": "event", "opened_at": "t", "resolved_at": None, "reason": "quiet",
                "details": {"inhibited_by": "0123456789abcdef"}}]
-    monkeypatch.setattr(cli, "_from_worker_or_store", lambda *_a: {"alerts": alerts})
+    monkeypatch.setattr(worker_or_store, "from_worker_or_store", lambda *_a: {"alerts": alerts})
     monkeypatch.setenv("COLUMNS", "250")
     assert cli.main(["alerts"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if "behaviour" in line]
     assert len(rows) == 2
     assert "0123456789abcdef" in next(r for r in rows if "source=web" in r)
     assert "0123456789abcdef" not in next(r for r in rows if "source=web" not in r)
+
+
+def test_missing_or_unknown_subcommand_is_one_line() -> None:
+    assert_one_line_error(stocktake(), "Missing command")
+    assert_one_line_error(stocktake("grafana"), "Missing command")
+    assert_one_line_error(stocktake("grafana", "bogus"), "invalid choice")
+
+
+def test_help_lists_every_command_in_order() -> None:
+    result = stocktake("--help")
+    assert result.returncode == 0, result.stderr
+    listed = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
+    assert listed == ["up", "worker", "replay", "inventory", "alerts", "query", "status", "report", "grafana",
+                      "train", "export-encoder", "eval-gaps", "bench"]
+
+
+# A fake worker (worker.json naming this process and a local HTTP API), then the command
+# in the same child process: what it printed and which heavy libraries it imported.
+_ASK_FAKE_WORKER = """
+import http.server, json, os, sys, threading
+data_dir, answer_port = sys.argv[1], sys.argv[2]
+class API(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        status, doc = (200, {"columns": ["sql"], "rows": [[body["sql"]]]}) if "bad" not in body["sql"] else (
+            400, {"error": "Syntax error near bad"})
+        data = json.dumps(doc).encode()
+        self.send_response(status); self.send_header("Content-Length", str(len(data))); self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *args): pass
+server = http.server.HTTPServer(("127.0.0.1", 0), API)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+port = server.server_address[1] if answer_port == "live" else int(answer_port)
+os.makedirs(data_dir, exist_ok=True)
+with open(os.path.join(data_dir, "worker.json"), "w") as f:
+    json.dump({"pid": os.getpid(), "http": f"http://127.0.0.1:{port}"}, f)
+from stocktake.cli import main
+code = main(sys.argv[3:])
+heavy = sorted({"faust", "chdb", "clickhouse_connect", "pyarrow", "numpy", "torch", "onnxruntime"} & set(sys.modules))
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+def _ask(tmp_path: Path, port: str, *args: str) -> tuple[str, str, dict[str, object]]:
+    """(stdout, stderr, {"code", "heavy"}) of the command asking a fake worker on ``port`` (or "live")."""
+    import sys
+    result = subprocess.run([sys.executable, "-c", _ASK_FAKE_WORKER, str(tmp_path), port, *args],
+                            capture_output=True, text=True, timeout=60)
+    *lines, last = result.stderr.strip().splitlines()
+    return result.stdout, "\n".join(lines), json.loads(last)
+
+
+def test_query_asks_the_running_worker_without_heavy_imports(tmp_path: Path) -> None:
+    out, err, outcome = _ask(tmp_path, "live", "query", "SELECT 1", "--json", "--data-dir", str(tmp_path))
+    assert outcome == {"code": 0, "heavy": []}, err
+    assert json.loads(out) == {"columns": ["sql"], "rows": [["SELECT 1"]]}
+
+
+def test_worker_errors_and_silence_are_one_line(tmp_path: Path) -> None:
+    _, err, outcome = _ask(tmp_path, "live", "query", "bad sql", "--data-dir", str(tmp_path))
+    assert outcome["code"] == 2
+    assert err == "stocktake: error: Syntax error near bad"
+    with socket.socket() as s:  # the worker.json names a port nobody answers on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    _, err, outcome = _ask(tmp_path, str(dead), "query", "SELECT 1", "--data-dir", str(tmp_path))
+    assert outcome["code"] == 2
+    assert re.fullmatch(r"stocktake: error: worker pid \d+ at http://127.0.0.1:\d+ did not answer: "
+                        r"\[Errno 111\] Connection refused", err), err
+
+
+def test_help_imports_nothing_heavy() -> None:
+    import sys
+    code = ("import sys\nfrom stocktake.cli import main\ntry:\n    main(['--help'])\nfinally:\n"
+            "    print(sorted({'faust', 'chdb', 'clickhouse_connect', 'pyarrow', 'numpy', 'pydantic', 'rich'}"
+            " & set(sys.modules)), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stderr.strip() == "[]", result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -12,8 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stocktake import sources
+from stocktake.clickhouse.store import Store
 from stocktake.processors import contract
 from stocktake.processors.contract import (
+    STREAM_SPECS,
     STREAMS,
     Event,
     Item,
@@ -188,6 +192,10 @@ REQUIRED = {
     "transaction": ["event_id", "order_id", "user_id", "product_id", "quantity", "amount",
                     "status", "ts", "source"],
 }
+
+
+def test_specs_name_the_required_fields() -> None:
+    assert {s: list(spec.required) for s, spec in STREAM_SPECS.items()} == REQUIRED
 
 
 @pytest.mark.parametrize(("stream", "name"),
@@ -472,3 +480,66 @@ def test_floats_are_finite_in_fields() -> None:
     e = ok("product", product(price="1e3", stock="7.0"))
     assert e.fields["price"] == 1000.0 and e.fields["stock"] == 7
     assert math.isfinite(e.fields["price"])
+
+
+# ------------------------------------------------------------------ STREAM_SPECS is what the validator enforces
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_every_contract_field_is_checked_and_no_other(stream: str) -> None:
+    spec = STREAM_SPECS[stream]
+    ev = MAKERS[stream]()
+    assert set(ev) <= spec.fields and set(spec.required) <= set(ev)
+    garbage = {"not": ["a", "value"]}
+    checked = {name for name in (*spec.fields, "extra")
+               if isinstance(normalize(stream, {**ev, name: garbage}), Rejected)}
+    assert checked == spec.fields
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_optional_fields_may_be_absent(stream: str) -> None:
+    spec = STREAM_SPECS[stream]
+    # behaviour's product_id is required by most event types, its query by search
+    bases = [MAKERS[stream](), *([behaviour(event_type="search", query="kettle")] if stream == "behaviour" else [])]
+    for name in spec.optional:
+        assert any(isinstance(normalize(stream, without(b, name)), Event) for b in bases), name
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_ids_are_stored_as_strings(stream: str) -> None:
+    spec = STREAM_SPECS[stream]
+    assert spec.key_field in spec.ids
+    for name in spec.ids:
+        assert ok(stream, MAKERS[stream](**{name: 12})).fields[name] == "12"
+        assert ok(stream, MAKERS[stream](**{name: " a7 "})).fields[name] == "a7"
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_kinds_are_the_values_of_the_sub_asset_key(stream: str) -> None:
+    spec = STREAM_SPECS[stream]
+    key = spec.sub_asset_key
+    extra = {"query": "kettle"} if stream == "behaviour" else {}   # search needs one
+    for kind in spec.kinds:
+        e = ok(stream, MAKERS[stream](**{key: kind.upper(), **extra}))
+        assert e.kind == e.fields[key] == kind
+    other = normalize(stream, MAKERS[stream](**{key: "restocked"}))
+    if spec.open_kinds:
+        assert isinstance(other, Event) and other.kind == "restocked"
+    else:
+        assert isinstance(other, Rejected) and other.reason == f"invalid_value:{key}"
+
+
+def test_replay_keys_messages_as_the_contract_says() -> None:
+    assert sources.STREAMS == STREAMS
+    assert {name: spec.key_field for name, spec in STREAM_SPECS.items()} == sources.KEY_FIELD
+
+
+def test_store_names_sub_assets_by_the_contracts_key(store: Store) -> None:
+    """Migration 003's prefixed_assets view writes the sub-asset key itself (migrations are
+    history): it must name them as STREAM_SPECS does."""
+    prefix = f"c{uuid.uuid4().hex[:10]}."
+    rows = [[spec.name, prefix + spec.name, kind, "src"] for spec in STREAM_SPECS.values() for kind in spec.kinds]
+    store.insert_rows("ingest_log", rows, ["stream", "topic", "kind", "source"])
+    got = {a for a, in store.rows("SELECT DISTINCT asset FROM prefixed_assets(prefix = {p:String})", {"p": prefix})}
+    assert got == {*STREAM_SPECS, *(f"{s}/source=src" for s in STREAM_SPECS),
+                   *(spec.kind_asset(kind) for spec in STREAM_SPECS.values() for kind in spec.kinds)}

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from stocktake.processors.alerts import Alert
 from stocktake.processors.baseline import DAY_MINUTES, MINUTE_MS, Baseline
+from stocktake.processors.drift import DriftEvent
 from stocktake.processors.gaps import GapConfig, GapMonitor, MinuteObservation
 from stocktake.tools import evalgaps as E
 
@@ -26,23 +28,23 @@ def steady(n: int, level: int = 100, wobble: int = 5) -> list[int]:
     return [level + ((i * 7) % (2 * wobble + 1)) - wobble for i in range(n)]
 
 
-def feed(mon: GapMonitor, asset: str, values: list[int], start: int = 0, **obs: Any) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def feed(mon: GapMonitor, asset: str, values: list[int], start: int = 0, **obs: Any) -> list[Alert]:
+    out: list[Alert] = []
     for i, v in enumerate(values):
         out += mon.minute(MinuteObservation(asset, minute_ms(start + i), v, **obs))
     return out
 
 
-def per_minute(mon: GapMonitor, asset: str, values: list[int], start: int = 0) -> list[list[dict[str, Any]]]:
+def per_minute(mon: GapMonitor, asset: str, values: list[int], start: int = 0) -> list[list[Alert]]:
     return [mon.minute(MinuteObservation(asset, minute_ms(start + i), v)) for i, v in enumerate(values)]
 
 
-def firing(ts: list[dict[str, Any]], kind: str | None = None) -> list[dict[str, Any]]:
-    return [t for t in ts if t["state"] == "firing" and (kind is None or t["kind"] == kind)]
+def firing(ts: list[Alert], kind: str | None = None) -> list[Alert]:
+    return [t for t in ts if t.state == "firing" and (kind is None or t.kind == kind)]
 
 
-def resolved(ts: list[dict[str, Any]], kind: str | None = None) -> list[dict[str, Any]]:
-    return [t for t in ts if t["state"] == "resolved" and (kind is None or t["kind"] == kind)]
+def resolved(ts: list[Alert], kind: str | None = None) -> list[Alert]:
+    return [t for t in ts if t.state == "resolved" and (kind is None or t.kind == kind)]
 
 
 # ---------------------------------------------------------------- volume
@@ -57,16 +59,16 @@ def test_volume_drop_fires_after_two_bad_minutes_and_resolves_after_two_good() -
     steps = per_minute(mon, "behaviour", [10, 5, 0, 8], start=47)
     assert steps[0] == []
     (alert,) = steps[1]
-    assert alert["kind"] == "volume_drop" and alert["state"] == "firing" and alert["subject"] == ""
-    assert alert["opened_at"] == minute_ms(49) and alert["evidence_from"] == minute_ms(47)
-    assert alert["expected"] == pytest.approx(100, abs=5) and alert["observed"] == 5
+    assert alert.kind == "volume_drop" and alert.state == "firing" and alert.subject == ""
+    assert alert.opened_at == minute_ms(49) and alert.evidence_from == minute_ms(47)
+    assert alert.expected == pytest.approx(100, abs=5) and alert.observed == 5
     assert steps[2] == [] and steps[3] == []            # still breaching: one open alert, no repeat
     assert ("behaviour", "volume_drop", "") in mon.open
     # one good minute does not resolve (resolve_after=2), the second does
     assert feed(mon, "behaviour", steady(1), start=51) == []
     (done,) = feed(mon, "behaviour", steady(1), start=52)
-    assert done["state"] == "resolved" and done["alert_id"] == alert["alert_id"]
-    assert done["resolved_at"] == minute_ms(53) and done["version"] == 2
+    assert done.state == "resolved" and done.alert_id == alert.alert_id
+    assert done.resolved_at == minute_ms(53) and done.version == 2
     assert mon.open == {}
 
 
@@ -87,11 +89,11 @@ def test_volume_spike_fires_and_resolves() -> None:
     assert feed(mon, "product", [400], start=40) == []
     out = feed(mon, "product", [400, 420, 380], start=41)
     (alert,) = firing(out)
-    assert alert["kind"] == "volume_spike" and alert["observed"] == 400 and alert["opened_at"] == minute_ms(42)
+    assert alert.kind == "volume_spike" and alert.observed == 400 and alert.opened_at == minute_ms(42)
     out = feed(mon, "product", steady(1), start=44)
     assert out == []
     (done,) = feed(mon, "product", steady(1), start=45)
-    assert done["state"] == "resolved" and done["kind"] == "volume_spike"
+    assert done.state == "resolved" and done.kind == "volume_spike"
 
 
 def test_moderate_drop_on_a_noisy_asset_fires_on_several_minutes_of_evidence() -> None:
@@ -102,8 +104,8 @@ def test_moderate_drop_on_a_noisy_asset_fires_on_several_minutes_of_evidence() -
     fired = [i for i, s in enumerate(steps) if firing(s)]
     assert fired and 1 <= fired[0] <= 7                                # not on the first minute
     (alert,) = steps[fired[0]]
-    assert alert["kind"] == "volume_drop" and alert["details"]["test"] in ("2 minutes", "3 minutes", "sustained")
-    assert alert["evidence_from"] == minute_ms(len(noisy))              # from the first minute down
+    assert alert.kind == "volume_drop" and alert.details["test"] in ("2 minutes", "3 minutes", "sustained")
+    assert alert.evidence_from == minute_ms(len(noisy))              # from the first minute down
     out = feed(mon, "a", noisy[:10], start=len(noisy) + 10)
     assert len(resolved(out, "volume_drop")) == 1
     # the same noisy series with no cut never alerts
@@ -118,7 +120,7 @@ def test_a_short_partial_cut_across_minute_boundaries_fires_on_the_minutes_toget
     steps = per_minute(mon, "a", [45, 30, 45], start=40)
     assert steps[0] == []
     (alert,) = firing(steps[1], "volume_drop")
-    assert alert["details"]["test"] == "2 minutes" and alert["evidence_from"] == minute_ms(40)
+    assert alert.details["test"] == "2 minutes" and alert.evidence_from == minute_ms(40)
     # the same minutes one at a time, with normal minutes between them, never fire
     mon = GapMonitor()
     feed(mon, "a", steady(40, level=60, wobble=4))
@@ -154,10 +156,10 @@ def test_small_counts_never_drop() -> None:
 # ---------------------------------------------------------------- silence
 
 
-def learned_cadence(mon: GapMonitor, asset: str, gap_ms: int = 1000, n: int = 50, last: int = T0) -> None:
+def learned_cadence(mon: GapMonitor, asset: str, gap_ms: int = 1000, n: int = 50) -> None:
     """A cadence of `n` gaps and the min_history_minutes (10) of closed minutes silence waits for."""
     feed(mon, asset, steady(10), start=-10)
-    mon.gaps(asset, [gap_ms] * n, last)
+    mon.gaps(asset, [gap_ms] * n)
 
 
 def test_silence_on_the_event_clock_fires_and_resolves_with_hysteresis() -> None:
@@ -167,9 +169,9 @@ def test_silence_on_the_event_clock_fires_and_resolves_with_hysteresis() -> None
     assert threshold is not None and 1500 < threshold < 2500      # 1.75 × p99 (~1 s, log-bucketed)
     assert mon.silence(T0 + 1000, "event", {"behaviour": T0}) == []
     (alert,) = mon.silence(T0 + 10_000, "event", {"behaviour": T0})
-    assert alert["kind"] == "silence" and alert["subject"] == "event" and alert["clock"] == "event"
-    assert alert["severity"] == "critical" and alert["observed"] == 10.0
-    assert alert["evidence_from"] == T0 and alert["opened_at"] == T0 + 10_000
+    assert alert.kind == "silence" and alert.subject == "event" and alert.clock == "event"
+    assert alert.severity == "critical" and alert.observed == 10.0
+    assert alert.evidence_from == T0 and alert.opened_at == T0 + 10_000
     assert mon.silence(T0 + 15_000, "event", {"behaviour": T0}) == []       # one open alert
     # events again: a good look does not resolve at once (a thinned stream would flap)...
     back = T0 + 20_000
@@ -182,7 +184,7 @@ def test_silence_on_the_event_clock_fires_and_resolves_with_hysteresis() -> None
     assert mon.silence(good + 2 * MINUTE_MS - 5000, "event", {"behaviour": good + 2 * MINUTE_MS - 5500}) == []
     # ...and resolve_after (2) minutes within the cadence resolve it
     (done,) = mon.silence(good + 2 * MINUTE_MS, "event", {"behaviour": good + 2 * MINUTE_MS - 500})
-    assert done["state"] == "resolved" and done["alert_id"] == alert["alert_id"]
+    assert done.state == "resolved" and done.alert_id == alert.alert_id
 
 
 def test_silence_needs_a_learned_cadence_and_ignores_simultaneous_events() -> None:
@@ -208,11 +210,11 @@ def test_a_sub_asset_breaching_with_its_stream_is_inhibited_by_the_streams_alert
     for a in assets:
         learned_cadence(mon, a, 1000)
     out = mon.silence(T0 + 10_000, "event", {a: T0 for a in reversed(assets)})
-    by_asset = {a["asset"]: a for a in out}
+    by_asset = {a.asset: a for a in out}
     assert set(by_asset) == set(assets)
-    assert "inhibited_by" not in by_asset["behaviour"]["details"]
-    assert by_asset["behaviour/source=web"]["details"]["inhibited_by"] == by_asset["behaviour"]["alert_id"]
-    assert "inhibited_by" not in by_asset["product/source=catalog"]["details"]    # its stream is fine
+    assert "inhibited_by" not in by_asset["behaviour"].details
+    assert by_asset["behaviour/source=web"].details["inhibited_by"] == by_asset["behaviour"].alert_id
+    assert "inhibited_by" not in by_asset["product/source=catalog"].details    # its stream is fine
 
 
 def test_wall_clock_silence_has_a_floor_and_sub_assets_warn() -> None:
@@ -220,7 +222,7 @@ def test_wall_clock_silence_has_a_floor_and_sub_assets_warn() -> None:
     learned_cadence(mon, "behaviour/source=web", 1000)
     assert mon.silence(T0 + 20_000, "wall", {"behaviour/source=web": T0}) == []   # < wall_silence_min_s
     (alert,) = mon.silence(T0 + 31_000, "wall", {"behaviour/source=web": T0})
-    assert alert["clock"] == "wall" and alert["severity"] == "warning"
+    assert alert.clock == "wall" and alert.severity == "warning"
 
 
 # ---------------------------------------------------------------- completeness, orphans, drift
@@ -234,17 +236,17 @@ def test_completeness_drop_per_field_fires_and_resolves() -> None:
     bad = {"brand": 0, "price": 100}
     assert mon.minute(MinuteObservation("behaviour", minute_ms(20), 100, 100, bad)) == []
     (alert,) = mon.minute(MinuteObservation("behaviour", minute_ms(21), 100, 100, bad))
-    assert alert["kind"] == "completeness_drop" and alert["subject"] == "brand"
-    assert alert["expected"] == pytest.approx(0.86) and alert["observed"] == 0
+    assert alert.kind == "completeness_drop" and alert.subject == "brand"
+    assert alert.expected == pytest.approx(0.86) and alert.observed == 0
     assert mon.minute(MinuteObservation("behaviour", minute_ms(22), 100, 100, bad)) == []
     # another field dropping is another alert (one open alert per asset, kind and subject)
     both = {"brand": 0, "price": 0}
     mon.minute(MinuteObservation("behaviour", minute_ms(23), 100, 100, both))
     (other,) = mon.minute(MinuteObservation("behaviour", minute_ms(24), 100, 100, both))
-    assert other["subject"] == "price"
+    assert other.subject == "price"
     assert mon.minute(MinuteObservation("behaviour", minute_ms(25), 100, 100, good)) == []
     done = mon.minute(MinuteObservation("behaviour", minute_ms(26), 100, 100, good))
-    assert {(d["subject"], d["state"]) for d in done} == {("brand", "resolved"), ("price", "resolved")}
+    assert {(d.subject, d.state) for d in done} == {("brand", "resolved"), ("price", "resolved")}
 
 
 def test_completeness_is_not_judged_on_a_handful_of_events() -> None:
@@ -263,7 +265,7 @@ def test_orphan_spike_fires_and_resolves() -> None:
            for i in range(3)]
     assert out[0] == [] and out[2] == []
     (alert,) = out[1]
-    assert alert["kind"] == "orphan_spike" and alert["observed"] == 0.6
+    assert alert.kind == "orphan_spike" and alert.observed == 0.6
     out = [mon.minute(MinuteObservation("behaviour", minute_ms(23 + i), 100, product_refs=100, orphan_refs=0))
            for i in range(2)]
     assert out[0] == [] and resolved(out[1], "orphan_spike")
@@ -271,14 +273,13 @@ def test_orphan_spike_fires_and_resolves() -> None:
 
 def test_schema_drift_is_an_info_alert_that_resolves_itself() -> None:
     mon = GapMonitor()
-    drift = {"stream": "behaviour", "field": "coupon", "kind": "new_field", "at_ms": T0,
-             "details": "new field coupon (string)"}
+    drift = DriftEvent("behaviour", "coupon", "new_field", T0, "string", "new field coupon (string)")
     (alert,) = mon.drift([drift], T0 + 1000)
-    assert alert["kind"] == "schema_drift" and alert["subject"] == "coupon:new_field"
-    assert alert["severity"] == "info" and alert["opened_at"] == T0
+    assert alert.kind == "schema_drift" and alert.subject == "coupon:new_field"
+    assert alert.severity == "info" and alert.opened_at == T0
     assert mon.drift([drift], T0 + 30 * MINUTE_MS) == []                 # still one open alert
     (done,) = mon.drift([drift], T0 + 61 * MINUTE_MS)
-    assert done["state"] == "resolved" and done["alert_id"] == alert["alert_id"]
+    assert done.state == "resolved" and done.alert_id == alert.alert_id
 
 
 # ---------------------------------------------------------------- configuration
@@ -290,8 +291,8 @@ def test_a_muted_asset_never_alerts() -> None:
     learned_cadence(mon, "product")
     out = feed(mon, "behaviour", steady(40) + [0] * 10 + [500] * 10)
     out += mon.silence(T0 + 3_600_000, "event", {"behaviour": T0, "product": T0})
-    out += mon.drift([{"stream": "behaviour", "field": "x", "kind": "new_field", "at_ms": T0, "details": ""}], T0)
-    assert [a["asset"] for a in out] == ["product"]
+    out += mon.drift([DriftEvent("behaviour", "x", "new_field", T0, "string", "")], T0)
+    assert [a.asset for a in out] == ["product"]
     assert not any(k[0] == "behaviour" for k in mon.open)
 
 
@@ -327,7 +328,7 @@ def test_seasonal_baseline_takes_over_after_seasonal_days() -> None:
             if m == 2 * DAY_MINUTES + 725:    # just after the evening edge of day 3
                 exp_s = seasonal.state("a").volume.expect(minute_ms(m))
                 exp_r = rolling.state("a").volume.expect(minute_ms(m))
-            fired[name] += [m for a in mon.minute(MinuteObservation("a", minute_ms(m), v)) if a["state"] == "firing"]
+            fired[name] += [m for a in mon.minute(MinuteObservation("a", minute_ms(m), v)) if a.state == "firing"]
     # the value is normal for its hour but far from the rolling median...
     assert exp_s.model == "seasonal_daily" and exp_r.model == "robust_rolling"
     v = series[2 * DAY_MINUTES + 725]
@@ -365,12 +366,12 @@ def test_simulation_feeds_minutes_gaps_and_event_clock_silence() -> None:
             events.append(ev(t, brand="b" if s % 2 else None))
     sim = E.simulate(events)
     fired = E.firings(sim)
-    silences = [a for a in fired if a["kind"] == "silence"]
-    assert {a["asset"] for a in silences} == {"behaviour", "behaviour/source=web", "behaviour/event_type=view"}
-    assert all(0 < a["opened_at"] - (T0 + 30 * MINUTE_MS) <= 10_000 for a in silences)
-    assert {a["asset"] for a in fired if a["kind"] == "volume_drop"} >= {"behaviour"}
-    assert {a["asset"] for a in sim.alerts if a["state"] == "resolved" and a["kind"] == "silence"} == \
-        {a["asset"] for a in silences}
+    silences = [a for a in fired if a.kind == "silence"]
+    assert {a.asset for a in silences} == {"behaviour", "behaviour/source=web", "behaviour/event_type=view"}
+    assert all(0 < a.opened_at - (T0 + 30 * MINUTE_MS) <= 10_000 for a in silences)
+    assert {a.asset for a in fired if a.kind == "volume_drop"} >= {"behaviour"}
+    assert {a.asset for a in sim.alerts if a.state == "resolved" and a.kind == "silence"} == \
+        {a.asset for a in silences}
     state = sim.monitor.state("behaviour")
     assert state.volume.seen >= 35 and set(state.fields) >= {"brand", "event_id"}
     assert state.orphans is not None                       # product p1 was announced first: no orphans
@@ -421,10 +422,14 @@ def test_clean_replay_report_splits_the_natural_drop() -> None:
     assert report["days"] == pytest.approx(2 / 24 + 50 / 1440, abs=1e-3)
 
 
-def test_cli_parses_eval_gaps() -> None:
-    from stocktake.cli import build_parser
-    args = build_parser().parse_args(["eval-gaps", "--runs", "3", "--seed", "5", "--json"])
-    assert (args.command, args.runs, args.seed, args.json, args.check_every) == ("eval-gaps", 3, 5, True, None)
+def test_cli_parses_eval_gaps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stocktake.cli import main
+    called: dict[str, object] = {}
+    monkeypatch.setattr(E, "main", lambda **kwargs: called.update(kwargs) or 0)
+    monkeypatch.delenv("STOCKTAKE_GAP_INTERVAL", raising=False)
+    assert main(["eval-gaps", "--runs", "3", "--seed", "5", "--json"]) == 0
+    # no --check-every: the worker's STOCKTAKE_GAP_INTERVAL (default 2 s)
+    assert called == {"runs": 3, "seed": 5, "as_json": True, "days": 1, "check_s": 2.0}
 
 
 def test_a_silence_the_cut_caused_counts_as_right_and_a_kind_exact_miss() -> None:

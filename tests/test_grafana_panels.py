@@ -15,12 +15,12 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
-from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from markupsafe import escape as html_escape  # the preview's templates escape with it
 
 from stocktake import sources
 from stocktake.broker import EmbeddedBroker

@@ -489,3 +489,74 @@ def test_live_pacer_keeps_every_gap_even_when_sleep_returns_early() -> None:
     assert pacer.wait_for(1100.0) == pytest.approx(100.0)  # the whole 100 s quiet gap
     assert now[0] >= 100.0  # and not a moment early
     assert len(slept) > 1  # it kept sleeping after the early return
+
+
+def _events_at(times: list[float]) -> list[ReplayEvent]:
+    def ts(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+    return [sources.make_event("behaviour", {"event_id": f"e{i}", "event_type": "view", "user_id": "u",
+                                             "ts": ts(t), "source": "test"}) for i, t in enumerate(times)]
+
+
+def test_live_start_skips_a_quiet_lead_in() -> None:
+    quiet = [i * 60.0 for i in range(100)]                 # one event a minute for 100 minutes
+    busy = [6000.0 + i * 0.5 for i in range(2000)]         # then two a second
+    assert 6000.0 - 10 * 60.0 < replay.live_start(quiet + busy, 60.0) < 6000.0  # under 10 s of quiet left
+    assert replay.live_start(busy, 60.0) == 6000.0          # busy from the first event: no backfill
+    assert replay.live_start([5.0], 60.0) == 5.0
+
+
+def test_rebase_live_backfills_the_lead_in_and_starts_live_where_the_data_is_busy() -> None:
+    events = sources.load_events("rees46")
+    now = 1_800_000_000.0
+    live = replay.rebase_live(events, now, 60.0)
+    times = [sources.ts_seconds(e.event["ts"]) for e in live]
+    assert all(t is not None for t in times)
+    backfill = [t for t in times if t is not None and t < now]
+    ahead = [t - now for t in times if t is not None and t >= now]
+    assert 1000 < len(backfill) < 4000                    # REES46's quiet first two hours and more
+    assert now - min(backfill) < 300                      # the backfill is recent: not judged late
+    assert sum(d <= 10 for d in ahead) > 3000             # busy from the first seconds
+    assert max(ahead) < 60                                # the whole sample within a minute
+    original = [sources.ts_seconds(e.event["ts"]) for e in events]
+    gaps = [b - a for a, b in itertools.pairwise(original) if a is not None and b is not None]
+    new_gaps = [b - a for a, b in itertools.pairwise(times) if a is not None and b is not None]
+    assert new_gaps == pytest.approx([g / 60.0 for g in gaps], abs=0.002)  # gaps shrink 60-fold
+    assert replay.rebase_live(events[:500], now, 60.0) == replay.rebase_time(events[:500], now, 60.0)
+    assert replay.rebase_live(events, now, None) == replay.rebase_time(events, now, None)
+
+
+def test_pacer_start_sends_a_backfill_at_once_then_keeps_time() -> None:
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    pacer = Pacer(1.0, clock=lambda: now[0], sleep=sleep, max_sleep=None, start=1000.0)
+    assert pacer.wait_for(900.0) == 0.0 and pacer.wait_for(999.0) == 0.0  # before start: at once
+    assert pacer.wait_for(1002.0) == pytest.approx(2.0)
+    assert now[0] == pytest.approx(2.0)
+
+
+def test_play_paces_a_live_replay_on_the_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[list[Message], dict[str, Any]]] = []
+
+    def fake_produce(bootstrap: str, messages: Any, **kwargs: Any) -> dict[str, int]:
+        calls.append((list(messages), kwargs))
+        return {"messages": len(calls[-1][0])}
+
+    monkeypatch.setattr(replay, "produce", fake_produce)
+    events = _events_at([i * 60.0 for i in range(100)] + [6000.0 + i * 0.5 for i in range(2000)])
+    before = datetime.now(UTC).timestamp()
+    replay.play("127.0.0.1:1", events, speed=60.0)
+    messages, kwargs = calls[-1]
+    assert kwargs["speed"] == 1.0 and kwargs["max_sleep"] is None  # live: every gap kept
+    start = kwargs["start_s"]
+    assert before <= start <= datetime.now(UTC).timestamp()
+    times = [replay.message_time(m) for m in messages]
+    assert sum(t is not None and t < start for t in times) > 80  # the lead-in: sent at once
+    replay.play("127.0.0.1:1", events, speed=60.0, live=False)
+    messages, kwargs = calls[-1]
+    assert kwargs["speed"] == 60.0 and "start_s" not in kwargs  # own times, capped gaps
+    assert [m.value for m in messages] == [m.value for m in to_messages(events)]

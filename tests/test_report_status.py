@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import struct
 import subprocess
 import time
-import zlib
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from rich.console import Console
 
 from stocktake import report
@@ -30,12 +29,16 @@ EVIL = "<script>alert(1)</script>"
 
 
 def _quality(score: float, first: str) -> dict[str, Any]:
+    """`first` is an explain line; losses holds the same as data, as quality_score writes it."""
+    lines = [first, "completeness 0.90: brand present on 60% of events; -2.5 points"]
+    losses = [{"component": line.split(" ", 1)[0], "points": float(line.rsplit("-", 1)[1].split()[0]),
+               "text": line.rsplit("; -", 1)[0]} for line in lines]
     return {"score": score,
             "components": {"completeness": 0.9, "validity": 0.99, "uniqueness": 0.97, "timeliness": 0.5,
                            "consistency": None},
             "weights": {"completeness": 0.25, "validity": 0.3, "uniqueness": 0.15, "timeliness": 0.15,
                         "consistency": 0.15},
-            "explain": [first, "completeness 0.90: brand present on 60% of events; -2.5 points"]}
+            "explain": lines, "losses": losses}
 
 
 def _asset(name: str, valid: int, dup: int, invalid: int, score: float, first: str) -> dict[str, Any]:
@@ -110,7 +113,9 @@ def test_render_is_self_contained_and_escaped() -> None:
     assert not {"script", "link", "img", "iframe", "object"} & set(parser.tags)
     assert "@import" not in html and "url(" not in html
     assert "see https://evil.example/x.js" in html
-    assert "<svg" in html and "polyline" in html
+    assert "<svg" in html
+    # a line chart: the series drawn as one line through its points, its total as the tooltip
+    assert re.search(r'<g><title>valid: 100 events</title>\s*<path d="M [\d.]+ [\d.]+\s+L ', html)
     assert EVIL not in html
     assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4   # field, example, drift, explain
     # the summary rows: stream, events, valid, duplicates, invalid, then the first explain line
@@ -188,15 +193,9 @@ def test_status_rates_trends_and_width() -> None:
 
 def _png_is_not_blank(path: Path) -> bool:
     """Several distinct byte values in the decoded image data (a single colour gives a handful)."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat = 8, b""
-    while pos < len(data):
-        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        if kind == b"IDAT":
-            idat += data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-    return len(set(zlib.decompress(idat))) > 32
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return len(set(image.tobytes())) > 32
 
 
 @pytest.mark.integration

@@ -6,7 +6,6 @@ isolate themselves by uuid topic names and uuid sources.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,7 +156,8 @@ def test_masked_hides_url_passwords() -> None:
     assert not any("s3cr3t" in v or "hunter2" in v for v in masked.values())
     assert masked["STOCKTAKE_PARTITIONS"] == "4"
     # One entry per setting, keyed by its environment variable.
-    assert set(masked) == {f.metadata["env"] for f in dataclasses.fields(Settings)}
+    assert set(masked) == {Settings.env_name(name) for name in Settings.model_fields}
+    assert len(masked) == len(Settings.model_fields)
     assert all(k.startswith("STOCKTAKE_") for k in masked)
     # The settings themselves keep the secret.
     assert "s3cr3t" in s.clickhouse
@@ -166,6 +166,51 @@ def test_masked_hides_url_passwords() -> None:
 def test_masked_leaves_urls_without_password_alone() -> None:
     s = Settings.from_env({"STOCKTAKE_CLICKHOUSE": "http://ch:8123/db"})
     assert s.masked()["STOCKTAKE_CLICKHOUSE"] == "http://ch:8123/db"
+
+
+def test_every_documented_variable_is_read() -> None:
+    """The names README.md documents; renaming a field must not rename its variable."""
+    assert set(Settings().masked()) == {f"STOCKTAKE_{name}" for name in (
+        "KAFKA", "CLICKHOUSE", "DATA_DIR", "TOPIC_PREFIX", "PARTITIONS", "GROUP_ID", "BATCH_ROWS",
+        "FLUSH_INTERVAL", "DEDUPE_WINDOW", "DEDUPE_MAX_KEYS", "LATENESS", "FRESHNESS_TARGET", "DRIFT_GRACE",
+        "FIELD_VANISH_AFTER", "AMOUNT_TOLERANCE", "GAP_INTERVAL", "MINUTE_CLOSE_DELAY", "GAPS_CONFIG",
+        "ALERT_WEBHOOK", "SCORING", "DEVICE", "MODELS_DIR", "SCORE_INTERVAL", "HTTP_HOST", "HTTP_PORT",
+        "LOG_LEVEL", "CONNECT_TIMEOUT", "COMMIT_OFFSETS")}
+    s = Settings.from_env({"STOCKTAKE_FIELD_VANISH_AFTER": "60", "STOCKTAKE_SCORE_INTERVAL": "2",
+                           "STOCKTAKE_MINUTE_CLOSE_DELAY": "5", "STOCKTAKE_CONNECT_TIMEOUT": "0"})
+    assert (s.field_vanish_after_s, s.score_interval_s, s.minute_close_delay_s, s.connect_timeout_s) == (
+        60.0, 2.0, 5.0, 0.0)
+
+
+def test_settings_without_from_env_are_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dashboards are built from Settings(): the process environment must not change them."""
+    monkeypatch.setenv("STOCKTAKE_LATENESS", "5")
+    assert Settings().lateness_s == 300.0
+    assert Settings.from_env().lateness_s == 5.0
+    assert Settings(lateness_s=7).lateness_s == 7.0
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(ValueError, match="frozen"):
+        s.partitions = 8  # type: ignore[misc]
+
+
+def test_bad_value_error_is_one_line_and_hides_the_password() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"STOCKTAKE_CLICKHOUSE": "mysql://admin:s3cr3t@db/x"})
+    assert "\n" not in str(info.value) and "s3cr3t" not in str(info.value)
+    assert str(info.value).startswith("STOCKTAKE_CLICKHOUSE: ")
+    with pytest.raises(SettingsError, match=r"^STOCKTAKE_DEVICE: .*'auto', 'cuda' or 'cpu'"):
+        Settings.from_env({"STOCKTAKE_DEVICE": "tpu"})
+
+
+def test_topic_names_share_one_prefix() -> None:
+    s = Settings.from_env({"STOCKTAKE_TOPIC_PREFIX": "shop"})
+    assert s.topic_dot_prefix == "shop."
+    assert s.topic("behaviour") == "shop.behaviour"
+    assert (s.deadletter_topic, s.alerts_topic) == ("shop.deadletter", "shop.alerts")
+    assert s.score_topics == ("shop.scores.users", "shop.scores.products")
 
 
 # ------------------------------------------------------------------ Store

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stocktake.clickhouse.store import StoreError
+from stocktake.processors.assets import Asset
 from stocktake.services.summary import consistency_issues, entity_line, human_age, top_losses
 
 RATE_WINDOW_S = 300.0
@@ -149,7 +150,8 @@ class Tracker:
             table.add_column(name, justify="right", no_wrap=True)
         for a in doc.get("assets", []):
             name = a["asset"]
-            label = Text(name, style="bold") if "/" not in name else Text("  " + name.split("/", 1)[1])
+            asset = Asset.parse(name)
+            label = Text(name, style="bold") if asset.is_stream else Text("  " + asset.label)
             score = (a.get("quality") or {}).get("score")
             style = "dim" if score is None else "green" if score >= 90 else "yellow" if score >= 70 else "red"
             quality = Text("—" if score is None else f"{score:.1f} {self.trend(name)}", style=style)
@@ -164,8 +166,8 @@ class Tracker:
         grid.add_column(justify="right", no_wrap=True, style="red", min_width=5)
         grid.add_column(no_wrap=True, style="bold", min_width=max((len(a) for _, a, _ in losses), default=0))
         grid.add_column(overflow="fold")
-        for lost, asset, line in losses:
-            grid.add_row(f"-{lost:.1f}", asset, line.rsplit("; -", 1)[0])
+        for lost, asset, what in losses:
+            grid.add_row(f"-{lost:.1f}", asset, what)
         for line in consistency_issues(doc):
             kind, _, text = line.partition(": ")
             grid.add_row("!", kind, text)

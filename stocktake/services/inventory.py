@@ -17,29 +17,18 @@ import orjson
 from stocktake.clickhouse import queries as Q
 from stocktake.clickhouse.store import Store
 from stocktake.clickhouse.values import jsonable
-from stocktake.processors.drift import FieldType, detect_drift
+from stocktake.processors.assets import Asset, is_stream
+from stocktake.processors.contract import STREAM_SPECS
+from stocktake.processors.drift import DriftEvent, FieldType, detect_drift
 from stocktake.processors.quality import WEIGHTS, quality_score
 from stocktake.processors.sensitive import classify_field, mask
 from stocktake.services.alerts import list_alerts
 from stocktake.settings import Settings
 
-# Contract fields each stream's events must carry: their completeness always counts.
-REQUIRED = {
-    "behaviour": ("event_id", "event_type", "user_id", "ts", "source"),
-    "product": ("event_id", "product_id", "op", "ts", "source"),
-    "transaction": ("event_id", "order_id", "user_id", "product_id", "quantity", "amount", "status",
-                    "ts", "source"),
-}
-CONTRACT_FIELDS = {
-    "behaviour": {*REQUIRED["behaviour"], "product_id", "session_id", "query"},
-    "product": {*REQUIRED["product"], "title", "category", "brand", "price", "currency", "stock"},
-    "transaction": {*REQUIRED["transaction"], "currency"},
-}
-
 
 def _scope(settings: Settings) -> dict[str, Any]:
     """Query parameters limiting every query to this deployment's topics."""
-    return {"prefix": settings.topic_prefix + "."}
+    return {"prefix": settings.topic_dot_prefix}
 
 
 def asset_id(asset: str) -> str:
@@ -53,12 +42,6 @@ def _ms(value: Any) -> int | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return int(value.timestamp() * 1000)
-
-
-def _asset_kind(asset: str) -> str:
-    if "/" not in asset:
-        return "stream"
-    return asset.split("/", 1)[1].split("=", 1)[0]
 
 
 def _example(raw: str) -> Any:
@@ -88,14 +71,15 @@ def field_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, An
         f["last_seen"] = max(filter(None, (f["last_seen"], r["last_seen"])))
     fields = []
     for asset, by_field in per_asset.items():
-        if "/" in asset:
+        if not is_stream(asset):
             continue
         events = int(spans[asset]["events"]) if asset in spans else 0
         for name, f in sorted(by_field.items()):
             examples = f["examples"][:5]
             sensitive = classify_field(name, examples)
             fields.append({
-                "stream": asset, "field": name, "contract": name in CONTRACT_FIELDS.get(asset, ()),
+                "stream": asset, "field": name,
+                "contract": asset in STREAM_SPECS and name in STREAM_SPECS[asset].fields,
                 "types": f["types"],
                 "completeness": round(f["present"] / events, 4) if events else None,
                 "validity": round(1 - f["bad"] / f["present"], 4) if f["present"] else None,
@@ -106,29 +90,31 @@ def field_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, An
             })
     presence = {
         asset: {"events": int(spans[asset]["events"]) if asset in spans else 0,
-                "present": {name: f["present"] for name, f in by_field.items()},
-                "bad": {name: f["bad"] for name, f in by_field.items()}}
+                "present": {name: f["present"] for name, f in by_field.items()}}
         for asset, by_field in per_asset.items()
     }
     return fields, presence
 
 
-def drift_events(store: Store, settings: Settings) -> list[dict[str, Any]]:
+def schema_drift(store: Store, settings: Settings) -> list[DriftEvent]:
     scope = _scope(settings)
     observations = []
     for r in Q.rows_as_dicts(store, Q.FIELDS_SQL, scope):
-        if "/" in r["asset"] or r["first_ts"] is None or not r["n_valid"]:
+        if not is_stream(r["asset"]) or r["first_ts"] is None or not r["n_valid"]:
             continue
         observations.append(FieldType(r["asset"], r["field"], r["type"], _ms(r["first_ts"]) or 0,
                                       _ms(r["last_ts"]) or 0, int(r["n_valid"])))
     spans = {r["asset"]: (_ms(r["first_ts"]) or 0, _ms(r["last_ts"]) or 0)
              for r in Q.rows_as_dicts(store, Q.ASSET_SPANS_SQL, scope)
-             if "/" not in r["asset"] and r["first_ts"] is not None}
-    found = detect_drift(observations, spans, grace_ms=int(settings.drift_grace_s * 1000),
-                         vanish_after_ms=int(settings.field_vanish_after_s * 1000))
+             if is_stream(r["asset"]) and r["first_ts"] is not None}
+    return detect_drift(observations, spans, grace_ms=int(settings.drift_grace_s * 1000),
+                        vanish_after_ms=int(settings.field_vanish_after_s * 1000))
+
+
+def drift_events(store: Store, settings: Settings) -> list[dict[str, Any]]:
     return [{"stream": e.stream, "field": e.field, "kind": e.kind, "type": e.type,
              "at": dt.datetime.fromtimestamp(e.at_ms / 1000, dt.UTC), "details": e.details}
-            for e in found]
+            for e in schema_drift(store, settings)]
 
 
 def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -149,7 +135,7 @@ def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, A
         checked += 1
         expected = qty * price
         bad = abs(amount - expected) > settings.amount_tolerance * max(abs(expected), 1.0)
-        for asset in ("transaction", f"transaction/status={kind}", f"transaction/source={source}"):
+        for asset in ("transaction", STREAM_SPECS["transaction"].kind_asset(kind), f"transaction/source={source}"):
             by_asset[asset][0] += 1
             by_asset[asset][1] += int(bad)
         if bad:
@@ -181,25 +167,24 @@ def build(store: Store, settings: Settings, now_ms: int | None = None) -> dict[s
     for r in Q.rows_as_dicts(store, Q.ASSETS_SQL,
                                 {**_scope(settings), "late_ms": int(settings.lateness_s * 1000)}):
         asset = r["asset"]
-        stream = asset.split("/", 1)[0]
-        seen = presence.get(asset, {"events": 0, "present": {}, "bad": {}})
+        stream = Asset.parse(asset).stream
+        seen = presence.get(asset, {"events": 0, "present": {}})
         amount_checked, amount_failed = consistency["amount_by_asset"].get(asset, (0, 0))
         last_ms = _ms(r["last_event_ts"])
-        # The summary format of processors.quality.AssetMetrics, filled from the store.
-        summary = {
+        summary = {  # the counts processors.quality.quality_score reads
             "events": r["events"], "valid": r["valid"], "duplicates": r["duplicates"],
             "invalid": r["invalid"], "invalid_by_reason": dict(r["invalid_by_reason"]), "late": r["late"],
             "newest_ts_ms": last_ms, "field_events": seen["events"],
-            "fields": {name: {"present": n, "checked": n, "bad": seen["bad"].get(name, 0)}
-                       for name, n in seen["present"].items()},
+            "fields": {name: {"present": n} for name, n in seen["present"].items()},
             "consistency_checked": r["product_refs"] + amount_checked,
             "consistency_failed": r["orphan_refs"] + amount_failed,
         }
-        quality = quality_score(summary, required_fields=REQUIRED.get(stream, ()), now_ms=now_ms,
+        spec = STREAM_SPECS.get(stream)
+        quality = quality_score(summary, required_fields=spec.required if spec else (), now_ms=now_ms,
                                 freshness_target_ms=int(settings.freshness_target_s * 1000))
         lag = r["lag_ms"] if r["valid"] else [None, None, None]
         assets.append({
-            "asset_id": asset_id(asset), "asset": asset, "kind": _asset_kind(asset), "stream": stream,
+            "asset_id": asset_id(asset), "asset": asset, "kind": Asset.parse(asset).kind, "stream": stream,
             "valid": r["valid"], "duplicates": r["duplicates"], "invalid": r["invalid"],
             "invalid_by_reason": dict(r["invalid_by_reason"]),
             "last_event_ts": r["last_event_ts"], "first_seen": r["first_seen"], "last_seen": r["last_seen"],

@@ -4,10 +4,7 @@ biggest quality losses, ages. Shared by the terminal status and the HTML report.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
-
-_POINTS = re.compile(r"; -(\d+(?:\.\d+)?) points$")
 
 
 def human_age(seconds: float | None) -> str:
@@ -21,16 +18,12 @@ def human_age(seconds: float | None) -> str:
     return f"{int(s // 86400)} d"
 
 
-def points_lost(line: str) -> float:
-    m = _POINTS.search(line)
-    return float(m.group(1)) if m else 0.0
-
-
 def top_losses(doc: dict[str, Any], n: int = 5) -> list[tuple[float, str, str]]:
-    """(points lost, stream asset, explain line): the n biggest quality losses over stream assets."""
-    found = [(points_lost(line), a["asset"], line)
+    """(points lost, to 0.1 as explain shows them; stream asset; what cost them): the n biggest
+    quality losses over stream assets."""
+    found = [(round(loss["points"], 1), a["asset"], loss["text"])
              for a in doc.get("assets", []) if a.get("kind") == "stream"
-             for line in (a.get("quality") or {}).get("explain", [])]
+             for loss in (a.get("quality") or {}).get("losses", [])]
     return sorted((f for f in found if f[0] > 0), key=lambda f: (-f[0], f[1]))[:n]
 
 

@@ -10,7 +10,6 @@ and stops when the last row is inserted (not just consumed).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import resource
 import tempfile
 import time
@@ -101,9 +100,10 @@ def run(events: int = 100_000, envelope: int = 100, scoring: str = "off") -> dic
             ceiling = 0.0
             for n, score in enumerate(modes):
                 tag = "scoring_on" if score else "scoring_off"
-                single = dataclasses.replace(base, topic_prefix=f"bench{n}s", group_id=f"bench{n}s", scoring=score)
-                enveloped = dataclasses.replace(base, topic_prefix=f"bench{n}e", group_id=f"bench{n}e",
-                                                scoring=score)
+                single = base.model_copy(update={"topic_prefix": f"bench{n}s", "group_id": f"bench{n}s",
+                                                 "scoring": score})
+                enveloped = base.model_copy(update={"topic_prefix": f"bench{n}e", "group_id": f"bench{n}e",
+                                                    "scoring": score})
                 for s in (single, enveloped):
                     runtime.settings = s
                     runtime.open_topics()

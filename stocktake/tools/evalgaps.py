@@ -2,7 +2,8 @@
 
 Pure Python, no broker and no store: events go through the contract
 (`processors.contract.normalize`) and are turned into what the alerting worker
-feeds `GapMonitor` (streams/alerting.py), on the event clock:
+reads from the store, then handed to the worker's own `GapFeed`
+(processors/gapfeed.py, as services/alerting.py does), on the event clock:
 
 - per asset (``stream``, ``stream/event_type=X`` | ``op=X`` | ``status=X``,
   ``stream/source=Y``, the inventory's names) the closed minutes of event time:
@@ -11,17 +12,19 @@ feeds `GapMonitor` (streams/alerting.py), on the event clock:
   assets the product references and the orphans among them (products no valid
   product event announced before). A minute closes once the newest event time
   is ``CLOSE_DELAY_MS`` past its end; every known asset gets one observation
-  per closed minute, zero when it had no events, until it has been quiet for
-  ``IDLE_MINUTES`` (then its rolling baseline holds nothing but zeros, or a
-  drop that is already firing, and feeding more empty minutes changes nothing
-  but the run time - a two-year sparse history has a million of them);
-- inter-arrival gaps per asset (``monitor.gaps``), every gap between
-  consecutive events of the asset;
-- a silence check every ``check_ms`` (2 s) of event time,
-  ``monitor.silence(now, "event", last_event_by_asset)`` with ``now`` the newest
-  event time across all streams. The event clock only moves when events
-  arrive, so a check runs when the first event past a 2-second tick arrives,
-  judging the state before it (what a worker polling every 2 s would see).
+  per closed minute, zero when it had no events. Unlike the worker, the feed
+  stops observing an asset ``IDLE_MINUTES`` after its last events (then its
+  rolling baseline holds nothing but zeros, or a drop that is already firing,
+  and feeding more empty minutes changes nothing but the run time - a two-year
+  sparse history has a million of them) instead of bounding a look to the
+  worker's backfill span;
+- per asset and look, the newest event time and every gap between consecutive
+  events (the worker samples up to 2000 and weights them);
+- a look every ``check_ms`` (2 s) of event time, with silence judged at ``now``,
+  the newest event time across all streams. The event clock only moves when
+  events arrive, so a look runs when the first event past a 2-second tick
+  arrives, judging the state before it (what a worker polling every 2 s would
+  see). The wall clock is the worker's alone.
 
 Data (all real, from the shipped samples):
 
@@ -88,9 +91,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from stocktake.processors.alerts import Alert
+from stocktake.processors.assets import Asset
 from stocktake.processors.baseline import MINUTE_MS
-from stocktake.processors.contract import Event, normalize
-from stocktake.processors.gaps import GapConfig, GapMonitor, MinuteObservation
+from stocktake.processors.contract import STREAM_SPECS, Event, normalize
+from stocktake.processors.gapfeed import Activity, Arrivals, GapFeed, MinuteCounts
+from stocktake.processors.gaps import GapConfig, GapMonitor
 from stocktake.sources import load_events
 
 SECOND_MS = 1000
@@ -100,7 +106,6 @@ IDLE_MINUTES = 60
 MATCH_GRACE_MS = 2 * MINUTE_MS
 WARMUP_MINUTES = 60
 TAIL_MINUTES = 15
-KIND_KEY = {"behaviour": "event_type", "product": "op", "transaction": "status"}
 
 
 def _utc_ms(text: str) -> int:
@@ -141,9 +146,9 @@ def assets_of(stream: str, kind: str, source: str) -> tuple[str, ...]:
     """The inventory's asset names an event counts in."""
     out = [stream]
     if kind:
-        out.append(f"{stream}/{KIND_KEY[stream]}={kind}")
+        out.append(str(Asset(stream, STREAM_SPECS[stream].sub_asset_key, kind)))
     if source:
-        out.append(f"{stream}/source={source}")
+        out.append(str(Asset(stream, "source", source)))
     return tuple(out)
 
 
@@ -164,25 +169,27 @@ def contract_events(source: str, data_dir: Path | None = None) -> list[Ev]:
 
 @dataclasses.dataclass
 class Simulation:
-    """Feeds a GapMonitor from events in event-time order, like the alerting worker."""
+    """Drives the detectors through the alerting worker's GapFeed from events in event-time
+    order: what a worker polling every ``check_ms`` would read from the store."""
 
-    monitor: GapMonitor
+    feed: GapFeed
     check_ms: int = CHECK_MS
-    close_delay_ms: int = CLOSE_DELAY_MS
-    idle_minutes: int = IDLE_MINUTES
-    alerts: list[dict[str, Any]] = dataclasses.field(default_factory=list)   # transitions + emitted_at
+    alerts: list[Alert] = dataclasses.field(default_factory=list)   # every transition, in order
+    emitted_at: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)  # (id, version) ->
     now_ms: int | None = None
-    last_event: dict[str, int] = dataclasses.field(default_factory=dict)
     _next_check: int = 0
-    _closed_until: int | None = None
-    _pending: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    _newest: dict[str, int] = dataclasses.field(default_factory=dict)      # since the last look, per asset
+    _arrivals: dict[str, tuple[int, list[float]]] = dataclasses.field(default_factory=dict)  # first, gaps
     _counts: dict[int, dict[str, list[int]]] = dataclasses.field(default_factory=dict)
     _present: dict[int, dict[str, dict[str, int]]] = dataclasses.field(default_factory=dict)
-    _active: dict[str, int] = dataclasses.field(default_factory=dict)      # asset -> last minute with events
     _catalog: set[str] = dataclasses.field(default_factory=set)
     _assets: dict[tuple[str, str, str], tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
-    def feed(self, events: Iterable[Ev]) -> Simulation:
+    @property
+    def monitor(self) -> GapMonitor:
+        return self.feed.monitor
+
+    def feed_events(self, events: Iterable[Ev]) -> Simulation:
         for ev in events:
             self._event(ev)
         if self.now_ms is not None:
@@ -208,17 +215,15 @@ class Simulation:
             counts = self._counts[minute] = {}
         ref = ev.stream != "product" and bool(ev.product_id)
         orphan = ref and ev.product_id not in self._catalog
-        last_event = self.last_event
+        newest = self._newest
         for asset in assets:
-            prev = last_event.get(asset)
-            if prev is not None:
-                gaps = self._pending.get(asset)
-                if gaps is None:
-                    self._pending[asset] = [ts - prev]
-                else:
-                    gaps.append(ts - prev)
+            prev = newest.get(asset)
+            if prev is None:
+                self._arrivals[asset] = (ts, [])
+            else:
+                self._arrivals[asset][1].append(ts - prev)
             if prev is None or ts > prev:
-                last_event[asset] = ts
+                newest[asset] = ts
             c = counts.get(asset)
             if c is None:
                 c = counts[asset] = [0, 0, 0]
@@ -240,51 +245,38 @@ class Simulation:
             else:
                 present[name] = present.get(name, 0) + 1
 
-    def _emit(self, transitions: list[dict[str, Any]]) -> None:
+    def _emit(self, transitions: list[Alert]) -> None:
+        assert self.now_ms is not None
         for t in transitions:
-            t["emitted_at"] = self.now_ms
+            self.emitted_at[t.alert_id, t.version] = self.now_ms
         self.alerts += transitions
 
     def _tick(self) -> None:
-        now = self.now_ms
-        assert now is not None
-        for asset, gaps in self._pending.items():
-            self.monitor.gaps(asset, gaps, self.last_event.get(asset))
-        self._pending.clear()
-        self._close_minutes(now)
-        self._emit(self.monitor.silence(now, "event", self.last_event))
-
-    def _close_minutes(self, now: int) -> None:
-        closable = (now - self.close_delay_ms) // MINUTE_MS * MINUTE_MS
-        if not self._counts and self._closed_until is None:
-            return
-        minute = self._closed_until if self._closed_until is not None else min(self._counts)
-        idle = self.idle_minutes * MINUTE_MS
-        while minute < closable:
-            counts = self._counts.pop(minute, {})
-            present = self._present.pop(minute, {})
-            for asset in counts:
-                self._active[asset] = minute
-            live = [a for a, m in self._active.items() if minute - m <= idle]
-            if not live:  # nothing to say until the next minute with events
-                ahead = [m for m in self._counts if m < closable]
-                minute = min(ahead) if ahead else closable
-                continue
-            for asset in sorted(live):
-                events, refs, orphans = counts.get(asset, (0, 0, 0))
-                fields = present.get(asset, {}) if "/" not in asset else {}
-                self._emit(self.monitor.minute(MinuteObservation(
-                    asset, minute, events, events if fields else 0, fields, refs, orphans)))
-            minute += MINUTE_MS
-        self._closed_until = max(closable, self._closed_until or closable)
+        """One look of the worker: what arrived since the last, closed minutes, silence."""
+        feed = self.feed
+        feed.look([Activity(asset, ts) for asset, ts in self._newest.items()],
+                  [Arrivals(asset, first, len(gaps), gaps) for asset, (first, gaps) in self._arrivals.items()])
+        self._newest.clear()
+        self._arrivals.clear()
+        span = feed.span()
+        if span is not None:
+            start, end = span
+            counts = {m: {a: MinuteCounts(*c) for a, c in by_asset.items()}
+                      for m, by_asset in self._counts.items() if m < end}
+            self._emit(feed.close(start, end, counts, self._present))
+            for m in counts:
+                del self._counts[m]
+                self._present.pop(m, None)
+        self._emit(feed.silence(feed.event_now_ms, "event"))
 
 
-def simulate(events: Iterable[Ev], config: GapConfig | None = None, **kwargs: Any) -> Simulation:
-    return Simulation(GapMonitor(config), **kwargs).feed(events)
+def simulate(events: Iterable[Ev], config: GapConfig | None = None, check_ms: int = CHECK_MS) -> Simulation:
+    feed = GapFeed(GapMonitor(config), close_delay_ms=CLOSE_DELAY_MS, idle_minutes=IDLE_MINUTES)
+    return Simulation(feed, check_ms).feed_events(events)
 
 
-def firings(sim: Simulation) -> list[dict[str, Any]]:
-    return [a for a in sim.alerts if a["state"] == "firing"]
+def firings(sim: Simulation) -> list[Alert]:
+    return [a for a in sim.alerts if a.state == "firing"]
 
 
 # ---------------------------------------------------------------- tiled clean days
@@ -391,9 +383,9 @@ def plan(runs: int, seed: int, days: dict[str, tuple[int, int]],
     return out
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return (a["asset"], a["kind"], a["subject"]) == (b["asset"], b["kind"], b["subject"]) \
-        and abs(a["opened_at"] - b["opened_at"]) <= MATCH_GRACE_MS
+def _same(a: Alert, b: Alert) -> bool:
+    return (a.asset, a.kind, a.subject) == (b.asset, b.kind, b.subject) \
+        and abs(a.opened_at - b.opened_at) <= MATCH_GRACE_MS
 
 
 def _p99_gap(times: Sequence[int]) -> float | None:
@@ -414,12 +406,12 @@ def judge_run(inj: Injection, clean: list[Ev], config: GapConfig | None, seed: i
     stream, _, fname = inj.target.partition(".")
     accepted = set(ACCEPTED[inj.kind]) | ({"silence"} if inj.kind == "volume" and inj.fraction >= 1 else set())
 
-    def matches(a: dict[str, Any]) -> bool:
-        if not inj.start_ms <= a["opened_at"] <= inj.end_ms + MATCH_GRACE_MS or a["kind"] not in accepted:
+    def matches(a: Alert) -> bool:
+        if not inj.start_ms <= a.opened_at <= inj.end_ms + MATCH_GRACE_MS or a.kind not in accepted:
             return False
         if inj.kind == "null_field":
-            return a["asset"] == stream and a["subject"] == fname
-        return a["asset"] in hit
+            return a.asset == stream and a.subject == fname
+        return a.asset in hit
     matched = [a for a in new if matches(a)]
     # Not the injection's kind, but its doing: a silence whose quiet span held events of that
     # asset in the clean run, removed by the injection (a stream cut by 80% goes without
@@ -428,14 +420,14 @@ def judge_run(inj: Injection, clean: list[Ev], config: GapConfig | None, seed: i
     lost = sorted((e.ts_ms, assets_of(e.stream, e.kind, e.source)) for e in clean if e.event_id in removed)
     lost_ts = [t for t, _ in lost]
 
-    def caused(a: dict[str, Any]) -> bool:
-        if a["kind"] != "silence" or a["asset"] not in hit:
+    def caused(a: Alert) -> bool:
+        if a.kind != "silence" or a.asset not in hit:
             return False
-        i = bisect.bisect_right(lost_ts, a["evidence_from"])
-        j = bisect.bisect_right(lost_ts, a["opened_at"])
-        return any(a["asset"] in names for _, names in lost[i:j])
+        i = bisect.bisect_right(lost_ts, a.evidence_from)
+        j = bisect.bisect_right(lost_ts, a.opened_at)
+        return any(a.asset in names for _, names in lost[i:j])
     caused_alerts = [a for a in new if a not in matched and caused(a)]
-    first = min(matched, key=lambda a: a["opened_at"]) if matched else None
+    first = min(matched, key=lambda a: a.opened_at) if matched else None
     # "typical inter-arrival" and p99 gap of the asset the injection names, over the hour before it
     asset = {"silence": f"{_stream_of(clean, inj.target)}/source={inj.target}",
              "volume": inj.target, "null_field": stream}[inj.kind]
@@ -447,15 +439,16 @@ def judge_run(inj: Injection, clean: list[Ev], config: GapConfig | None, seed: i
         "typical_gap_ms": typical, "p99_gap_ms": _p99_gap(times),
         "eligible": typical is not None and inj.minutes * MINUTE_MS >= 3 * typical,
         "detected": first is not None,
-        "ttd_ms": None if first is None else first["opened_at"] - inj.start_ms,
-        "ttd_emitted_ms": None if first is None else first["emitted_at"] - inj.start_ms,
-        "first_alert": None if first is None else {k: first[k] for k in ("asset", "kind", "subject")},
+        "ttd_ms": None if first is None else first.opened_at - inj.start_ms,
+        "ttd_emitted_ms": None if first is None else sim.emitted_at[first.alert_id, first.version] - inj.start_ms,
+        "first_alert": None if first is None else {"asset": first.asset, "kind": first.kind, "subject": first.subject},
         "alerts": len(new), "matched": len(matched), "caused": len(caused_alerts),
-        "pages": sum(not a["details"].get("inhibited_by") for a in new),
-        "unmatched": [{k: a[k] for k in ("asset", "kind", "subject", "opened_at")} | {"caused": a in caused_alerts}
+        "pages": sum(not a.inhibited_by for a in new),
+        "unmatched": [{"asset": a.asset, "kind": a.kind, "subject": a.subject, "opened_at": a.opened_at,
+                       "caused": a in caused_alerts}
                       for a in new if a not in matched],
         "resolved": first is not None and any(
-            t["alert_id"] == first["alert_id"] and t["state"] == "resolved" for t in sim.alerts),
+            t.alert_id == first.alert_id and t.state == "resolved" for t in sim.alerts),
     }
 
 
@@ -532,14 +525,14 @@ def clean_report(name: str, events: Iterable[Ev], config: GapConfig | None, span
     fired = firings(sim)
     days = (span_ms[1] - span_ms[0]) / DAY_MS
     assets = len(sim.monitor.assets)
-    on_drop = [a for a in fired if natural and natural[0] <= a["opened_at"] < natural[1]]
+    on_drop = [a for a in fired if natural and natural[0] <= a.opened_at < natural[1]]
     elsewhere = [a for a in fired if a not in on_drop]
     by_kind: dict[str, int] = {}
     for a in elsewhere:
-        by_kind[a["kind"]] = by_kind.get(a["kind"], 0) + 1
+        by_kind[a.kind] = by_kind.get(a.kind, 0) + 1
     per_asset: dict[str, int] = {}
     for a in elsewhere:
-        per_asset[a["asset"]] = per_asset.get(a["asset"], 0) + 1
+        per_asset[a.asset] = per_asset.get(a.asset, 0) + 1
     return {
         "data": name, "days": round(days, 4), "assets": assets,
         "alerts": len(fired), "natural_drop_alerts": len(on_drop) if natural else None,
@@ -550,10 +543,10 @@ def clean_report(name: str, events: Iterable[Ev], config: GapConfig | None, span
     }
 
 
-def _brief(a: dict[str, Any]) -> dict[str, Any]:
-    at = datetime.fromtimestamp(a["opened_at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return {"asset": a["asset"], "kind": a["kind"], "subject": a["subject"], "opened_at": at,
-            "reason": a["reason"]}
+def _brief(a: Alert) -> dict[str, Any]:
+    at = datetime.fromtimestamp(a.opened_at / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return {"asset": a.asset, "kind": a.kind, "subject": a.subject, "opened_at": at,
+            "reason": a.reason}
 
 
 # ---------------------------------------------------------------- the whole evaluation

@@ -3,6 +3,7 @@
     events = sources.load_events("rees46")               # or "olist", or a contract file
     msgs = to_messages(events, envelope=100, faults=parse_faults("duplicates=0.03"))
     produce("127.0.0.1:9092", msgs, speed=60.0)          # 60x event time
+    play("127.0.0.1:9092", events, speed=60.0)           # as live: what `stocktake up` does
 
 Source mappings and `load_events` live in `stocktake.sources`; this module turns events into
 Kafka messages (single events or batch envelopes, with optional injected faults)
@@ -28,7 +29,9 @@ __all__ = [
     "TOPICS",
     "Message",
     "parse_faults",
+    "play",
     "produce",
+    "rebase_live",
     "to_messages",
 ]
 
@@ -39,6 +42,7 @@ TOPICS = {
 }
 FAULTS = ("duplicates", "malformed")
 MAX_SLEEP_S = 5.0  # longest single pause when replaying at event-time speed
+LIVE_WINDOW_S = 10.0  # seconds of a live replay over which its busiest stretch is found
 PROGRESS_EVERY = 1000
 
 
@@ -50,9 +54,20 @@ class Message(NamedTuple):
     kind: str  # "event" | "envelope" | "duplicate" | "malformed"
 
 
-# ------------------------------------------------------------------- loading
+# ------------------------------------------------------------------ live time
 
 
+def _shifted(events: list[ReplayEvent], times: list[float | None],
+             shift: Callable[[float], float]) -> list[ReplayEvent]:
+    """``events`` with each known time t replaced by shift(t): millisecond ISO-8601 UTC."""
+    out = []
+    for event, t in zip(events, times, strict=True):
+        if t is None:
+            out.append(event)
+            continue
+        stamp = datetime.fromtimestamp(shift(t), UTC).isoformat(timespec="milliseconds")
+        out.append(event._replace(event={**event.event, "ts": stamp.replace("+00:00", "Z")}))
+    return out
 
 
 def rebase_time(events: list[ReplayEvent], now_s: float, speed: float | None) -> list[ReplayEvent]:
@@ -65,15 +80,41 @@ def rebase_time(events: list[ReplayEvent], now_s: float, speed: float | None) ->
     if not known:
         return list(events)
     first, last = min(known), max(known)
-    out = []
-    for event, t in zip(events, times, strict=True):
-        if t is None:
-            out.append(event)
-            continue
-        shifted = now_s + (t - first) / speed if speed else now_s - (last - t)
-        stamp = datetime.fromtimestamp(shifted, UTC).isoformat(timespec="milliseconds")
-        out.append(event._replace(event={**event.event, "ts": stamp.replace("+00:00", "Z")}))
-    return out
+    if speed:
+        return _shifted(events, times, lambda t: now_s + (t - first) / speed)
+    return _shifted(events, times, lambda t: now_s - (last - t))
+
+
+def live_start(times: list[float], speed: float) -> float:
+    """The event time a live replay at ``speed`` starts from: the first moment from which the
+    next LIVE_WINDOW_S of replay hold at least half as many events as its busiest such
+    stretch. A sample's quiet lead-in (REES46's first two hours) would otherwise fill the
+    first minutes of a demo with next to nothing."""
+    ordered = sorted(times)
+    window = LIVE_WINDOW_S * speed  # in event seconds
+    ahead, end = [], 0
+    for t in ordered:  # ahead[i]: events in [ordered[i], ordered[i] + window)
+        while end < len(ordered) and ordered[end] < t + window:
+            end += 1
+        ahead.append(end)
+    counts = [end - i for i, end in enumerate(ahead)]
+    busiest = max(counts)
+    return next(t for t, n in zip(ordered, counts, strict=True) if 2 * n >= busiest)
+
+
+def rebase_live(events: list[ReplayEvent], now_s: float, speed: float | None) -> list[ReplayEvent]:
+    """Event times for a live replay: like ``rebase_time``, but with ``speed`` N it is
+    ``live_start`` that lands on ``now_s``; the quiet lead-in before it lands in the last
+    minutes before ``now_s`` (same N-fold compression), a backfill that ``play`` sends at
+    once. Data that is busy from its first event is rebased exactly as ``rebase_time`` does."""
+    if not speed:
+        return rebase_time(events, now_s, None)
+    times = [ts_seconds(e.event.get("ts")) for e in events]
+    known = [t for t in times if t is not None]
+    if not known:
+        return list(events)
+    start = live_start(known, speed)
+    return _shifted(events, times, lambda t: now_s + (t - start) / speed)
 
 
 # -------------------------------------------------------------------- faults
@@ -220,9 +261,13 @@ class Pacer:
     time spent producing is not added on top; a capped gap shifts the schedule."""
 
     def __init__(self, speed: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Any] = time.sleep, max_sleep: float | None = MAX_SLEEP_S) -> None:
-        """``max_sleep`` None: never skip ahead (a live replay must keep to its event times)."""
+                 sleep: Callable[[float], Any] = time.sleep, max_sleep: float | None = MAX_SLEEP_S,
+                 start: float | None = None) -> None:
+        """``max_sleep`` None: never skip ahead (a live replay must keep to its event times).
+        ``start``: the event time due at the first message (default: that message's own);
+        a live replay passes its now, so the backfill before it goes out at once."""
         self.speed, self.clock, self.sleep, self.max_sleep = speed, clock, sleep, max_sleep
+        self.start = start
         self._anchor: tuple[float, float] | None = None  # (wall, event time)
 
     def wait_for(self, event_time: float | None) -> float:
@@ -231,8 +276,7 @@ class Pacer:
             return 0.0
         now = self.clock()
         if self._anchor is None:
-            self._anchor = (now, event_time)
-            return 0.0
+            self._anchor = (now, event_time if self.start is None else self.start)
         wall0, t0 = self._anchor
         due = wall0 + (event_time - t0) / self.speed
         if self.max_sleep is not None and due - now > self.max_sleep:
@@ -255,10 +299,12 @@ def produce(
     speed: float | None = None,
     progress: Callable[[int], None] | None = None,
     max_sleep: float | None = MAX_SLEEP_S,
+    start_s: float | None = None,
 ) -> dict[str, int]:
     """Produce `messages` (idempotent producer); speed=None: as fast as possible, speed=N:
     N x event time (a quiet gap is cut to ``max_sleep`` seconds; None keeps every gap, as
-    a live replay must). Raises RuntimeError on any delivery error. Returns message counts."""
+    a live replay must; ``start_s``: the event time due at once, see Pacer). Raises
+    RuntimeError on any delivery error. Returns message counts."""
     if not isinstance(bootstrap, str) or not bootstrap.strip():
         raise ValueError("bootstrap must be a host:port[,host:port...] string")
     if speed is not None and (isinstance(speed, bool) or not isinstance(speed, int | float)
@@ -287,7 +333,7 @@ def produce(
             raise RuntimeError(f"delivery to {bootstrap} failed: {errors[0]}{more}")
 
     # While pacing, wait inside poll() so delivery reports keep being served.
-    pacer = Pacer(speed, sleep=producer.poll, max_sleep=max_sleep) if speed is not None else None
+    pacer = Pacer(speed, sleep=producer.poll, max_sleep=max_sleep, start=start_s) if speed is not None else None
     counts = {"messages": 0, "events": 0, "duplicates": 0, "malformed": 0}
     for msg in messages:
         if pacer is not None and msg.kind != "duplicate":
@@ -314,3 +360,28 @@ def produce(
     if progress is not None and counts["messages"] % PROGRESS_EVERY:
         progress(counts["messages"])
     return counts
+
+
+def play(
+    bootstrap: str,
+    events: list[ReplayEvent],
+    *,
+    speed: float | None,
+    live: bool = True,
+    envelope: int = 1,
+    faults: dict[str, float] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Produce ``events`` as `stocktake up` and `stocktake replay` do. ``live``: times rebased
+    to now by ``rebase_live`` and every message sent when its time comes (the backfill at
+    once, then every gap kept), so events arrive when they say they happened; otherwise the
+    data's own times at ``speed``× with quiet gaps cut to MAX_SLEEP_S. ``speed`` None: as
+    fast as possible. Returns message counts, as ``produce``."""
+    if not live:
+        return produce(bootstrap, to_messages(events, envelope=envelope, faults=faults), speed=speed,
+                       progress=progress)
+    now_s = time.time()
+    events = rebase_live(events, now_s, speed)
+    # Rebased times are wall-clock times: pace at 1x from now, no cap on quiet gaps.
+    return produce(bootstrap, to_messages(events, envelope=envelope, faults=faults),
+                   speed=1.0 if speed else None, progress=progress, max_sleep=None, start_s=now_s)

@@ -1,0 +1,123 @@
+"""What every `stocktake` command shares: flag types, the --data-dir/--json flags, settings
+built from flags and environment, and the one-line error.
+
+Imports stay light here: `stocktake --help` and `stocktake query` must start fast, so heavy
+libraries (Faust, chDB, pyarrow, rich, torch) are imported inside the commands that use them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+class CliError(click.ClickException):
+    """A user-facing failure: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+class CommandGroup(click.Group):
+    """Listed in the order they are added; an unknown or missing command is a one-line usage error."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["no_args_is_help"] = False
+        super().__init__(*args, **kwargs)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                             list[str]]:
+        if args and self.get_command(ctx, args[0]) is None and not args[0].startswith("-"):
+            raise click.UsageError(f"invalid choice: {args[0]!r} (choose from {', '.join(self.commands)})", ctx)
+        return super().resolve_command(ctx, args)
+
+
+class Positive(click.ParamType):
+    """An int or float > 0."""
+
+    def __init__(self, kind: type[int] | type[float]):
+        self.kind = kind
+        self.name = kind.__name__
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            number = self.kind(value)
+        except (TypeError, ValueError):
+            self.fail(f"expected a {self.name}, got {value!r}", param, ctx)
+        if number <= 0:
+            self.fail(f"must be > 0, got {value!r}", param, ctx)
+        return number
+
+
+class Port(click.ParamType):
+    name = "port"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            port = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"expected a port number, got {value!r}", param, ctx)
+        if not 1 <= port <= 65535:
+            self.fail(f"port out of range: {port}", param, ctx)
+        return port
+
+
+class Speed(click.ParamType):
+    """N× event time, or `max` (None: as fast as the broker takes it)."""
+
+    name = "speed"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float | None:
+        if value is None or value == "max":
+            return None
+        try:
+            speed = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"--speed must be a number or 'max', got {value!r}", param, ctx)
+        if speed <= 0:
+            self.fail("--speed must be > 0", param, ctx)
+        return speed
+
+
+POSITIVE_INT = Positive(int)
+POSITIVE_FLOAT = Positive(float)
+PATH = click.Path(path_type=Path)
+
+data_dir_option = click.option("--data-dir", type=PATH, default=None,
+                               help="state directory; chDB lives in DATA_DIR/chdb (default ./.stocktake)")
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
+
+
+def pass_settings(command: Callable[..., int]) -> Callable[..., int]:
+    """Hand the command its Settings: environment < --data-dir/--partitions/--log-level."""
+    @functools.wraps(command)
+    def run(*args: Any, data_dir: Path | None = None, partitions: int | None = None, **kwargs: Any) -> int:
+        from stocktake.settings import Settings
+        log_level = click.get_current_context().find_root().params.get("log_level")
+        settings = Settings.from_env(data_dir=data_dir, partitions=partitions, log_level=log_level)
+        configure_logging(settings.log_level)
+        return command(settings, *args, **kwargs)
+    return run
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level.upper() != "DEBUG":
+        # Faust/mode/aiokafka are chatty at INFO and warn about things we handle.
+        for name in ("faust", "mode", "aiokafka", "stocktake.streams.app"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        for name in ("clickhouse_connect", "urllib3", "urllib3.connectionpool", "stocktake.kafka"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def print_json(document: Any) -> None:
+    import json
+    print(json.dumps(document, indent=2))
+

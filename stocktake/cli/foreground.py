@@ -1,0 +1,88 @@
+"""The worker in the foreground (`stocktake up` / `worker`): live progress on stderr, the
+optional replay in a thread, a clean stop on Ctrl-C, SIGTERM or --duration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from stocktake.cli.common import CliError
+
+if TYPE_CHECKING:
+    from stocktake.settings import Settings
+    from stocktake.streams.runtime import Runtime
+
+
+def serve(settings: Settings, kafka_port: int | None, duration: float | None,
+           events: list[Any] | None, replay_opts: dict[str, Any]) -> int:
+    from stocktake.streams.discovery import running_worker
+    from stocktake.streams.runtime import Runtime
+
+    other = running_worker(settings.data_dir)
+    if other is not None and settings.embedded_kafka:
+        raise CliError(f"{settings.data_dir} is in use by stocktake pid {other['pid']} ({other['http']})")
+    runtime = Runtime(settings, kafka_port=kafka_port)
+    try:
+        runtime.open()
+        _use_uvloop()
+        return asyncio.run(_serve_async(runtime, duration, events, replay_opts))
+    finally:
+        runtime.close()
+
+
+def _use_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _serve_async(runtime: Runtime, duration: float | None, events: list[Any] | None,
+                       replay_opts: dict[str, Any]) -> int:
+    from rich.console import Console
+
+    from stocktake.console import progress
+    from stocktake.streams.runtime import wait_until_assigned
+
+    console = Console(stderr=True)
+    settings = runtime.settings
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    _app, sink = await runtime.start_worker(web=True)
+    console.print(
+        f"[bold]stocktake[/] Kafka [cyan]{runtime.bootstrap}[/] · ClickHouse "
+        f"[cyan]{settings.clickhouse_dsn}[/] · API [cyan]{runtime.http_url}[/]"
+    )
+    replay_state: dict[str, Any] = {"produced": 0, "done": events is None or not events, "error": None}
+    if events:
+        await wait_until_assigned([sink], settings.partitions)
+        threading.Thread(target=_replay_thread, args=(runtime.bootstrap, events, replay_opts,
+                         replay_state), daemon=True).start()
+    started = time.monotonic()
+    try:
+        await progress.live(console, sink, replay_state, stop, duration, started)
+    finally:
+        await runtime.stop_all()
+    if replay_state["error"]:
+        raise CliError(f"replay failed: {replay_state['error']}")
+    console.print(progress.summary(sink, time.monotonic() - started))
+    return 0
+
+
+def _replay_thread(bootstrap: str, events: list[Any], opts: dict[str, Any], state: dict[str, Any]) -> None:
+    from stocktake.tools import replay
+    try:
+        counts = replay.play(bootstrap, events, speed=opts["speed"], live=bool(opts.get("live")),
+                             envelope=opts["envelope"], faults=opts["faults"],
+                             progress=lambda n: state.__setitem__("produced", n))
+        state["counts"] = counts
+        state["produced"] = counts["messages"]
+    except Exception as exc:  # reported by the main thread as one line
+        state["error"] = str(exc)
+    finally:
+        state["done"] = True

@@ -1,0 +1,108 @@
+"""`stocktake inventory`, `alerts`, `query`, `status`, `report`: read what the worker stored."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from stocktake.cli import worker_or_store
+from stocktake.cli.common import PATH, POSITIVE_FLOAT, CliError, data_dir_option, json_option, pass_settings, print_json
+
+if TYPE_CHECKING:
+    from stocktake.clickhouse.store import Store
+    from stocktake.settings import Settings
+
+
+@click.command(help="assets with counts (asks the worker if one runs)")
+@data_dir_option
+@json_option
+@pass_settings
+def inventory(settings: Settings, as_json: bool) -> int:
+    result = worker_or_store.load_inventory(settings)
+    if as_json:
+        print_json(result)
+    else:
+        from stocktake.console.views import print_inventory
+        print_inventory(result)
+    return 0
+
+
+@click.command(help="data-gap alerts, newest first (asks the worker if one runs)")
+@data_dir_option
+@click.option("--open", "open_only", is_flag=True, help="only alerts still firing")
+@json_option
+@pass_settings
+def alerts(settings: Settings, open_only: bool, as_json: bool) -> int:
+    def compute(store: Store) -> dict[str, Any]:
+        from stocktake.services.alerts import list_alerts
+        return {"alerts": list_alerts(store, settings, open_only=open_only)}
+    result = worker_or_store.from_worker_or_store(settings, "/api/alerts" + ("?open=1" if open_only else ""),
+                                                  compute)
+    if as_json:
+        print_json(result)
+        return 0
+    from stocktake.console.tables import print_table
+    columns = ["state", "severity", "asset", "kind", "subject", "opened_at", "resolved_at", "reason"]
+    # part_of: the stream alert that inhibits this one (same incident, not paged)
+    print_table([*columns, "part_of"],
+                [[a.get(c) for c in columns] + [(a.get("details") or {}).get("inhibited_by", "")]
+                 for a in result["alerts"]],
+                title="stocktake alerts" + (" (open)" if open_only else ""))
+    return 0
+
+
+@click.command(help="run SQL on the store (asks the worker if one runs)")
+@data_dir_option
+@click.argument("sql")
+@json_option
+@pass_settings
+def query(settings: Settings, sql: str, as_json: bool) -> int:
+    result = worker_or_store.run_sql(settings, sql)
+    if as_json:
+        print_json(result)
+    else:
+        from stocktake.console.tables import print_table
+        print_table(result["columns"], result["rows"])
+    return 0
+
+
+@click.command(help="live view: rates, counts, quality, top issues (--once: one snapshot)")
+@data_dir_option
+@click.option("--interval", type=POSITIVE_FLOAT, default=2.0, help="seconds between refreshes")
+@click.option("--once", is_flag=True, help="print one snapshot and exit")
+@pass_settings
+def status(settings: Settings, interval: float, once: bool) -> int:
+    from stocktake.console import status as view
+    from stocktake.streams.discovery import running_worker
+    source = view.Source(load=lambda: worker_or_store.load_inventory(settings),
+                         query=lambda sql: worker_or_store.run_sql(settings, sql),
+                         live=lambda: running_worker(settings.data_dir) is not None,
+                         prefix=settings.topic_dot_prefix, busy=lambda: worker_or_store.store_locked(settings))
+    if once:
+        view.once(source)
+        return 0
+    with contextlib.suppress(KeyboardInterrupt):
+        view.watch(source, interval)
+    return 0
+
+
+@click.command(help="write a self-contained HTML report")
+@data_dir_option
+@click.option("--out", type=PATH, default=Path("stocktake-report.html"),
+              help="HTML file to write (default ./stocktake-report.html)")
+@pass_settings
+def report(settings: Settings, out: Path) -> int:
+    from stocktake import report as html
+    data = worker_or_store.from_worker_or_store(settings, "/api/report-data",
+                                                lambda store: html.report_data(store, settings))
+    out = out.expanduser()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(html.render(data), encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(out.resolve())
+    return 0
