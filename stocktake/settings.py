@@ -18,7 +18,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-ENV_PREFIX = "STOCKTAKE_"
+from stocktake.paths import DEFAULT_DATA_DIR, ENV_PREFIX
 
 
 class SettingsError(ValueError):
@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     # process and chDB under data_dir.
     kafka: str = ""
     clickhouse: str = ""
-    data_dir: Path = Path(".stocktake")
+    data_dir: Path = DEFAULT_DATA_DIR
     topic_prefix: str = "stocktake"
     partitions: int = Field(default=4, ge=1)
     group_id: str = "stocktake"

@@ -103,7 +103,7 @@ def test_drift_appears_when_a_field_is_added_or_changes_type(broker, store, make
             event["coupon"] = "SPRING"
             event["price"] = "10.50"       # price now arrives as a string
         events.append(sources.ReplayEvent("behaviour", str(i % 7), event))
-    messages = [replay.Message(f"{settings.topic_prefix}.behaviour", e.key.encode() if e.key else None,
+    messages = [replay.Message(settings.topic("behaviour"), e.key.encode() if e.key else None,
                                orjson.dumps(e.event), 1, "event") for e in events]
     run_pipeline(broker, store, settings, messages)
     drift = inventory.build(store, settings)["drift"]

@@ -25,7 +25,7 @@ def test_worker_scores_users_and_products(broker, store, make_settings, tmp_path
     products = {str(e.event["product_id"]) for e in events if e.stream == "product"}
     rows = store.rows("SELECT entity, uniqExact(id), min(score), max(score), any(model), any(model_version), "
                       "any(device) FROM scores WHERE topic_prefix = {p:String} GROUP BY entity",
-                      {"p": settings.topic_prefix + "."})
+                      {"p": settings.topic_dot_prefix})
     by_entity = {r[0]: r[1:] for r in rows}
     assert set(by_entity) == {"user", "product"}
     n_users, low, high, model, version, device = by_entity["user"]

@@ -11,9 +11,12 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from stocktake.settings import Settings
 
 
 class CliError(click.ClickException):
@@ -93,6 +96,36 @@ PATH = click.Path(path_type=Path)
 data_dir_option = click.option("--data-dir", type=PATH, default=None,
                                help="state directory; chDB lives in DATA_DIR/chdb (default ./.stocktake)")
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
+
+
+class Invocation:
+    """What a command knows before any heavy import: the data dir, which is all it takes to
+    find a running worker, and the validated Settings, built on first use. A command the
+    worker answers then never imports pydantic (about half of `stocktake query`'s start)."""
+
+    def __init__(self, data_dir: Path | None, log_level: str | None):
+        self._data_dir, self._log_level = data_dir, log_level
+
+    @property
+    def data_dir(self) -> Path:
+        from stocktake import paths
+        return self.settings.data_dir if "settings" in self.__dict__ else paths.data_dir(self._data_dir)
+
+    @functools.cached_property
+    def settings(self) -> Settings:
+        from stocktake.settings import Settings
+        settings = Settings.from_env(data_dir=self._data_dir, log_level=self._log_level)
+        configure_logging(settings.log_level)
+        return settings
+
+
+def pass_invocation(command: Callable[..., int]) -> Callable[..., int]:
+    """Hand the command an Invocation (--data-dir and --log-level applied on first use)."""
+    @functools.wraps(command)
+    def run(*args: Any, data_dir: Path | None = None, **kwargs: Any) -> int:
+        log_level = click.get_current_context().find_root().params.get("log_level")
+        return command(Invocation(data_dir, log_level), *args, **kwargs)
+    return run
 
 
 def pass_settings(command: Callable[..., int]) -> Callable[..., int]:

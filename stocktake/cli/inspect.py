@@ -9,9 +9,18 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from stocktake.cli import worker_or_store
-from stocktake.cli.common import PATH, POSITIVE_FLOAT, CliError, data_dir_option, json_option, pass_settings, print_json
+from stocktake.cli.common import (
+    PATH,
+    POSITIVE_FLOAT,
+    CliError,
+    data_dir_option,
+    json_option,
+    pass_invocation,
+    print_json,
+)
 
 if TYPE_CHECKING:
+    from stocktake.cli.common import Invocation
     from stocktake.clickhouse.store import Store
     from stocktake.settings import Settings
 
@@ -19,9 +28,9 @@ if TYPE_CHECKING:
 @click.command(help="assets with counts (asks the worker if one runs)")
 @data_dir_option
 @json_option
-@pass_settings
-def inventory(settings: Settings, as_json: bool) -> int:
-    result = worker_or_store.load_inventory(settings)
+@pass_invocation
+def inventory(invocation: Invocation, as_json: bool) -> int:
+    result = worker_or_store.load_inventory(invocation)
     if as_json:
         print_json(result)
     else:
@@ -34,12 +43,12 @@ def inventory(settings: Settings, as_json: bool) -> int:
 @data_dir_option
 @click.option("--open", "open_only", is_flag=True, help="only alerts still firing")
 @json_option
-@pass_settings
-def alerts(settings: Settings, open_only: bool, as_json: bool) -> int:
-    def compute(store: Store) -> dict[str, Any]:
+@pass_invocation
+def alerts(invocation: Invocation, open_only: bool, as_json: bool) -> int:
+    def compute(store: Store, settings: Settings) -> dict[str, Any]:
         from stocktake.services.alerts import list_alerts
         return {"alerts": list_alerts(store, settings, open_only=open_only)}
-    result = worker_or_store.from_worker_or_store(settings, "/api/alerts" + ("?open=1" if open_only else ""),
+    result = worker_or_store.from_worker_or_store(invocation, "/api/alerts" + ("?open=1" if open_only else ""),
                                                   compute)
     if as_json:
         print_json(result)
@@ -58,9 +67,9 @@ def alerts(settings: Settings, open_only: bool, as_json: bool) -> int:
 @data_dir_option
 @click.argument("sql")
 @json_option
-@pass_settings
-def query(settings: Settings, sql: str, as_json: bool) -> int:
-    result = worker_or_store.run_sql(settings, sql)
+@pass_invocation
+def query(invocation: Invocation, sql: str, as_json: bool) -> int:
+    result = worker_or_store.run_sql(invocation, sql)
     if as_json:
         print_json(result)
     else:
@@ -73,12 +82,13 @@ def query(settings: Settings, sql: str, as_json: bool) -> int:
 @data_dir_option
 @click.option("--interval", type=POSITIVE_FLOAT, default=2.0, help="seconds between refreshes")
 @click.option("--once", is_flag=True, help="print one snapshot and exit")
-@pass_settings
-def status(settings: Settings, interval: float, once: bool) -> int:
+@pass_invocation
+def status(invocation: Invocation, interval: float, once: bool) -> int:
     from stocktake.console import status as view
     from stocktake.streams.discovery import running_worker
-    source = view.Source(load=lambda: worker_or_store.load_inventory(settings),
-                         query=lambda sql: worker_or_store.run_sql(settings, sql),
+    settings = invocation.settings
+    source = view.Source(load=lambda: worker_or_store.load_inventory(invocation),
+                         query=lambda sql: worker_or_store.run_sql(invocation, sql),
                          live=lambda: running_worker(settings.data_dir) is not None,
                          prefix=settings.topic_dot_prefix, busy=lambda: worker_or_store.store_locked(settings))
     if once:
@@ -93,11 +103,10 @@ def status(settings: Settings, interval: float, once: bool) -> int:
 @data_dir_option
 @click.option("--out", type=PATH, default=Path("stocktake-report.html"),
               help="HTML file to write (default ./stocktake-report.html)")
-@pass_settings
-def report(settings: Settings, out: Path) -> int:
+@pass_invocation
+def report(invocation: Invocation, out: Path) -> int:
     from stocktake import report as html
-    data = worker_or_store.from_worker_or_store(settings, "/api/report-data",
-                                                lambda store: html.report_data(store, settings))
+    data = worker_or_store.from_worker_or_store(invocation, "/api/report-data", html.report_data)
     out = out.expanduser()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from stocktake.cli.common import CliError
+from stocktake.cli.common import CliError, Invocation
 from stocktake.streams.discovery import running_worker
 
 if TYPE_CHECKING:
@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 WORKER_TIMEOUT_S = 30.0
 
 
-def ask_worker(settings: Settings, path: str, body: dict[str, Any] | None = None) -> Any | None:
+def ask_worker(data_dir: Path, path: str, body: dict[str, Any] | None = None) -> Any | None:
     """The worker's JSON answer to GET path (POST with a body); None when no worker runs."""
-    info = running_worker(settings.data_dir)
+    info = running_worker(data_dir)
     if info is None or not info.get("http"):
         return None
     # urllib3 comes with clickhouse-connect; imported here, only when a worker runs.
@@ -60,33 +60,34 @@ def open_store(settings: Settings) -> Store:
     return store
 
 
-def from_worker_or_store(settings: Settings, path: str, compute: Callable[[Store], Any],
+def from_worker_or_store(invocation: Invocation, path: str, compute: Callable[[Store, Settings], Any],
                          body: dict[str, Any] | None = None) -> dict[str, Any]:
-    result = ask_worker(settings, path, body)
+    result = ask_worker(invocation.data_dir, path, body)
     if result is None:
         from stocktake.clickhouse.values import jsonable
+        settings = invocation.settings
         store = open_store(settings)
         try:
-            result = jsonable(compute(store))
+            result = jsonable(compute(store, settings))
         finally:
             store.close()
     return dict(result)
 
 
-def load_inventory(settings: Settings) -> dict[str, Any]:
+def load_inventory(invocation: Invocation) -> dict[str, Any]:
     """The inventory document: from the running worker, else from the store."""
-    def compute(store: Store) -> Any:
+    def compute(store: Store, settings: Settings) -> Any:
         from stocktake.services import inventory
         return inventory.build(store, settings)
-    return from_worker_or_store(settings, "/api/inventory", compute)
+    return from_worker_or_store(invocation, "/api/inventory", compute)
 
 
-def run_sql(settings: Settings, sql: str) -> dict[str, Any]:
+def run_sql(invocation: Invocation, sql: str) -> dict[str, Any]:
     """{"columns", "rows"} of any SQL: from the running worker, else from the store."""
-    def compute(store: Store) -> dict[str, Any]:
+    def compute(store: Store, _settings: Settings) -> dict[str, Any]:
         columns, rows = store.query(sql)
         return {"columns": columns, "rows": rows}
-    return from_worker_or_store(settings, "/api/query", compute, {"sql": sql})
+    return from_worker_or_store(invocation, "/api/query", compute, {"sql": sql})
 
 
 def store_locked(settings: Settings) -> bool:

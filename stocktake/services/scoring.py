@@ -94,7 +94,7 @@ class ScoringService:
 
     async def _score(self, entity: str, ids: list[str], features_ms: int) -> None:
         scorer = self.scorers[entity]
-        topic = f"{self.settings.topic_prefix}.scores.{'users' if entity == 'user' else 'products'}"
+        topic = self.settings.topic("scores.users" if entity == "user" else "scores.products")
         for start in range(0, len(ids), self.max_batch):
             chunk = ids[start:start + self.max_batch]
             matrix = (self.features.user_matrix(chunk, features_ms) if entity == "user"
@@ -120,7 +120,7 @@ class ScoringService:
         await self.publish(topic, messages)
         n = len(ids)
         table = pa.table({
-            "topic_prefix": pa.repeat(pa.scalar(self.settings.topic_prefix + "."), n),
+            "topic_prefix": pa.repeat(pa.scalar(self.settings.topic_dot_prefix), n),
             "entity": pa.repeat(pa.scalar(entity), n), "id": pa.array(ids, pa.string()),
             "score": pa.array(scores.astype(np.float32)), "model": pa.repeat(pa.scalar(scorer.name), n),
             "model_version": pa.repeat(pa.scalar(str(scorer.version)), n),

@@ -35,8 +35,7 @@ def _events(n: int, tag: str) -> list[sources.ReplayEvent]:
     return out
 
 
-def _produce(bootstrap: str, topic_prefix: str, events: list[Any], envelope: int) -> int:
-    topic = f"{topic_prefix}.behaviour"
+def _produce(bootstrap: str, topic: str, events: list[Any], envelope: int) -> int:
     messages = [m._replace(topic=topic) for m in replay.to_messages(events, envelope=envelope)]
     replay.produce(bootstrap, messages)
     return len(messages)
@@ -107,8 +106,8 @@ def run(events: int = 100_000, envelope: int = 100, scoring: str = "off") -> dic
                 for s in (single, enveloped):
                     runtime.settings = s
                     runtime.open_topics()
-                n_single = _produce(runtime.bootstrap, single.topic_prefix, _events(events, f"s{n}"), 1)
-                _produce(runtime.bootstrap, enveloped.topic_prefix, _events(events, f"e{n}"), envelope)
+                n_single = _produce(runtime.bootstrap, single.topic("behaviour"), _events(events, f"s{n}"), 1)
+                _produce(runtime.bootstrap, enveloped.topic("behaviour"), _events(events, f"e{n}"), envelope)
                 if not ceiling:
                     ceiling = _ceiling(runtime.bootstrap, single.topic("behaviour"), base.partitions, n_single)
                 report[f"single_event_messages_{tag}"] = asyncio.run(_worker_rate(runtime, single, events))
