@@ -40,7 +40,7 @@ unit: $(STAMP)  ## fast tests only (no broker)
 
 lint: $(STAMP)  ## ruff and the layer contracts (import-linter)
 	$(BIN)/ruff check .
-	$(BIN)/lint-imports --no-cache
+	$(BIN)/lint-imports --no-cache --no-logo
 
 typecheck: $(STAMP)  ## mypy
 	$(BIN)/mypy

@@ -31,6 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from stocktake.models.dataset import history
+from stocktake.models.encoder import TextEncoder, export_text_encoder, load_torch_encoder, product_text
+from stocktake.models.onnx_utils import cuda_available
+from stocktake.models.registry import ModelRegistry, Scorer
+from stocktake.processors.features import FeatureState, replay_into
+from stocktake.sources import load_events
+
 SCORER_BATCHES = (1, 4, 16, 64, 256, 1024, 4096, 16384)
 SCORER_BATCHES_QUICK = (1, 64, 1024, 16384)
 ENCODER_BATCHES = (1, 8, 32, 128, 256, 1024)
@@ -66,8 +73,6 @@ def _torch_cuda() -> Any:
 
 
 def feature_rows() -> np.ndarray:
-    from stocktake.models.dataset import history
-    from stocktake.processors.features import FeatureState, replay_into
 
     items = history("rees46")
     state = replay_into(FeatureState(), items)
@@ -77,8 +82,6 @@ def feature_rows() -> np.ndarray:
 
 def bench_scorer(registry_root: Path, batches: tuple[int, ...], budget_s: float,
                  skipped: list[str]) -> list[dict[str, Any]]:
-    from stocktake.models.onnx_utils import cuda_available
-    from stocktake.models.registry import ModelRegistry, Scorer
 
     registry = ModelRegistry(registry_root)
     registry.ensure_defaults()
@@ -131,9 +134,6 @@ def bench_scorer(registry_root: Path, batches: tuple[int, ...], budget_s: float,
 
 def bench_encoder(encoder_dir: Path, batches: tuple[int, ...], budget_s: float,
                   skipped: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from stocktake.models.encoder import TextEncoder, export_text_encoder, load_torch_encoder, product_text
-    from stocktake.models.onnx_utils import cuda_available
-    from stocktake.sources import load_events
 
     texts = sorted({product_text(e.event) for e in load_events("rees46") if e.stream == "product"} - {""})
     np.random.default_rng(0).shuffle(texts)  # batches of mixed lengths, as a catalog stream has
@@ -186,7 +186,6 @@ def _ort_run(session: Any, feeds: dict[str, np.ndarray]) -> Any:
 def environment() -> dict[str, Any]:
     import onnxruntime as ort
 
-    from stocktake.models.onnx_utils import cuda_available
 
     env: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
                            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),

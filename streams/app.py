@@ -14,6 +14,7 @@ import faust
 import orjson
 from faust.types import TP
 
+from stocktake.broker import KAFKA_LOG
 from stocktake.clickhouse.store import Store, StoreError
 from stocktake.processors.contract import STREAMS
 from stocktake.processors.judge import DeadLetter
@@ -152,8 +153,6 @@ def _start_scoring(settings: Settings, store: Store, sink: Sink, app: faust.App,
     # Scores go out through librdkafka (C, its own threads), not Faust's producer on the
     # event loop: thousands of per-id messages must not cost the ingest loop.
     from confluent_kafka import Producer
-
-    from stocktake.broker import KAFKA_LOG
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "logger": KAFKA_LOG})
 
     def produce(topic: str, messages: list[tuple[bytes, bytes]]) -> None:
