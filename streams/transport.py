@@ -11,13 +11,17 @@ Other topics keep Faust's per-message path.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
 from stocktake.processors.judge import Record
+
+log = logging.getLogger("stocktake.transport")
 
 
 class FetchBatch(NamedTuple):
@@ -36,7 +40,13 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         if records is None or self.should_stop:
             return
         if not self.flow_active:
-            await self.perform_seek()
+            try:
+                await self.perform_seek()
+            except IllegalStateError:
+                # A partition was revoked while flow was paused (a rebalance in flight). Raised
+                # here it crashed the Fetcher and the worker stopped consuming for good; the
+                # next pass seeks the new assignment, and the sink skips what is stored.
+                log.info("seek skipped: the assignment changed during a rebalance")
             return
         batch_topics = self.batch_topics
         for tp, tp_records in records.items():

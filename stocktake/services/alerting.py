@@ -24,9 +24,10 @@ import datetime as dt
 import json
 import logging
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import urllib3
 
 from stocktake.clickhouse import alert_queries as A
 from stocktake.clickhouse.store import Store
@@ -92,6 +93,8 @@ class AlertRunner:
                             backfill_minutes=BACKFILL_MINUTES)
         self.ticks = 0
         self.seen_until_ms = 0          # ingest time looked at so far
+        # The webhook: 5 s per page, no retries here (a later issue gives pages an outbox).
+        self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=5.0), retries=False)
 
     @property
     def monitor(self) -> GapMonitor:
@@ -192,10 +195,10 @@ class AlertRunner:
 
     def _post(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:
-            request = urllib.request.Request(self.settings.alert_webhook, data=json.dumps(message).encode(),
-                                             headers={"Content-Type": "application/json"}, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=5):
-                    pass
-            except OSError as exc:  # the topic and table have it; a webhook outage must not stop alerting
+                response = self._http.request("POST", self.settings.alert_webhook, body=json.dumps(message).encode(),
+                                              headers={"Content-Type": "application/json"})
+                if response.status >= 400:
+                    raise urllib3.exceptions.HTTPError(f"HTTP {response.status}")
+            except urllib3.exceptions.HTTPError as exc:  # the topic and table have it; an outage must not stop alerting
                 log.error("alert webhook %s failed: %s", self.settings.alert_webhook, exc)
