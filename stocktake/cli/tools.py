@@ -2,28 +2,62 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from stocktake.cli.common import POSITIVE_FLOAT, POSITIVE_INT, json_option, pass_settings, print_json
+from stocktake.cli.common import (
+    PATH,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    CliError,
+    json_option,
+    pass_settings,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from stocktake.settings import Settings
 
 
-@click.command(help="end-to-end throughput benchmark")
-@click.option("--events", type=POSITIVE_INT, default=100_000)
+@click.command(help="end-to-end throughput benchmark; --inventory: what reading the inventory costs")
+@click.option("--events", type=POSITIVE_INT, default=None,
+              help="events per run (default 100,000; with --inventory 1,000,000)")
 @click.option("--envelope", type=POSITIVE_INT, default=100)
 @click.option("--scoring", type=click.Choice(("off", "on", "both")), default="both",
-              help="run the worker with in-stream scoring off, on, or both (default)")
+              help="run the worker with in-stream scoring off, on, or both (default); "
+                   "with --inventory off or on (default: STOCKTAKE_SCORING)")
+@click.option("--inventory", is_flag=True,
+              help="ingest the REES46 replay multiplied to --events (three streams, envelopes) through one "
+                   "worker, then time inventory, report, every Grafana panel's and gap detector's SQL, store "
+                   "size, and ingest with vs without a client reading the inventory every second")
+@click.option("--json-out", type=PATH, default=None, help="also write the report as JSON to this file")
 @json_option
 @pass_settings
-def bench(settings: Settings, events: int, envelope: int, scoring: str, as_json: bool) -> int:
+def bench(settings: Settings, events: int | None, envelope: int, scoring: str, inventory: bool,
+          json_out: Path | None, as_json: bool) -> int:
     from stocktake.tools import bench as benchmark
-    report = benchmark.run(events=events, envelope=envelope, scoring=scoring)
+    from stocktake.tools import bench_inventory
+    if inventory:
+        report = bench_inventory.run_inventory(
+            events=events or 1_000_000, envelope=envelope,
+            scoring=None if scoring == "both" else scoring == "on",
+            progress=None if as_json else lambda text: click.echo(f"bench: {text}", err=True))
+    else:
+        report = benchmark.run(events=events or 100_000, envelope=envelope, scoring=scoring)
+    if json_out is not None:
+        json_out = json_out.expanduser()
+        try:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"cannot write {json_out}: {exc.strerror or exc}") from None
     if as_json:
         print_json(report)
+    elif inventory:
+        bench_inventory.print_inventory_report(report)
     else:
         benchmark.print_report(report)
     return 0

@@ -5,6 +5,8 @@ single-event messages, the worker on batch envelopes, and the ceiling — a
 bare confluent-kafka consumer + orjson decoder reading the single-event topic.
 The clock starts once the worker owns its partitions (group join excluded)
 and stops when the last row is inserted (not just consumed).
+
+`stocktake bench --inventory` is in bench_inventory.py.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
@@ -23,6 +25,9 @@ from stocktake import sources
 from stocktake.settings import Settings
 from stocktake.streams.runtime import Runtime, wait_until_assigned
 from stocktake.tools import replay
+
+if TYPE_CHECKING:
+    pass
 
 
 def _events(n: int, tag: str) -> list[sources.ReplayEvent]:
