@@ -103,8 +103,8 @@ class Invocation:
     find a running worker, and the validated Settings, built on first use. A command the
     worker answers then never imports pydantic (about half of `stocktake query`'s start)."""
 
-    def __init__(self, data_dir: Path | None, log_level: str | None):
-        self._data_dir, self._log_level = data_dir, log_level
+    def __init__(self, data_dir: Path | None, **flags: Any):
+        self._data_dir, self._flags = data_dir, flags
 
     @property
     def data_dir(self) -> Path:
@@ -114,17 +114,22 @@ class Invocation:
     @functools.cached_property
     def settings(self) -> Settings:
         from stocktake.settings import Settings
-        settings = Settings.from_env(data_dir=self._data_dir, log_level=self._log_level)
+        settings = Settings.from_env(data_dir=self._data_dir, **self._flags)
         configure_logging(settings.log_level)
         return settings
 
 
+def _invocation(data_dir: Path | None, **flags: Any) -> Invocation:
+    """Flags override the environment: --data-dir, the command's own, and the root's --log-level."""
+    log_level = click.get_current_context().find_root().params.get("log_level")
+    return Invocation(data_dir, log_level=log_level, **flags)
+
+
 def pass_invocation(command: Callable[..., int]) -> Callable[..., int]:
-    """Hand the command an Invocation (--data-dir and --log-level applied on first use)."""
+    """Hand the command an Invocation: Settings are built only if it asks for them."""
     @functools.wraps(command)
     def run(*args: Any, data_dir: Path | None = None, **kwargs: Any) -> int:
-        log_level = click.get_current_context().find_root().params.get("log_level")
-        return command(Invocation(data_dir, log_level), *args, **kwargs)
+        return command(_invocation(data_dir), *args, **kwargs)
     return run
 
 
@@ -132,11 +137,7 @@ def pass_settings(command: Callable[..., int]) -> Callable[..., int]:
     """Hand the command its Settings: environment < --data-dir/--partitions/--log-level."""
     @functools.wraps(command)
     def run(*args: Any, data_dir: Path | None = None, partitions: int | None = None, **kwargs: Any) -> int:
-        from stocktake.settings import Settings
-        log_level = click.get_current_context().find_root().params.get("log_level")
-        settings = Settings.from_env(data_dir=data_dir, partitions=partitions, log_level=log_level)
-        configure_logging(settings.log_level)
-        return command(settings, *args, **kwargs)
+        return command(_invocation(data_dir, partitions=partitions).settings, *args, **kwargs)
     return run
 
 

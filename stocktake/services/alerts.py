@@ -3,22 +3,20 @@ status and inventory; the alerting worker's takeover)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from stocktake.clickhouse import alert_queries as A
 from stocktake.clickhouse.store import Store
+from stocktake.clickhouse.values import iso_ms
 from stocktake.processors.alerts import Alert
 from stocktake.settings import Settings
 
 
 def iso(ms: int | None) -> str | None:
     """Epoch milliseconds as the alerts' JSON writes times: ISO-8601 UTC, ``...123Z``."""
-    if ms is None:
-        return None
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if ms is None else iso_ms(ms)
 
 
 def read_alert(row: Mapping[str, Any]) -> Alert:

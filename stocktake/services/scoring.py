@@ -25,6 +25,7 @@ import orjson
 import pyarrow as pa
 
 from stocktake.clickhouse.store import Store
+from stocktake.clickhouse.values import iso_utc
 from stocktake.processors.contract import Event
 from stocktake.settings import Settings
 
@@ -111,8 +112,7 @@ class ScoringService:
                        elapsed: float, scorer: Any) -> None:
         now = dt.datetime.now(dt.UTC)
         features_at = dt.datetime.fromtimestamp(features_ms / 1000, dt.UTC)
-        features_iso = features_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        scored_iso = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        features_iso, scored_iso = iso_utc(features_at), iso_utc(now)
         messages = [(id_.encode(), orjson.dumps({
             "id": id_, "entity": entity, "score": round(float(score), 6), "model": scorer.name,
             "model_version": scorer.version, "features_ts": features_iso, "scored_at": scored_iso,
