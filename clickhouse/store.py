@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -101,8 +101,10 @@ class Store:
     def embedded(self) -> bool:
         return self.dsn.startswith("chdb://")
 
-    def migrate(self) -> list[int]:
-        """Apply pending migrations; idempotent (every statement is IF NOT EXISTS too)."""
+    def migrate(self, after: Mapping[int, Callable[[Store], None]] | None = None) -> list[int]:
+        """Apply pending migrations; idempotent (every statement is IF NOT EXISTS too).
+        ``after[version]`` runs once that version's statements are in, before it is recorded
+        (a data step: a crash in it repeats it at the next start)."""
         with self._lock:
             self.command(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
@@ -115,6 +117,8 @@ class Store:
                     continue
                 for statement in statements:
                     self.command(statement)
+                if after and version in after:
+                    after[version](self)
                 self.command(
                     "INSERT INTO schema_migrations (version, name) VALUES ({v:UInt32}, {n:String})",
                     {"v": version, "n": name},
@@ -161,8 +165,9 @@ class Store:
     # -- what the worker needs on partition assignment ---------------------------------
 
     def watermarks(self, topic: str, partitions: Sequence[int] | None = None) -> dict[int, int]:
-        """Highest stored offset per partition of a topic."""
-        sql = "SELECT partition, max(offset) FROM ingest_log WHERE topic = {t:String}"
+        """Highest stored offset per partition of a topic (from partition_rollup: it outlives
+        the raw rows' retention)."""
+        sql = "SELECT partition, max(offset_max) FROM partition_rollup WHERE topic = {t:String}"
         params: dict[str, Any] = {"t": topic}
         if partitions is not None:
             sql += " AND partition IN {p:Array(UInt32)}"
@@ -172,21 +177,23 @@ class Store:
     def event_time_progress(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
         """Newest stored event time (ms) of valid events per partition."""
         return {int(p): int(t) for p, t in self.rows(
-            "SELECT partition, toUnixTimestamp64Milli(max(ts)) FROM ingest_log WHERE topic = {t:String}"
-            " AND status = 'valid' AND partition IN {p:Array(UInt32)} GROUP BY partition",
+            "SELECT partition, toUnixTimestamp64Milli(max(valid_ts_max)) AS newest FROM partition_rollup"
+            " WHERE topic = {t:String} AND partition IN {p:Array(UInt32)} GROUP BY partition"
+            " HAVING newest IS NOT NULL",
             {"t": topic, "p": list(partitions)})}
 
     def recent_event_ids(
         self, topic: str, window_s: float, limit: int, partitions: Sequence[int] | None = None
     ) -> list[tuple[str, int]]:
         """(event_id, ts_ms) of the topic's valid events within window_s behind the low
-        watermark: the minimum over ``partitions`` (default: all) of their newest event time."""
+        watermark: the minimum over ``partitions`` (default: all) of their newest event time.
+        Reads a bounded slice of ingest_log (event-time skip index)."""
         where_p = "" if partitions is None else " AND partition IN {p:Array(UInt32)}"
         return [
             (str(e), int(t))
             for e, t in self.rows(
-                "WITH (SELECT min(newest) FROM (SELECT max(ts) AS newest FROM ingest_log"
-                " WHERE topic = {t:String} AND status = 'valid'" + where_p + " GROUP BY partition)) AS low"
+                "WITH (SELECT min(newest) FROM (SELECT max(valid_ts_max) AS newest FROM partition_rollup"
+                " WHERE topic = {t:String}" + where_p + " GROUP BY partition HAVING newest IS NOT NULL)) AS low"
                 " SELECT event_id, toUnixTimestamp64Milli(ts) FROM ingest_log"
                 " WHERE topic = {t:String} AND status = 'valid'"
                 " AND ts >= low - toIntervalMillisecond({w:UInt64}) ORDER BY ts DESC LIMIT {n:UInt64}",
@@ -194,6 +201,24 @@ class Store:
                  "p": list(partitions) if partitions is not None else []},
             )
         ]
+
+    def raw_retention(self) -> int:
+        """Seconds ingest_log keeps raw events (its TTL), 0: forever."""
+        (create,), = self.rows("SELECT create_table_query FROM system.tables "
+                               "WHERE database = currentDatabase() AND name = 'ingest_log'")
+        m = re.search(r"\bTTL\b.*?toIntervalSecond\((\d+)\)", create)
+        return int(m.group(1)) if m else 0
+
+    def set_raw_retention(self, seconds: int) -> bool:
+        """Keep raw events for ``seconds`` of ingest time (0: forever); True if it changed.
+        Rows past it go at the next merge (a TTL, not a scan)."""
+        if self.raw_retention() == seconds:
+            return False
+        if seconds:
+            self.command(f"ALTER TABLE ingest_log MODIFY TTL toDateTime(ingest_ts) + toIntervalSecond({int(seconds)})")
+        else:
+            self.command("ALTER TABLE ingest_log REMOVE TTL")
+        return True
 
     def close(self) -> None:
         with self._lock:

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     drift_grace_s: Annotated[NonNegative, _env("DRIFT_GRACE")] = 300.0
     field_vanish_after_s: Annotated[NonNegative, _env("FIELD_VANISH_AFTER")] = 3600.0
     amount_tolerance: NonNegative = 0.01
+    # How long ingest_log keeps raw events (ingest time; 0 = forever). The inventory keeps its
+    # whole history in the rollups; raw events serve drill-downs and `stocktake reconcile`.
+    raw_retention_s: Annotated[NonNegative, _env("RAW_RETENTION")] = 7 * 86400.0
     # Data-gap alerting: how often the detectors look, how long a minute of event
     # time stays open for stragglers, per-asset detector settings (TOML), webhook.
     gap_interval_s: Annotated[Positive, _env("GAP_INTERVAL")] = 2.0

@@ -15,6 +15,7 @@ import logging
 import os
 
 from stocktake.broker import EmbeddedBroker, create_topics, free_port
+from stocktake.clickhouse import rollups
 from stocktake.clickhouse.store import Store
 from stocktake.processors.contract import STREAMS
 from stocktake.settings import Settings
@@ -58,7 +59,7 @@ class Runtime:
             self.broker = EmbeddedBroker(self.kafka_port, log_path=s.data_dir / "tansu.log").start()
         if self.store is None:
             self.store = Store(s.clickhouse_dsn, retry_for=s.connect_timeout_s)
-        self.store.migrate()
+        rollups.prepare(self.store, raw_retention_s=s.raw_retention_s)
         self.open_topics()
         return self
 

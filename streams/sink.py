@@ -1,9 +1,12 @@
 """The exactly-counted sink: judge, buffer per partition, insert, then commit.
 
-Order per partition flush (DESIGN.md "Correctness without Kafka transactions"):
-  1. publish the batch's dead letters and wait for the broker (at-least-once),
+Order per flush of one or more partitions (DESIGN.md "Correctness without Kafka transactions"):
+  1. publish the batches' dead letters and wait for the broker (at-least-once),
   2. insert every judged event with its coordinates in ONE insert (atomic),
-  3. raise the in-memory watermark, then commit offset+1 to Kafka.
+  3. raise the in-memory watermarks, then commit offset+1 to Kafka.
+Every insert also runs the rollups' materialized views (migration 008), whose cost is mostly
+per insert: a flush takes every partition with buffered events, so one worker makes about
+one insert per flush interval, however many partitions it owns.
 A crash after 2 and before 3 redelivers records that step 2 stored; the
 watermark read back from ClickHouse on assignment skips them.
 """
@@ -17,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import tenacity
 
 from stocktake.clickhouse.rows import ingest_log_table
@@ -142,9 +146,8 @@ class Sink:
         tps = [tp for tp in tps if tp[0] in self.streams_by_topic]
         async with self._lock:
             log.info("%s revoked %s", self.name, sorted(tps))
-            for tp in tps:
-                if not self.closed:
-                    await self._flush(tp)
+            if not self.closed:
+                await self._flush(tps)
             self.assigned.difference_update(tps)
             for tp in tps:
                 self.buffers.pop(tp, None)
@@ -157,8 +160,7 @@ class Sink:
         flush after that could land after the partition's new owner read its
         watermark (Tansu accepts the old member's offset commit too)."""
         async with self._lock:
-            for tp in list(self.buffers):
-                await self._flush(tp)
+            await self._flush(list(self.buffers))
             self.closed = True
             self.assigned.clear()
 
@@ -190,48 +192,53 @@ class Sink:
                 buffer = self.buffers[tp] = PartitionBuffer(stream)
             buffer.add(judged)
             if buffer.rows >= self.settings.batch_rows:
-                await self._flush(tp)
+                await self._flush([tp])
 
     async def flush_due(self) -> None:
-        """Timer: flush buffers older than the flush interval (batches by size AND time)."""
+        """Timer: once a buffer is older than the flush interval, flush it and every other
+        buffer with events along with it (batches by size AND time)."""
         now = time.monotonic()
         async with self._lock:
             if self.closed:
                 return
-            for tp, buffer in list(self.buffers.items()):
-                if buffer.last_offset >= 0 and now - buffer.since >= self.settings.flush_interval_s:
-                    await self._flush(tp)
+            if any(b.last_offset >= 0 and now - b.since >= self.settings.flush_interval_s
+                   for b in self.buffers.values()):
+                await self._flush(list(self.buffers))
 
     async def flush_all(self) -> None:
         async with self._lock:
             if self.closed:
                 return
-            for tp in list(self.buffers):
-                await self._flush(tp)
+            await self._flush(list(self.buffers))
 
-    async def _flush(self, tp: Key) -> None:
-        buffer = self.buffers.get(tp)
-        if buffer is None or buffer.last_offset < 0:
+    async def _flush(self, tps: Iterable[Key]) -> None:
+        """Store the buffered events of ``tps`` in one insert, then commit their offsets."""
+        due = {tp: b for tp in tps if (b := self.buffers.get(tp)) is not None and b.last_offset >= 0}
+        if not due:
             return
-        if buffer.dead_letters:
-            await self._publish(buffer.dead_letters)
-        if buffer.rows:
-            table = ingest_log_table(buffer.columns)
+        dead = [d for b in due.values() for d in b.dead_letters]
+        if dead:
+            await self._publish(dead)
+        filled = [b for b in due.values() if b.rows]
+        if filled:
+            table = pa.concat_tables([ingest_log_table(b.columns) for b in filled])
             started = time.perf_counter()
             await self._retry(self.store.insert_arrow, "ingest_log", table)
             self.stats.insert_seconds += time.perf_counter() - started
             self.stats.inserts += 1
-            self.stats.rows_inserted += buffer.rows
-            self.stats.count(buffer.stream, buffer.columns["status"])
-        log.info("%s flushed %s up to offset %d (%d rows)", self.name, tp, buffer.last_offset, buffer.rows)
-        self.watermarks[tp] = buffer.last_offset
-        self.buffers[tp] = PartitionBuffer(buffer.stream)
+            self.stats.rows_inserted += table.num_rows
+            for b in filled:
+                self.stats.count(b.stream, b.columns["status"])
+        for tp, b in due.items():
+            log.info("%s flushed %s up to offset %d (%d rows)", self.name, tp, b.last_offset, b.rows)
+            self.watermarks[tp] = b.last_offset
+            self.buffers[tp] = PartitionBuffer(b.stream)
         if not self.settings.commit_offsets:
             return
         try:
-            await self._commit({tp: buffer.last_offset + 1})
-        except Exception as exc:  # the watermark keeps us exact; a later commit catches up
-            log.warning("offset commit for %s failed: %s", tp, exc)
+            await self._commit({tp: b.last_offset + 1 for tp, b in due.items()})
+        except Exception as exc:  # the watermarks keep us exact; a later commit catches up
+            log.warning("offset commit for %s failed: %s", sorted(due), exc)
 
     async def _retry(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking store call in a thread; retry with backoff while ClickHouse is away."""

@@ -17,6 +17,7 @@ from stocktake.cli.common import CliError, Invocation
 from stocktake.streams.discovery import running_worker
 
 if TYPE_CHECKING:
+    from stocktake.clickhouse import rollups
     from stocktake.clickhouse.store import Store
     from stocktake.settings import Settings
 
@@ -52,11 +53,12 @@ def _reason(exc: Exception) -> str:
 
 
 def open_store(settings: Settings) -> Store:
+    from stocktake.clickhouse import rollups
     from stocktake.clickhouse.store import Store
     if not settings.clickhouse and not (settings.data_dir / "chdb").exists():
         raise CliError(f"no store in {settings.data_dir} (run `stocktake up` first or pass --data-dir)")
     store = Store(settings.clickhouse_dsn)
-    store.migrate()
+    rollups.prepare(store, raw_retention_s=settings.raw_retention_s)
     return store
 
 

@@ -27,8 +27,13 @@ from stocktake.settings import Settings
 
 
 def _scope(settings: Settings) -> dict[str, Any]:
-    """Query parameters limiting every query to this deployment's topics."""
-    return {"prefix": settings.topic_dot_prefix}
+    """Query parameters limiting every query to this deployment's topics; the lateness
+    bound in the whole seconds the rollups' lag histogram counts."""
+    return {"prefix": settings.topic_dot_prefix, "late_s": int(settings.lateness_s)}
+
+
+def asset_rows(store: Store, settings: Settings) -> list[dict[str, Any]]:
+    return Q.rows_as_dicts(store, Q.ASSETS_SQL, _scope(settings))
 
 
 def asset_id(asset: str) -> str:
@@ -51,19 +56,18 @@ def _example(raw: str) -> Any:
         return raw
 
 
-def field_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """(fields of every stream, per-asset field presence for completeness)."""
-    scope = _scope(settings)
-    rows = Q.rows_as_dicts(store, Q.FIELDS_SQL, scope)
-    spans = {r["asset"]: r for r in Q.rows_as_dicts(store, Q.ASSET_SPANS_SQL, scope)}
+def field_inventory(assets: list[dict[str, Any]], rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(fields of every stream, per-asset field presence for completeness) from asset_rows
+    and the FIELDS_SQL rows."""
+    spans = {r["asset"]: {"events": r["object_events"]} for r in assets}
     per_asset: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(lambda: {
         "types": {}, "present": 0, "bad": 0, "distinct_approx": 0, "examples": [],
         "first_seen": None, "last_seen": None}))
     for r in rows:
         f = per_asset[r["asset"]][r["field"]]
-        f["types"][r["type"]] = int(r["n"])
+        f["types"][r["type"]] = int(r["events"])
         if r["type"] != "null":
-            f["present"] += int(r["n"])
+            f["present"] += int(r["events"])
             f["bad"] += int(r["bad"])
             f["distinct_approx"] += int(r["distinct_approx"])
             f["examples"].extend(_example(x) for x in r["examples"])
@@ -96,25 +100,27 @@ def field_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, An
     return fields, presence
 
 
-def schema_drift(store: Store, settings: Settings) -> list[DriftEvent]:
-    scope = _scope(settings)
+def schema_drift(store: Store, settings: Settings, assets: list[dict[str, Any]] | None = None,
+                 fields: list[dict[str, Any]] | None = None) -> list[DriftEvent]:
+    """processors.drift over the field rollup (the rows are read unless given)."""
+    assets = asset_rows(store, settings) if assets is None else assets
+    fields = Q.rows_as_dicts(store, Q.FIELDS_SQL, _scope(settings)) if fields is None else fields
     observations = []
-    for r in Q.rows_as_dicts(store, Q.FIELDS_SQL, scope):
+    for r in fields:
         if not is_stream(r["asset"]) or r["first_ts"] is None or not r["n_valid"]:
             continue
         observations.append(FieldType(r["asset"], r["field"], r["type"], _ms(r["first_ts"]) or 0,
                                       _ms(r["last_ts"]) or 0, int(r["n_valid"])))
     spans = {r["asset"]: (_ms(r["first_ts"]) or 0, _ms(r["last_ts"]) or 0)
-             for r in Q.rows_as_dicts(store, Q.ASSET_SPANS_SQL, scope)
-             if is_stream(r["asset"]) and r["first_ts"] is not None}
+             for r in assets if is_stream(r["asset"]) and r["valid"]}
     return detect_drift(observations, spans, grace_ms=int(settings.drift_grace_s * 1000),
                         vanish_after_ms=int(settings.field_vanish_after_s * 1000))
 
 
-def drift_events(store: Store, settings: Settings) -> list[dict[str, Any]]:
+def drift_events(drift: list[DriftEvent]) -> list[dict[str, Any]]:
     return [{"stream": e.stream, "field": e.field, "kind": e.kind, "type": e.type,
              "at": dt.datetime.fromtimestamp(e.at_ms / 1000, dt.UTC), "details": e.details}
-            for e in schema_drift(store, settings)]
+            for e in drift]
 
 
 def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -125,7 +131,8 @@ def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, A
         Q.ENTITY_PRODUCTS_SQL, scope)
     (orders, orders_1h, orders_1d, o_first, o_last), = store.rows(Q.ENTITY_ORDERS_SQL, scope)
     orphans = store.rows(Q.ORPHANS_SQL, scope)
-    orphan_events = dict(store.rows(Q.ORPHAN_EVENTS_BY_STREAM_SQL, scope))
+    orphan_refs = {asset: int(n) for asset, n in store.rows(Q.ORPHAN_REFS_BY_ASSET_SQL, scope)}
+    orphan_events = {asset: n for asset, n in orphan_refs.items() if is_stream(asset)}
     mismatches, checked = [], 0
     by_asset: dict[str, list[int]] = defaultdict(lambda: [0, 0])   # asset -> [checked, failed]
     for event_id, kind, source, order_id, product_id, qty, amount, price, has_price in store.rows(
@@ -156,16 +163,17 @@ def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, A
          "amount_checked": checked, "amount_mismatch": len(mismatches),
          "amount_mismatch_examples": mismatches[:10]},
     ]
-    return entities, {"as_of": as_of, "amount_by_asset": dict(by_asset)}
+    return entities, {"as_of": as_of, "amount_by_asset": dict(by_asset), "orphan_refs": orphan_refs}
 
 
 def build(store: Store, settings: Settings, now_ms: int | None = None) -> dict[str, Any]:
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    fields, presence = field_inventory(store, settings)
+    rows = asset_rows(store, settings)
+    field_rows = Q.rows_as_dicts(store, Q.FIELDS_SQL, _scope(settings))
+    fields, presence = field_inventory(rows, field_rows)
     entities, consistency = entity_inventory(store, settings)
     assets = []
-    for r in Q.rows_as_dicts(store, Q.ASSETS_SQL,
-                                {**_scope(settings), "late_ms": int(settings.lateness_s * 1000)}):
+    for r in rows:
         asset = r["asset"]
         stream = Asset.parse(asset).stream
         seen = presence.get(asset, {"events": 0, "present": {}})
@@ -177,7 +185,7 @@ def build(store: Store, settings: Settings, now_ms: int | None = None) -> dict[s
             "newest_ts_ms": last_ms, "field_events": seen["events"],
             "fields": {name: {"present": n} for name, n in seen["present"].items()},
             "consistency_checked": r["product_refs"] + amount_checked,
-            "consistency_failed": r["orphan_refs"] + amount_failed,
+            "consistency_failed": consistency["orphan_refs"].get(asset, 0) + amount_failed,
         }
         spec = STREAM_SPECS.get(stream)
         quality = quality_score(summary, required_fields=spec.required if spec else (), now_ms=now_ms,
@@ -199,6 +207,6 @@ def build(store: Store, settings: Settings, now_ms: int | None = None) -> dict[s
         "assets": assets,
         "fields": fields,
         "entities": entities,
-        "drift": drift_events(store, settings),
+        "drift": drift_events(schema_drift(store, settings, rows, field_rows)),
         "alerts": list_alerts(store, settings, open_only=True),
     })
