@@ -1,10 +1,21 @@
 """Queries feeding the gap detectors, and the alert/baseline tables. All scoped
-to one deployment's topic prefix like clickhouse/queries.py."""
+to one deployment's topic prefix like clickhouse/queries.py.
+
+Counts, field presence, spans and last-seen times come from the rollups of migration 008,
+so their cost follows the minutes or assets asked for, not the history. Raw events are
+read in bounded slices of ingest_log only: an ingest-time window (since, until] for the
+newest times and the arrival gaps (services/alerting.py bounds its length), and the
+closed minutes' event time [from, to) for orphan references; the skip indexes of
+migration 006 prune both to a few granules.
+"""
 
 from __future__ import annotations
 
+from stocktake.clickhouse.queries import OURS
+
 _LOG = "prefixed_log(prefix = {prefix:String})"
 _ASSETS = "prefixed_assets(prefix = {prefix:String})"
+_WINDOW = "minute >= {from:DateTime64(3, 'UTC')} AND minute < {to:DateTime64(3, 'UTC')}"
 
 # Newest event time and newest ingest time of valid events per asset, among rows
 # ingested in (since, until]: the two clocks' "last seen".
@@ -13,6 +24,14 @@ SELECT asset, toUnixTimestamp64Milli(max(ts)), toUnixTimestamp64Milli(max(ingest
 FROM {_ASSETS}
 WHERE status = 'valid' AND ingest_ts > {{since:DateTime64(3, 'UTC')}}
   AND ingest_ts <= {{until:DateTime64(3, 'UTC')}}
+GROUP BY asset
+"""
+
+# The same over all history, from the rollup: every asset's last-seen times (a takeover).
+ASSET_ACTIVITY_SQL = f"""
+SELECT asset, toUnixTimestamp64Milli(max(ts_max)), toUnixTimestamp64Milli(max(ingest_max))
+FROM asset_rollup
+WHERE {OURS} AND status = 'valid'
 GROUP BY asset
 """
 
@@ -30,31 +49,64 @@ FROM (
 )
 """
 
-# Closed minutes of event time: valid events per asset, product references and
-# orphans (products the catalog never announced) per asset.
-MINUTES_SQL = f"""
-SELECT asset, toUnixTimestamp(toStartOfMinute(ts)) * 1000 AS m, count() AS events,
-       countIf(stream != 'product' AND product_id != '') AS refs,
-       countIf(stream != 'product' AND product_id != '' AND product_id NOT IN (
-           SELECT product_id FROM {_LOG} WHERE status = 'valid' AND stream = 'product')) AS orphans
-FROM {_ASSETS}
-WHERE status = 'valid' AND ts >= {{from:DateTime64(3, 'UTC')}} AND ts < {{to:DateTime64(3, 'UTC')}}
-GROUP BY asset, m
+# The gaps between the minutes of event time in [from, to) that hold valid events of an
+# asset, in the shape of GAPS_SQL: a coarse cadence (minute resolution) for assets too
+# sparse to show enough gaps in one bounded window of raw events.
+MINUTE_GAPS_SQL = f"""
+SELECT asset, length(gaps) AS n, arraySlice(arrayShuffle(gaps), 1, {{sample:UInt32}}) AS sample, first
+FROM (
+    SELECT asset, arrayPopFront(arrayDifference(arraySort(groupArray(m)))) AS gaps, min(m) AS first
+    FROM (SELECT asset, toInt64(toUnixTimestamp(minute)) * 1000 AS m FROM asset_minute_rollup
+          WHERE {OURS} AND status = 'valid' AND {_WINDOW}
+          GROUP BY asset, m)
+    GROUP BY asset
+)
 """
 
-# Field presence per stream and closed minute (completeness).
+# Valid references to a product by the non-product streams, in the event time [from, to).
+_REFERENCES = """status = 'valid' AND stream != 'product' AND product_id != ''
+      AND ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')}"""
+
+# Of the products those references name, the ones the catalog ever announced (only those
+# products' rows of the product rollup: its primary key is (topic, product_id)).
+_ANNOUNCED = f"""
+    SELECT product_id FROM product_rollup
+    WHERE {OURS} AND product_id IN (SELECT product_id FROM {_LOG} WHERE {_REFERENCES})
+    GROUP BY product_id HAVING sum(n_catalog) > 0"""
+
+# Closed minutes of event time: valid events per asset and product references (the
+# minute rollup), and orphans: references to products the catalog never announced (the
+# minutes' own raw events against the product rollup).
+MINUTES_SQL = f"""
+SELECT asset, m, c.events, c.refs, o.orphans
+FROM (
+    SELECT asset, toInt64(toUnixTimestamp(minute)) * 1000 AS m, sum(n) AS events, sum(n_refs) AS refs
+    FROM asset_minute_rollup
+    WHERE {OURS} AND status = 'valid' AND {_WINDOW}
+    GROUP BY asset, m
+) AS c
+LEFT JOIN (
+    SELECT asset, toInt64(toUnixTimestamp(toStartOfMinute(ts))) * 1000 AS m, count() AS orphans
+    FROM {_ASSETS}
+    WHERE {_REFERENCES} AND product_id NOT IN ({_ANNOUNCED})
+    GROUP BY asset, m
+) AS o USING (asset, m)
+"""
+
+# Field presence per stream and closed minute (completeness): a field present as null
+# is not present.
 FIELD_MINUTES_SQL = f"""
-SELECT stream, toUnixTimestamp(toStartOfMinute(ts)) * 1000 AS m, kv.1 AS field,
-       countIf(JSONType(kv.2) != 'Null') AS present
-FROM {_LOG}
-ARRAY JOIN JSONExtractKeysAndValuesRaw(payload) AS kv
-WHERE status = 'valid' AND ts >= {{from:DateTime64(3, 'UTC')}} AND ts < {{to:DateTime64(3, 'UTC')}}
+SELECT stream, toInt64(toUnixTimestamp(minute)) * 1000 AS m, field, sumIf(n, type != 'null') AS present
+FROM field_minute_rollup
+WHERE {OURS} AND status = 'valid' AND asset = stream AND {_WINDOW}
 GROUP BY stream, m, field
 """
 
+# First and newest event time of valid events, and how many.
 EVENT_SPAN_SQL = f"""
-SELECT toUnixTimestamp64Milli(min(ts)), toUnixTimestamp64Milli(max(ts)), count()
-FROM {_LOG} WHERE status = 'valid'
+SELECT toUnixTimestamp64Milli(min(ts_min)), toUnixTimestamp64Milli(max(ts_max)), sum(n)
+FROM asset_rollup
+WHERE {OURS} AND status = 'valid' AND asset = stream
 """
 
 # An alert row as services/alerts.read_alert reads it: times in epoch milliseconds.

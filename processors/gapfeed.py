@@ -15,6 +15,11 @@ worker does. Each look hands it:
    presence. Every known asset gets one observation per closed minute, zero
    when it had none;
 4. silence on either clock against the newest times seen.
+
+A look reads a bounded window of arrivals. Where a first look (a takeover) has
+history behind it that the window does not show, ``seed_cadence`` teaches the
+assets it showed too few gaps of a coarse cadence: the gaps between the minutes
+in which they had events.
 """
 
 from __future__ import annotations
@@ -101,6 +106,18 @@ class GapFeed:
                 self.last_ingest[act.asset] = max(self.last_ingest.get(act.asset, 0), act.newest_ingest_ms)
         if self.last_event:
             self.event_now_ms = max(self.event_now_ms, *self.last_event.values())
+
+    def seed_cadence(self, coarse: Iterable[Arrivals]) -> None:
+        """``coarse``: per asset, the gaps between the minutes of event time holding its events.
+        Learned only by assets whose looks so far showed too few gaps to judge their silence
+        (minute resolution suits them: their gaps are long), so an asset whose restart left it
+        with no cadence does not go unjudged until it has shown enough gaps again. Assets that
+        have a cadence keep the finer one."""
+        for a in coarse:
+            if self.first_event_ms is None or a.first_ms < self.first_event_ms:
+                self.first_event_ms = a.first_ms
+            if a.sample and self.monitor.state(a.asset).p99_gap_ms() is None:
+                self.monitor.gaps(a.asset, a.sample, max(1, round(a.gaps / len(a.sample))))
 
     def span(self) -> tuple[int, int] | None:
         """The minutes of event time that are closed and not judged yet: [start, end)."""

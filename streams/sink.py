@@ -109,6 +109,7 @@ class Sink:
         self.valid_hooks: list[ValidHook] = []
         self.closed = False
         self._lock = asyncio.Lock()
+        self._in_flight: asyncio.Task[None] | None = None
 
     # -- rebalance ------------------------------------------------------------------
 
@@ -147,7 +148,7 @@ class Sink:
         async with self._lock:
             log.info("%s revoked %s", self.name, sorted(tps))
             if not self.closed:
-                await self._flush(tps)
+                await self._flush(tps, wait=True)
             self.assigned.difference_update(tps)
             for tp in tps:
                 self.buffers.pop(tp, None)
@@ -160,7 +161,7 @@ class Sink:
         flush after that could land after the partition's new owner read its
         watermark (Tansu accepts the old member's offset commit too)."""
         async with self._lock:
-            await self._flush(list(self.buffers))
+            await self._flush(list(self.buffers), wait=True)
             self.closed = True
             self.assigned.clear()
 
@@ -209,13 +210,31 @@ class Sink:
         async with self._lock:
             if self.closed:
                 return
-            await self._flush(list(self.buffers))
+            await self._flush(list(self.buffers), wait=True)
 
-    async def _flush(self, tps: Iterable[Key]) -> None:
-        """Store the buffered events of ``tps`` in one insert, then commit their offsets."""
+    async def _flush(self, tps: Iterable[Key], *, wait: bool = False) -> None:
+        """Hand the buffered events of ``tps`` to one store-and-commit task. It runs while the
+        next batches are judged (the insert, with the rollups' views, runs in chDB/ClickHouse
+        outside the GIL: the second core's work); one runs at a time, in order. ``wait``:
+        return once it is done (revoke, close)."""
         due = {tp: b for tp in tps if (b := self.buffers.get(tp)) is not None and b.last_offset >= 0}
-        if not due:
-            return
+        for tp, b in due.items():
+            # Accepted: redeliveries up to here are skipped from now on, stored or in flight.
+            self.watermarks[tp] = b.last_offset
+            self.buffers[tp] = PartitionBuffer(b.stream)
+        await self._drain()
+        if due:
+            self._in_flight = asyncio.create_task(self._store(due))
+            if wait:
+                await self._drain()
+
+    async def _drain(self) -> None:
+        """Wait for the store-and-commit task in flight (its failure is raised here)."""
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await task
+
+    async def _store(self, due: dict[Key, PartitionBuffer]) -> None:
         dead = [d for b in due.values() for d in b.dead_letters]
         if dead:
             await self._publish(dead)
@@ -231,8 +250,6 @@ class Sink:
                 self.stats.count(b.stream, b.columns["status"])
         for tp, b in due.items():
             log.info("%s flushed %s up to offset %d (%d rows)", self.name, tp, b.last_offset, b.rows)
-            self.watermarks[tp] = b.last_offset
-            self.buffers[tp] = PartitionBuffer(b.stream)
         if not self.settings.commit_offsets:
             return
         try:

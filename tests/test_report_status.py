@@ -80,11 +80,12 @@ def sample() -> dict[str, Any]:
     minutes = [f"2019-10-01T00:{m:02d}:00.000Z" for m in range(10)]
     return {
         "inventory": doc,
+        # the 3 invalid events of 2026 fell outside behaviour's span (report_data sums them)
+        "spans": {"behaviour": {"first": minutes[0], "last": minutes[-1], "outside": 3},
+                  "product": {"first": minutes[0], "last": minutes[0], "outside": 0}},
         "asset_minute": [{"asset": "behaviour", "minute": m, "events": 12, "valid": 10, "duplicates": 1,
                           "invalid": 1} for m in minutes]
-        + [{"asset": "behaviour", "minute": "2026-11-22T17:00:00.000Z", "events": 3, "valid": 0,
-            "duplicates": 0, "invalid": 3},
-           {"asset": "product", "minute": minutes[0], "events": 5, "valid": 5, "duplicates": 0, "invalid": 0}],
+        + [{"asset": "product", "minute": minutes[0], "events": 5, "valid": 5, "duplicates": 0, "invalid": 0}],
         "completeness_minute": [{"stream": "behaviour", "minute": m, "field": f, "present": 10 - i % 3}
                                 for i, m in enumerate(minutes) for f in ("brand", "user_id")]
         + [{"stream": "product", "minute": minutes[0], "field": EVIL, "present": 1}],
@@ -147,6 +148,51 @@ def test_buckets_keep_charts_readable() -> None:
     assert years.index("2030-01-01T00:00:00.000Z") is None
 
 
+_LOG_COLUMNS = ["stream", "topic", "partition", "offset", "status", "reason", "kind", "source", "ts", "ingest_ts",
+                "payload"]
+
+
+def test_report_data_sums_a_long_history_into_the_charts_buckets(store, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """400 days of behaviour, three minutes a day: ClickHouse hands back a row per day (the
+    timeline's bucket for that span) and per week (the heatmap's), not 1,200 minutes; the
+    sums, the span and the events outside it are the stored ones, and the report draws them."""
+    import datetime as dt
+    settings = make_settings()
+    topic = settings.topic("behaviour")
+    t0 = dt.datetime(2019, 10, 1, tzinfo=dt.UTC)
+    rows: list[list[Any]] = []
+    for day in range(400):
+        for i, minute in enumerate((0, 7, 13)):
+            ts = t0 + dt.timedelta(days=day, minutes=minute)
+            payload = '{"a":1,"b":null}' if i else '{"a":null}'
+            rows.append(["behaviour", topic, 0, len(rows), "valid", "", "view", "web", ts, ts, payload])
+    first_day = rows[0][8]
+    rows[0][9] = first_day + dt.timedelta(seconds=301)   # ingested later than the 300 s lateness
+    rows.append(["behaviour", topic, 0, len(rows), "duplicate", "", "view", "web", first_day, first_day, "{}"])
+    late = dt.datetime(2026, 11, 22, 17, tzinfo=dt.UTC)   # an unreadable ts replaced by its ingest time
+    rows += [["behaviour", topic, 0, len(rows) + k, "invalid", "invalid_ts", "", "", late, late, "{}"]
+             for k in range(3)]
+    store.insert_rows("ingest_log", rows, _LOG_COLUMNS)
+
+    data = report.report_data(store, settings)
+    last = (t0 + dt.timedelta(days=399, minutes=13)).strftime("%Y-%m-%dT%H:%M:00.000Z")
+    assert data["spans"] == {"behaviour": {"first": "2019-10-01T00:00:00.000Z", "last": last, "outside": 3}}
+    days = data["asset_minute"]
+    assert len(days) == 400 and days[0] == {"asset": "behaviour", "minute": "2019-10-01T00:00:00.000Z",
+                                            "events": 4, "valid": 3, "duplicates": 1, "invalid": 0, "late": 1}
+    assert {r["minute"][11:] for r in days} == {"00:00:00.000Z"} and sum(r["valid"] for r in days) == 1200
+    weeks = data["stream_minute"]
+    assert len(weeks) <= report.MAX_COLUMNS and sum(r["events"] for r in weeks) == 1200   # the objects, not dups
+    present = {f: sum(r["present"] for r in data["completeness_minute"] if r["field"] == f) for f in "ab"}
+    assert present == {"a": 800, "b": 0}   # "a" null on one event a day, "b" always null
+    heat = report.Buckets((t0, t0 + dt.timedelta(days=399)), report.MAX_COLUMNS)
+    starts = {s.strftime("%Y-%m-%dT%H:%M:00.000Z") for s in heat.starts()}
+    assert heat.name == "week" and {r["minute"] for r in weeks} <= starts   # the renderer's own buckets
+
+    html = report.render(data)
+    assert "events per day" in html and "3 events outside this event-time span" in html
+
+
 def test_human_age() -> None:
     assert [summary.human_age(s) for s in (None, -3, 12.9, 125, 3 * 3600 + 5, 225470643.6)] == [
         "—", "0 s", "12 s", "2 min", "3 h", "2609 d"]
@@ -186,6 +232,33 @@ def test_status_rates_trends_and_width() -> None:
     assert "90.0 ↑" in text and "70.0 ↓" in text and "top issues" in text
     assert "orphans" in text and "amount mismatches" in text and "drift" in text
     assert "users 4,505" in text
+
+
+def test_stored_rates_read_the_last_five_minutes_of_ingest_only(store, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """Eight granules of behaviour, an event every 100 ms of ingest time (dated 2080, after every
+    other test's rows): the rate counts the 3,001 events of the newest 5 minutes, and
+    ingest_log is read at those granules only."""
+    import datetime as dt
+    settings = make_settings()
+    n = 8 * 8192
+    store.command(
+        "INSERT INTO ingest_log (stream, topic, partition, offset, idx, status, kind, source, ts, ingest_ts, payload)"
+        " SELECT 'behaviour', {t:String}, 0, number, 0, 'valid', 'view', 'web',"
+        " {base:DateTime64(3, 'UTC')} + toIntervalMillisecond(number * 100 - 1000),"
+        " {base:DateTime64(3, 'UTC')} + toIntervalMillisecond(number * 100), '{}' FROM numbers({n:UInt64})",
+        {"t": settings.topic("behaviour"), "base": dt.datetime(2080, 1, 1, tzinfo=dt.UTC), "n": n})
+
+    def query(sql: str) -> dict[str, Any]:
+        columns, rows = store.query(sql)
+        return {"columns": columns, "rows": rows}
+
+    source = status.Source(load=dict, query=query, live=lambda: False, prefix=settings.topic_dot_prefix)
+    rates = source.stored_rates()
+    assert rates == {a: pytest.approx(3001 / 5) for a in ("behaviour", "behaviour/event_type=view",
+                                                          "behaviour/source=web")}
+    # Every read of the query, its subqueries' too, within two granules: none reads all history.
+    sql = status.RATE_SQL.format(prefix=status.sql_string(settings.topic_dot_prefix))
+    assert len(store.rows(f"{sql} SETTINGS max_rows_to_read = {2 * 8192}")) == 3
 
 
 # -- integration: the real commands, and the report in a real browser -------------------------

@@ -19,9 +19,9 @@ from markupsafe import Markup
 
 from stocktake import charts
 from stocktake.clickhouse import queries as Q
+from stocktake.clickhouse import series as S
 from stocktake.clickhouse.store import Store
 from stocktake.clickhouse.values import jsonable
-from stocktake.processors.assets import is_stream
 from stocktake.report.style import CSS
 from stocktake.services import inventory
 from stocktake.services.summary import consistency_issues, entity, human_age
@@ -37,28 +37,54 @@ COMPONENTS = {"completeness": "#1c7ed6", "validity": "#e03131", "uniqueness": "#
 
 
 def report_data(store: Store, settings: Settings) -> dict[str, Any]:
-    """The inventory document plus per-minute series of the stream assets."""
-    doc = inventory.build(store, settings)
-    params = {"prefix": settings.topic_dot_prefix, "since": EPOCH,
-              "late_ms": int(settings.lateness_s * 1000)}
-    minutes = [{k: r[k] for k in ("asset", "minute", "events", *COUNTS)}
-               for r in Q.rows_as_dicts(store, Q.ASSET_MINUTE_SQL, params) if is_stream(r["asset"])]
-    return jsonable({
-        "inventory": doc,
-        "asset_minute": minutes,
-        "completeness_minute": Q.rows_as_dicts(store, Q.COMPLETENESS_MINUTE_SQL, params),
-        "stream_minute": Q.rows_as_dicts(store, Q.STREAM_MINUTE_SQL, params),
-    })
+    """The inventory document plus the time series of the stream assets: per stream its
+    event-time span and the events outside it (``spans``), then the series in buckets
+    whose size the span sets (``minute``: a bucket's start), summed by ClickHouse."""
+    data: dict[str, Any] = {"inventory": inventory.build(store, settings), "spans": {}, "asset_minute": [],
+                            "stream_minute": [], "completeness_minute": []}
+    scope = {"prefix": settings.topic_dot_prefix, "late_s": int(settings.lateness_s)}
+    for stream, first, last in store.rows(S.SPANS_SQL, scope):
+        _stream_series(store, {**scope, "stream": stream}, (_utc(first), _utc(last)), data)
+    return jsonable(data)
+
+
+def _stream_series(store: Store, params: dict[str, Any], span: tuple[dt.datetime, dt.datetime],
+                   into: dict[str, Any]) -> None:
+    """One stream's rows of each series, added to ``into``: the timeline's buckets over the
+    span, the heatmap's (fewer, larger) over the same span."""
+    stream, outside = params["stream"], 0
+    line = Buckets(span, MAX_POINTS)
+    for r in Q.rows_as_dicts(store, S.EVENTS_SQL, {**params, "size": line.size, "first": span[0], "last": span[1]}):
+        bucket = r.pop("bucket")
+        if bucket is None:   # the events outside the span, summed
+            outside += r["events"]
+        else:
+            into["asset_minute"].append({"asset": stream, "minute": bucket, **r})
+    into["spans"][stream] = {"first": span[0], "last": span[1], "outside": outside}
+    heat = Buckets(span, MAX_COLUMNS)
+    window = {**params, "size": heat.size, "from": heat.starts()[0], "to": heat.end()}
+    into["stream_minute"] += [{"stream": stream, "minute": r["bucket"], "events": r["events"]}
+                              for r in Q.rows_as_dicts(store, S.OBJECTS_SQL, window)]
+    into["completeness_minute"] += [{"stream": stream, "minute": r["bucket"], "field": r["field"],
+                                     "present": r["present"]} for r in Q.rows_as_dicts(store, S.PRESENCE_SQL, window)]
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """ClickHouse returns naive datetimes; they are UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _streams(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [a for a in doc.get("assets", []) if a.get("kind") == "stream"]
 
 
-def _span(rows: list[dict[str, Any]]) -> tuple[dt.datetime, dt.datetime] | None:
-    """Event-time span of the minutes holding valid events (invalid ones may carry ingest time)."""
-    minutes = [_t(r["minute"]) for r in rows if r.get("valid")] or [_t(r["minute"]) for r in rows]
-    return (min(minutes), max(minutes)) if minutes else None
+def _span(data: dict[str, Any], stream: str) -> tuple[tuple[dt.datetime, dt.datetime], int] | None:
+    """A stream's event-time span (minutes holding valid events; any events where none is
+    valid: invalid ones may carry ingest time) and how many events fell outside it."""
+    given = (data.get("spans") or {}).get(stream)
+    if given is None:
+        return None
+    return (_t(given["first"]), _t(given["last"])), int(given.get("outside", 0))
 
 
 # Bucket sizes in minutes and how to name them: the smallest that fits is used.
@@ -88,17 +114,22 @@ class Buckets:
     def starts(self) -> list[dt.datetime]:
         return [EPOCH + dt.timedelta(minutes=(self.first + j) * self.size) for j in range(self.count)]
 
+    def end(self) -> dt.datetime:
+        """Where the last bucket ends."""
+        return EPOCH + dt.timedelta(minutes=(self.first + self.count) * self.size)
+
 
 def _timeline(data: dict[str, Any], stream: str) -> dict[str, Any]:
-    rows = [r for r in data.get("asset_minute", []) if r["asset"] == stream]
-    span = _span(rows)
-    if span is None:
+    found = _span(data, stream)
+    if found is None:
         return {"stream": stream, "chart": None, "outside": 0}
+    span, outside = found
     b = Buckets(span, MAX_POINTS)
     sums = {k: [0] * b.count for k in COUNTS}
-    outside = 0
-    for r in rows:
-        j = b.index(r["minute"]) if span[0] <= _t(r["minute"]) <= span[1] else None
+    for r in data.get("asset_minute", []):
+        if r["asset"] != stream:
+            continue
+        j = b.index(r["minute"])
         if j is None:
             outside += r["events"]
             continue
@@ -112,11 +143,10 @@ def _timeline(data: dict[str, Any], stream: str) -> dict[str, Any]:
 
 
 def _heatmap(data: dict[str, Any], stream: str) -> dict[str, Any] | None:
-    span = _span([r for r in data.get("asset_minute", []) if r["asset"] == stream]) or _span(
-        [r for r in data.get("stream_minute", []) if r["stream"] == stream])
-    if span is None:
+    found = _span(data, stream)
+    if found is None:
         return None
-    b = Buckets(span, MAX_COLUMNS)
+    b = Buckets(found[0], MAX_COLUMNS)
     events = [0] * b.count
     for r in data.get("stream_minute", []):
         if r["stream"] == stream and (j := b.index(r["minute"])) is not None:

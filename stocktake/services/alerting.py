@@ -6,8 +6,11 @@ and takes over the open alerts). Every ``gap_interval_s`` it reads the store and
 hands what it read to ``GapFeed`` (processors/gapfeed.py; the evaluation in
 tools/evalgaps.py drives the same feed):
 
-1. activity since the last look: newest event/ingest time per asset and a
-   sample of inter-arrival gaps (the learned cadence);
+1. activity since the last look (at most ``LOOK_LIMIT_S`` of ingest time): newest
+   event/ingest time per asset and a sample of inter-arrival gaps (the learned
+   cadence). The first look after a (re)start adds what that bounded window cannot
+   tell, from the rollups: every asset's last-seen times, and a coarse cadence for
+   assets too sparse to show enough gaps in it;
 2. minutes of event time that are now closed (newest event time minus
    ``minute_close_delay_s``): counts, field presence, orphan references;
 3. silence on both clocks; schema drift every ``DRIFT_EVERY`` ticks;
@@ -44,6 +47,9 @@ log = logging.getLogger("stocktake.alerting")
 DRIFT_EVERY = 12
 BACKFILL_MINUTES = 3 * 24 * 60   # history replayed into the detectors on takeover
 GAP_SAMPLE = 2000                # inter-arrival gaps per asset per look
+# Ingest time one look reads at most: the first look after a (re)start would otherwise read
+# every raw event stored (and sort all their times); later looks read one tick's worth.
+LOOK_LIMIT_S = 15 * 60
 
 Publish = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
@@ -143,12 +149,14 @@ class AlertRunner:
         return transitions
 
     def _look(self, until_ms: int) -> list[Alert]:
-        since, until = _dt(self.seen_until_ms), _dt(until_ms)
+        first_look = self.seen_until_ms == 0
+        since_ms = max(self.seen_until_ms, until_ms - LOOK_LIMIT_S * 1000)
+        since, until = _dt(since_ms), _dt(until_ms)
         activity = [Activity(asset, int(newest_ts), int(newest_ingest))
                     for asset, newest_ts, newest_ingest in self._q(A.ACTIVITY_SQL, since=since, until=until)]
-        arrivals = [Arrivals(asset, int(first), int(n), sample) for asset, n, sample, first
-                    in self._q(A.GAPS_SQL, since=since, until=until, sample=GAP_SAMPLE)]
-        self.feed.look(activity, arrivals)
+        self.feed.look(activity, self._arrivals(A.GAPS_SQL, since=since, until=until))
+        if first_look:
+            self._seed()
         self.seen_until_ms = max(self.seen_until_ms, until_ms)
         out = self._close_minutes()
         out += self.feed.silence(self.feed.event_now_ms, "event")
@@ -156,6 +164,22 @@ class AlertRunner:
         # may still sit in a sink buffer, and would otherwise count as quiet time.
         out += self.feed.silence(until_ms, "wall")
         return out
+
+    def _arrivals(self, sql: str, **params: Any) -> list[Arrivals]:
+        return [Arrivals(asset, int(first), int(n), sample)
+                for asset, n, sample, first in self._q(sql, sample=GAP_SAMPLE, **params)]
+
+    def _seed(self) -> None:
+        """After the first look: every asset's last-seen times over all history, and the gaps
+        between the minutes with events over the backfill window (the rollups), for the
+        assets the look's bounded window showed too few gaps of."""
+        self.feed.look([Activity(asset, int(newest_ts), int(newest_ingest))
+                        for asset, newest_ts, newest_ingest in self._q(A.ASSET_ACTIVITY_SQL)], [])
+        if not self.feed.event_now_ms:
+            return
+        end = self.feed.event_now_ms // MINUTE_MS * MINUTE_MS + MINUTE_MS
+        self.feed.seed_cadence(self._arrivals(A.MINUTE_GAPS_SQL, **{
+            "from": _dt(end - BACKFILL_MINUTES * MINUTE_MS), "to": _dt(end)}))
 
     def _close_minutes(self) -> list[Alert]:
         span = self.feed.span()

@@ -56,7 +56,8 @@ def _example(raw: str) -> Any:
         return raw
 
 
-def field_inventory(assets: list[dict[str, Any]], rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+def field_inventory(assets: list[dict[str, Any]], rows: list[dict[str, Any]],
+                    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """(fields of every stream, per-asset field presence for completeness) from asset_rows
     and the FIELDS_SQL rows."""
     spans = {r["asset"]: {"events": r["object_events"]} for r in assets}

@@ -7,6 +7,7 @@ continuous inventory (#11).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from stocktake import sources
+from stocktake.clickhouse import rollups
 from stocktake.settings import Settings
 from stocktake.streams.runtime import Runtime, wait_until_assigned
 from stocktake.tools import replay
@@ -31,7 +33,7 @@ from stocktake.tools import replay
 if TYPE_CHECKING:
     from stocktake.clickhouse.store import Store
 
-# -- `stocktake bench --inventory`: the read side, before continuous inventory (#11) ------------
+# -- `stocktake bench --inventory`: the read side, and ingest with and without rollups (#11) ------
 #
 # One run against one embedded Tansu and one chDB store, both fresh:
 #   A. produce the REES46 replay multiplied to N events (fresh ids, shifted times per copy) to
@@ -39,8 +41,10 @@ if TYPE_CHECKING:
 #      ingest with no reader; then, with that worker still running and holding the store: the
 #      store size, `inventory --json` and the report over the worker's HTTP API (as the CLI asks
 #      it), and every Grafana panel's and gap detector's SQL on the worker's store in-process;
-#   B. stop it, empty ingest_log, ingest the same events under another topic prefix while a
-#      client thread GETs /api/inventory once a second.
+#   B. stop it, empty the store, ingest the same events under another topic prefix while a
+#      client thread GETs /api/inventory once a second;
+#   N. empty the store, detach the rollups' views (the store as it was before continuous
+#      inventory), ingest the same events under a third prefix: the cost of the rollups.
 
 ID_FIELDS = ("event_id", "user_id", "product_id", "session_id", "order_id")
 READ_EVERY_S = 1.0
@@ -179,14 +183,38 @@ async def _ingest(sink: Any, settings: Settings, expected_rows: int, reader_url:
 
 
 def _store_size(store: Store, data_dir: Path, events: int) -> dict[str, Any]:
+    """Bytes on disk: everything, and the rollups alone (what stays once the raw events are
+    past their retention)."""
     on_disk = _dir_bytes(data_dir / "chdb")
-    (active, log_bytes, parts), = store.rows(
-        "SELECT sum(bytes_on_disk), sumIf(bytes_on_disk, table = 'ingest_log'), countIf(table = 'ingest_log') "
-        "FROM system.parts WHERE active AND database = currentDatabase()")
+    (active, log_bytes, parts, rollup_bytes), = store.rows(
+        "SELECT sum(bytes_on_disk), sumIf(bytes_on_disk, table = 'ingest_log'), countIf(table = 'ingest_log'), "
+        "sumIf(bytes_on_disk, table IN {rollups:Array(String)}) "
+        "FROM system.parts WHERE active AND database = currentDatabase()", {"rollups": list(rollups.targets())})
     per_million = 1e6 / events if events else 0.0
     return {"dir_bytes": on_disk, "active_parts_bytes": int(active), "ingest_log_bytes": int(log_bytes),
-            "ingest_log_parts": int(parts), "dir_bytes_per_million_events": round(on_disk * per_million),
-            "active_parts_bytes_per_million_events": round(int(active) * per_million)}
+            "ingest_log_parts": int(parts), "rollup_bytes": int(rollup_bytes),
+            "dir_bytes_per_million_events": round(on_disk * per_million),
+            "active_parts_bytes_per_million_events": round(int(active) * per_million),
+            "rollup_bytes_per_million_events": round(int(rollup_bytes) * per_million)}
+
+
+def _empty(store: Store) -> None:
+    """Each phase starts from an empty store, as the first did."""
+    for table in ("ingest_log", *rollups.targets()):
+        store.command(f"TRUNCATE TABLE {table}")
+
+
+@contextlib.contextmanager
+def _without_rollups(store: Store) -> Iterator[None]:
+    """The store as it was before continuous inventory: no view runs on insert."""
+    names = [v.name for v in rollups.log_views()]
+    for name in names:
+        store.command(f"DETACH TABLE {name}")
+    try:
+        yield
+    finally:
+        for name in names:
+            store.command(f"ATTACH TABLE {name}")
 
 
 def panel_queries(store: Store, prefix: str) -> Iterator[tuple[str, str]]:
@@ -210,12 +238,12 @@ def panel_queries(store: Store, prefix: str) -> Iterator[tuple[str, str]]:
 def detector_queries(store: Store, settings: Settings) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """(name, SQL, params) of each gap-detector query (stocktake/services/alerting.py), with the
     windows a running worker uses — a tick's look (the last gap interval of ingest time), a
-    closed minute — and at takeover (all history; the 3-day backfill of minutes)."""
+    closed minute — and at takeover (the first look, the 3-day backfill of minutes)."""
     from stocktake.clickhouse import alert_queries as A
-    from stocktake.services.alerting import BACKFILL_MINUTES, GAP_SAMPLE
+    from stocktake.services.alerting import BACKFILL_MINUTES, GAP_SAMPLE, LOOK_LIMIT_S
     prefix = settings.topic_dot_prefix
     (newest_ingest, newest_ts), = store.rows(
-        "SELECT max(ingest_ts), max(ts) FROM prefixed_log(prefix = {prefix:String}) WHERE status = 'valid'",
+        "SELECT max(ingest_max), max(valid_ts_max) FROM partition_rollup WHERE startsWith(topic, {prefix:String})",
         {"prefix": prefix})
     utc = dt.UTC
 
@@ -223,18 +251,19 @@ def detector_queries(store: Store, settings: Settings) -> Iterator[tuple[str, st
         return t if t.tzinfo else t.replace(tzinfo=utc)
 
     newest_ingest, newest_ts = aware(newest_ingest), aware(newest_ts)
-    epoch = dt.datetime(1970, 1, 1, tzinfo=utc)
     tick = {"since": newest_ingest - dt.timedelta(seconds=settings.gap_interval_s), "until": newest_ingest}
-    everything = {"since": epoch, "until": newest_ingest}
+    first_look = {"since": newest_ingest - dt.timedelta(seconds=LOOK_LIMIT_S), "until": newest_ingest}
     minute_end = newest_ts.replace(second=0, microsecond=0)
     minute = {"from": minute_end - dt.timedelta(minutes=1), "to": minute_end}
     backfill = {"from": minute_end - dt.timedelta(minutes=BACKFILL_MINUTES), "to": minute_end}
     for name, sql, extra in (("ACTIVITY_SQL", A.ACTIVITY_SQL, {}), ("GAPS_SQL", A.GAPS_SQL, {"sample": GAP_SAMPLE})):
         yield f"{name} · tick", sql, {"prefix": prefix, **tick, **extra}
-        yield f"{name} · takeover", sql, {"prefix": prefix, **everything, **extra}
+        yield f"{name} · takeover (first look)", sql, {"prefix": prefix, **first_look, **extra}
     for name, sql in (("MINUTES_SQL", A.MINUTES_SQL), ("FIELD_MINUTES_SQL", A.FIELD_MINUTES_SQL)):
         yield f"{name} · closed minute", sql, {"prefix": prefix, **minute}
         yield f"{name} · takeover backfill", sql, {"prefix": prefix, **backfill}
+    yield "ASSET_ACTIVITY_SQL · takeover", A.ASSET_ACTIVITY_SQL, {"prefix": prefix}
+    yield "MINUTE_GAPS_SQL · takeover", A.MINUTE_GAPS_SQL, {"prefix": prefix, **backfill, "sample": GAP_SAMPLE}
     yield "EVENT_SPAN_SQL · takeover", A.EVENT_SPAN_SQL, {"prefix": prefix}
     yield "OPEN_ALERTS_SQL · takeover", A.OPEN_ALERTS_SQL, {"prefix": prefix}
 
@@ -275,7 +304,7 @@ def _measure_reads(runtime: Runtime, settings: Settings, repeat: int = 3) -> dic
         n_rows = len(store.rows(sql, params))
         detectors.append({"query": name, "s": round(time.perf_counter() - started, 4), "rows": n_rows})
     seconds, drift = _timed(lambda: inventory.schema_drift(store, settings))
-    detectors.append({"query": "schema_drift (FIELDS_SQL + ASSET_SPANS_SQL) · every 12 ticks",
+    detectors.append({"query": "schema_drift (ASSETS_SQL + FIELDS_SQL) · every 12 ticks",
                       "s": round(seconds, 4), "rows": len(drift)})
     out["detectors"] = detectors
     return out
@@ -324,14 +353,16 @@ def _run_inventory(report: dict[str, Any], base: list[sources.ReplayEvent], even
             settings = settings.model_copy(update={"scoring": scoring})
         plain = settings.model_copy(update={"topic_prefix": "bench", "group_id": "bench"})
         read = settings.model_copy(update={"topic_prefix": "benchr", "group_id": "benchr"})
+        bare = settings.model_copy(update={"topic_prefix": "benchn", "group_id": "benchn"})
         report.update(partitions=settings.partitions, scoring=settings.scoring, gap_alerting=True,
                       copy_period_s=copy_period_s(base), base_events=len(base))
         runtime = Runtime(plain)
         try:
             runtime.open()
-            runtime.settings = read
-            runtime.open_topics()
-            say(f"producing {events:,} events ×2 deployments")
+            for other in (read, bare):
+                runtime.settings = other
+                runtime.open_topics()
+            say(f"producing {events:,} events ×3 deployments")
             mix: Counter[str] = Counter()
 
             def counted(stream: Iterable[sources.ReplayEvent]) -> Iterator[sources.ReplayEvent]:
@@ -340,9 +371,9 @@ def _run_inventory(report: dict[str, Any], base: list[sources.ReplayEvent], even
                     yield e
 
             messages = replay.to_messages(counted(multiply(base, events, time.time())), envelope=envelope)
-            produced = replay.produce(runtime.bootstrap, _to_topics(messages, [plain, read]))
+            produced = replay.produce(runtime.bootstrap, _to_topics(messages, [plain, read, bare]))
             report["stream_mix"] = dict(mix)
-            report["messages_per_deployment"] = produced["messages"] // 2
+            report["messages_per_deployment"] = produced["messages"] // 3
             say("A: ingest with no reader, then reads on the worker's store")
             sizes: dict[str, Any] = {}
 
@@ -357,14 +388,23 @@ def _run_inventory(report: dict[str, Any], base: list[sources.ReplayEvent], even
             report["store"] = sizes
             report.update(a.pop("measured"))
             assert runtime.store is not None
-            runtime.store.command("TRUNCATE TABLE ingest_log")  # B starts from an empty log, as A did
+            _empty(runtime.store)
             say("B: ingest while a client reads the inventory every second")
             b = asyncio.run(_phase(runtime, read, events, reader=True))
             say(f"B: {b['events_per_s']:,} events/s")
+            _empty(runtime.store)
+            say("N: ingest with no rollups (the store before continuous inventory), no reader")
+            with _without_rollups(runtime.store):
+                n = asyncio.run(_phase(runtime, bare, events, reader=False))
+            say(f"N: {n['events_per_s']:,} events/s")
         finally:
             runtime.close()
-    report["ingest"] = {"no_reader": a, "reader_every_1s": b,
-                        "ratio": round(b["events_per_s"] / a["events_per_s"], 3) if a["events_per_s"] else None}
+
+    def ratio(x: dict[str, Any], y: dict[str, Any]) -> float | None:
+        return round(x["events_per_s"] / y["events_per_s"], 3) if y["events_per_s"] else None
+
+    report["ingest"] = {"no_reader": a, "reader_every_1s": b, "no_rollups": n, "ratio": ratio(b, a),
+                        "rollups_ratio": ratio(a, n)}
     report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report["max_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return report
@@ -401,10 +441,14 @@ def print_inventory_report(report: dict[str, Any]) -> None:
     table.add_row("store on disk (DATA_DIR/chdb) per 1M events",
                   f"{store['dir_bytes_per_million_events'] / 2**20:,.1f} MiB "
                   f"(active parts {store['active_parts_bytes_per_million_events'] / 2**20:,.1f} MiB)")
+    table.add_row("rollups alone per 1M events (the store once raw events are past retention)",
+                  f"{store['rollup_bytes_per_million_events'] / 2**20:,.1f} MiB")
     a, b = ingest["no_reader"], ingest["reader_every_1s"]
     table.add_row("ingest, no reader", f"{a['events_per_s']:,} ev/s")
     reader = b.get("reader") or {}
     table.add_row(f"ingest, inventory read every 1 s ({reader.get('reads', 0)} reads, median "
                   f"{reader.get('median_s')} s, max {reader.get('max_s')} s)", f"{b['events_per_s']:,} ev/s")
     table.add_row("ratio (with reader / without)", f"{ingest['ratio']}")
+    table.add_row("ingest, no rollups (views detached, no reader)", f"{ingest['no_rollups']['events_per_s']:,} ev/s")
+    table.add_row("ratio (rollups / no rollups)", f"{ingest['rollups_ratio']}")
     console.print(table)
