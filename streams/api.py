@@ -13,13 +13,18 @@ from faust.web import Request, Response, View
 from stocktake import report
 from stocktake.clickhouse.store import Store, StoreError
 from stocktake.clickhouse.values import jsonable
-from stocktake.services import alerts, inventory
+from stocktake.services import alerts, inventory, reconcile
 from stocktake.settings import Settings
 
 
 def _json(view: View, payload: Any, status: int = 200) -> Response:
     return view.bytes(orjson.dumps(jsonable(payload)), content_type="application/json",
                       status=status)
+
+
+def _bootstrap(app: faust.App) -> str:
+    """The Kafka this worker consumes from (the embedded broker's address included)."""
+    return ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
 
 
 def register(app: faust.App, store: Store, sink: Any, settings: Settings, alerting: Any,
@@ -61,6 +66,19 @@ def register(app: faust.App, store: Store, sink: Any, settings: Settings, alerti
             try:
                 return _json(self, {"alerts": await asyncio.to_thread(
                     alerts.list_alerts, store, settings, open_only)})
+            except StoreError as exc:
+                return _json(self, {"error": str(exc)}, 503)
+
+    @app.page("/api/reconcile")
+    class Reconcile(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                window = reconcile.window(request.query.get("from"), request.query.get("to"))
+            except ValueError as exc:
+                return _json(self, {"error": str(exc)}, 400)
+            try:
+                # Kafka is asked in this loop, the store in threads: the worker keeps consuming.
+                return _json(self, await reconcile.reconcile(store, settings, window, _bootstrap(app)))
             except StoreError as exc:
                 return _json(self, {"error": str(exc)}, 503)
 

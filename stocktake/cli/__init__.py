@@ -19,7 +19,7 @@ def cli(log_level: str | None) -> None:
 
 
 for command in (serve.up, serve.worker, serve.replay, inspect.inventory, inspect.alerts, inspect.query,
-                inspect.status, inspect.report, grafana.grafana, models.train, models.export_encoder,
+                inspect.status, inspect.report, inspect.reconcile, grafana.grafana, models.train, models.export_encoder,
                 tools.eval_gaps, tools.bench):
     cli.add_command(command)
 

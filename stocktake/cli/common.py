@@ -7,8 +7,10 @@ libraries (Faust, chDB, pyarrow, rich, torch) are imported inside the commands t
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,3 +157,27 @@ def print_json(document: Any) -> None:
     import json
     print(json.dumps(document, indent=2))
 
+
+class EventTime(click.ParamType):
+    """ISO-8601 (a date or a time; naive means UTC), `now`, or a span back from now: `-90m`,
+    `2h`, `7d ago` (s, m/min, h, d, w)."""
+
+    name = "time"
+    _relative = re.compile(r"^-?\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)(?:\s+ago)?$")
+    _unit_s = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            return value
+        text = str(value).strip()
+        now = dt.datetime.now(dt.UTC)
+        relative = self._relative.match(text)
+        if text == "now" or relative:
+            span = float(relative.group(1)) * self._unit_s[relative.group(2)] if relative else 0.0
+            return now - dt.timedelta(seconds=span)
+        try:
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"expected ISO-8601 (2019-10-01T12:00Z) or a span back from now (-2h, 7d ago), got {value!r}",
+                      param, ctx)
+        return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)

@@ -17,14 +17,14 @@ from stocktake.cli.common import CliError, Invocation
 from stocktake.streams.discovery import running_worker
 
 if TYPE_CHECKING:
-    from stocktake.clickhouse import rollups
     from stocktake.clickhouse.store import Store
     from stocktake.settings import Settings
 
 WORKER_TIMEOUT_S = 30.0
 
 
-def ask_worker(data_dir: Path, path: str, body: dict[str, Any] | None = None) -> Any | None:
+def ask_worker(data_dir: Path, path: str, body: dict[str, Any] | None = None,
+               timeout: float = WORKER_TIMEOUT_S) -> Any | None:
     """The worker's JSON answer to GET path (POST with a body); None when no worker runs."""
     info = running_worker(data_dir)
     if info is None or not info.get("http"):
@@ -36,7 +36,7 @@ def ask_worker(data_dir: Path, path: str, body: dict[str, Any] | None = None) ->
         response = urllib3.request(
             "GET" if body is None else "POST", info["http"] + path,
             body=None if body is None else orjson.dumps(body),
-            headers={"Content-Type": "application/json"}, timeout=WORKER_TIMEOUT_S, retries=False)
+            headers={"Content-Type": "application/json"}, timeout=timeout, retries=False)
     except urllib3.exceptions.HTTPError as exc:
         raise CliError(f"worker pid {info['pid']} at {info['http']} did not answer: {_reason(exc)}") from None
     if response.status >= 400:
@@ -63,8 +63,8 @@ def open_store(settings: Settings) -> Store:
 
 
 def from_worker_or_store(invocation: Invocation, path: str, compute: Callable[[Store, Settings], Any],
-                         body: dict[str, Any] | None = None) -> dict[str, Any]:
-    result = ask_worker(invocation.data_dir, path, body)
+                         body: dict[str, Any] | None = None, timeout: float = WORKER_TIMEOUT_S) -> dict[str, Any]:
+    result = ask_worker(invocation.data_dir, path, body, timeout)
     if result is None:
         from stocktake.clickhouse.values import jsonable
         settings = invocation.settings
