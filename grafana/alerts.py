@@ -48,8 +48,10 @@ def detector_sql(kind: str, prefix: str = PREFIX_TOKEN) -> str:
 
 
 def stall_sql(prefix: str) -> str:
-    return (f"SELECT toFloat64(dateDiff('second', max(ingest_ts), now())) AS seconds_since_ingest "
-            f"FROM prefixed_log(prefix = '{prefix}') WHERE ingest_ts > now() - INTERVAL 1 DAY")
+    """Seconds since the deployment last stored an event: the newest ingest time of its
+    partitions (partition_rollup, a row per topic partition; never stored: since 1970)."""
+    return (f"SELECT toFloat64(dateDiff('second', max(ingest_max), now())) AS seconds_since_ingest "
+            f"FROM partition_rollup WHERE startsWith(topic, '{prefix}')")
 
 
 def _threshold(ref: str, source: str, above: float) -> Any:
@@ -88,16 +90,16 @@ def rules(dashboard_uid: str = "stocktake-gaps", panel_id: int | None = None) ->
              .no_data_state("Alerting").exec_err_state("Error").for_val("5m")
              .labels({"service": "stocktake", "kind": "ingest_stalled"})
              .annotations({"summary": "stocktake stored no event for {{ $values.A }} s",
-                           "description": "The workers (or Kafka) stopped: nothing was written to ingest_log "
+                           "description": "The workers (or Kafka) stopped: no event was stored "
                                           f"for over {STALL_AFTER_S // 60} minutes. The detectors run inside the "
                                           "workers, so this one is judged by Grafana.", **link})
              .notification_settings(alerting.NotificationSettings().receiver(CONTACT_POINT)))
     built.append(stall)
     out = []
     for r in built:
-        payload = _plain(r.build())
-        payload.pop("orgID", None)
-        out.append(payload)
+        rule = _plain(r.build())
+        rule.pop("orgID", None)
+        out.append(rule)
     return out
 
 

@@ -224,20 +224,25 @@ INVENTORY = DashSpec(
     uid="stocktake-inventory",
     title="stocktake · Live inventory",
     description="Every asset with its rate, totals, freshness and quality score; events per minute; "
-                "entities and orphans. Counts are exact (ingest_log); the time range is event time.",
+                "entities and orphans. Read from the rollups ClickHouse keeps as events are stored: "
+                "counts are exact, the time range is event time in whole minutes, distinct ids are "
+                "approximate.",
     variables=(*EVENT_VARS, "lateness_s", "freshness_target_s", "amount_tolerance"),
     items=(
         PanelSpec("Events in range", S.TOTALS, "stat", ("events", "valid", "duplicates", "invalid"), w=10, h=4,
-                  unit="short", description="Judged events in the time range, by verdict"),
+                  unit="short",
+                  description="Judged events in the time range (whole minutes of event time), by verdict"),
         PanelSpec("Now", S.RATE_AND_FRESHNESS, "stat", ("rate_5m", "assets", "freshness_s"), w=7, h=4,
                   columns_units=(("rate_5m", RATE), ("assets", "short"), ("freshness_s", "s")),
-                  description="Events per minute over the last 5 minutes of the range, assets seen, and "
-                              "the age of the newest valid event (now − newest event time)"),
+                  description="Events per minute over the 5 whole minutes before the range's end minute "
+                              "(rows of the picked assets), assets seen, and the age of the newest valid "
+                              "event (now − newest event time)"),
         PanelSpec("Entities", S.ENTITIES, "stat", ("users", "catalog", "active_products", "orders", "orphans"),
                   w=7, h=4, unit="short",
-                  description="Distinct users, products in the catalog (latest op upsert), products "
-                              "referenced by behaviour/transactions, orders, and orphans: referenced "
-                              "products the catalog never announced"),
+                  description="Distinct users, products referenced by behaviour/transactions and orders "
+                              "in the range (approximate: HyperLogLog, ~0.3%); products in the catalog "
+                              "(latest op upsert, over all history, not as of the range's end); orphans: "
+                              "products the catalog never announced, referenced in the range"),
         Row("Assets"),
         PanelSpec("Assets", S.ASSETS_TABLE, "table",
                   ("asset", "rate_5m", "avg_rate", "events", "valid", "duplicates", "invalid", "last_event",
@@ -245,20 +250,29 @@ INVENTORY = DashSpec(
                   columns_units=(("rate_5m", RATE), ("avg_rate", RATE), ("freshness_s", "s"),
                                  ("lag_p95_ms", "ms"), ("last_event", "dateTimeAsIso")),
                   description="Quality: 0–100, the inventory's score (completeness, validity, uniqueness, "
-                              "timeliness, consistency; see the Data quality dashboard)"),
+                              "timeliness, consistency; see the Data quality dashboard). Rates: the range, "
+                              "and the 5 whole minutes before its end minute; lag p95: a t-digest "
+                              "estimate; late: lag over the lateness in whole seconds"),
         PanelSpec("Events per minute by asset", S.EVENTS_PER_ASSET, "timeseries",
                   ("time", "asset", "events_per_min"), w=16, h=9, unit=RATE),
         PanelSpec("Events per minute by verdict", S.EVENTS_BY_STATUS, "timeseries",
                   ("time", "valid", "duplicates", "invalid"), w=8, h=9, unit=RATE, stack=True),
         Row("Entities and orphans"),
         PanelSpec("Active entities per interval", S.ACTIVE_ENTITIES, "timeseries",
-                  ("time", "users", "products", "orders"), w=12, h=8, unit="short"),
+                  ("time", "users", "products", "orders"), w=12, h=8, unit="short",
+                  description="Distinct ids of valid events per interval (approximate: HyperLogLog, ~0.3%)"),
         PanelSpec("Orphan references per minute", S.ORPHAN_REFS_PER_MIN, "timeseries",
                   ("time", "stream", "orphan_refs_per_min"), w=12, h=8, unit=RATE, bars=True,
                   description="Valid behaviour/transaction events naming a product the catalog never "
-                              "announced"),
+                              "announced, per stream: the gap detectors' orphan share per minute "
+                              "(baselines, metric 'orphans') times the minute's product references. "
+                              "Minutes the detectors did not judge are empty; the source filter does not "
+                              "apply"),
         PanelSpec("Orphan products", S.ORPHANS, "table", ("product_id", "refs", "streams", "first_ref", "last_ref"),
-                  w=24, h=8, description="Top 50 by references in the range"),
+                  w=24, h=8,
+                  description="Products the catalog never announced, referenced in the range (by the picked "
+                              "streams and sources); their references, streams and first/last reference "
+                              "over all history. Top 50 by references"),
     ),
 )
 
@@ -276,7 +290,9 @@ QUALITY = DashSpec(
                   scores=("score",),
                   description="Score = 100 · Σ weight·component / Σ weight over components with data "
                               "(weights: completeness .25, validity .30, uniqueness .15, timeliness .15, "
-                              "consistency .15). Empty: no data for that component."),
+                              "consistency .15). Empty: no data for that component. Consistency counts the "
+                              "references to orphans over all history of the orphans referenced in the "
+                              "range (at most the range's references)."),
         PanelSpec("Quality components per stream", S.QUALITY_OVER_TIME, "timeseries",
                   ("time", "stream", "completeness", "validity", "uniqueness", "on_time"), w=24, h=9,
                   unit="percentunit", max=1.0),
@@ -291,7 +307,9 @@ QUALITY = DashSpec(
                               "(invalid_type, invalid_value, invalid_ts)"),
         PanelSpec("Fields", S.FIELDS_TABLE, "table",
                   ("stream", "field", "types", "completeness", "validity", "distinct_approx", "first_ts", "last_ts"),
-                  w=24, h=10, gauges=("completeness", "validity")),
+                  w=24, h=10, gauges=("completeness", "validity"),
+                  description="Over the range (whole minutes), but distinct_approx: approximate distinct "
+                              "values over all history, whatever the range and source"),
         Row("Drift and dead letters"),
         PanelSpec("Schema drift (from the data)", S.DRIFT, "table",
                   ("at", "stream", "field", "kind", "type", "details"), w=12, h=8, may_be_empty=True,
@@ -330,7 +348,9 @@ GAPS = DashSpec(
         PanelSpec("Silence: time since the last valid event", S.SILENCE, "bargauge",
                   ("asset", "last_event", "silent_s"), w=8, h=12, unit="s", min=0.0, max=1800.0,
                   thresholds=((None, GREEN), (300.0, YELLOW), (900.0, RED)),
-                  description="As of the end of the range"),
+                  description="As of the end of the range (whole minutes): the newest valid event up to "
+                              "its end minute. Empty for an asset silent all the week before a range "
+                              "that ends before its newest event"),
         PanelSpec("Events per minute vs baseline", S.VOLUME_BASELINE, "timeseries",
                   ("time", "series", "observed", "expected", "lower", "upper"), w=16, h=12, unit=RATE,
                   dashed=("^(expected|lower|upper).*",),

@@ -301,8 +301,9 @@ def render_dashboard(store: Store, spec: D.DashSpec, d: Mapping[str, Any], varia
 
 def _newest(store: Store, spec: D.DashSpec, prefix: str) -> dt.datetime | None:
     if "entity" not in spec.variables:
-        # valid events: one whose time could not be read is stored at its ingest time (now)
-        sql = "SELECT max(ts) FROM ingest_log WHERE startsWith(topic, {p:String}) AND status = 'valid'"
+        # valid events (one whose time could not be read is stored at its ingest time, now):
+        # the newest per partition, kept by partition_rollup
+        sql = "SELECT max(valid_ts_max) FROM partition_rollup WHERE startsWith(topic, {p:String})"
         (newest,), = store.rows(sql, {"p": prefix})
     else:
         (newest,), = store.rows("SELECT if(count() = 0, NULL, max(scored_at)) FROM scores "

@@ -1,26 +1,33 @@
-"""The SQL behind every panel, written against the store's views and tables.
+"""The SQL behind every panel, written against the store's rollups (migration 008).
 
 Each statement uses Grafana variables (``${prefix}``, ``${stream}``, ``${asset}``,
 ``${source}``, ...) and the ClickHouse plugin's macros (``$__timeFilter``,
 ``$__timeInterval``, ``$__interval_s``, ``$__fromTime``/``$__toTime``); grafana.macros expands
-both. The topic prefix is never hard-coded: every event query reads the parameterized views
-of migration 003 with the dashboard's ``prefix`` variable.
+both. The topic prefix is never hard-coded: every read is scoped with
+``startsWith(topic, ${prefix})``.
+
+No panel reads the raw events or parses their JSON: ClickHouse keeps the rollups current as
+events are stored, so a panel reads rollup rows only, as many as its range holds minutes of
+assets (the time filter is on ``minute``, the event-time minute: minute resolution), or per
+field, product or partition. Rollups are AggregatingMergeTree tables read without FINAL:
+every query merges the rows of a key itself (sum of the sums, max of the maxes, -Merge of the
+states), as clickhouse/queries.py does; an output alias never reuses a column's name.
 
 Quality is processors.quality's score, written as SQL by that module from the same
-declarations (components, weights, freshness, the field a rejection blames) with the required
-fields of processors.contract, so the dashboards and ``stocktake inventory`` agree; the tests
-check that they do.
+declarations (components, weights, freshness) with the required fields of
+processors.contract, so the dashboards and ``stocktake inventory`` agree; the tests check that
+they do.
 """
 
 from __future__ import annotations
 
+from stocktake.clickhouse.queries import late_sql
 from stocktake.grafana.macros import ALL
 from stocktake.processors.contract import STREAM_SPECS
-from stocktake.processors.quality import COMPONENTS, bad_field_sql, component_sql, freshness_sql, score_sql
+from stocktake.processors.quality import COMPONENTS, component_sql, freshness_sql, score_sql
 
 PREFIX = "${prefix:singlequote}"
-LOG = f"prefixed_log(prefix = {PREFIX})"
-ASSETS = f"prefixed_assets(prefix = {PREFIX})"
+OURS = f"startsWith(topic, {PREFIX})"     # the deployment's rows (every rollup keeps the topic)
 
 
 def pick(var: str, column: str | None = None) -> str:
@@ -29,23 +36,27 @@ def pick(var: str, column: str | None = None) -> str:
     return f"(has([${{{var}:singlequote}}], '{ALL}') OR {column} IN (${{{var}:singlequote}}))"
 
 
-TIME = "$__timeFilter(ts)"
-EVENTS = f"{TIME} AND {pick('stream')} AND {pick('source')}"      # one row per event
-ASSET_ROWS = f"{EVENTS} AND {pick('asset')}"                      # one row per (event, asset)
-PER_MIN = "($__interval_s / 60)"   # divide a count per interval by this: events per minute
-LAG_MS = "dateDiff('millisecond', ts, ingest_ts)"
-LATE = f"{LAG_MS} > ${{lateness_s}} * 1000"
-CATALOG = f"(SELECT product_id FROM {LOG} WHERE status = 'valid' AND stream = 'product')"
+def in_range(column: str) -> str:
+    """The dashboard's range on a column that is not a rollup's ``minute``."""
+    return f"{column} >= $__fromTime AND {column} <= $__toTime"
 
-# JSON objects not removed as duplicates: the population of field profiles (as
-# clickhouse.queries._OBJECT_EVENTS). The field blamed by a rejection comes from its reason.
-OBJECT_FILTER = "status != 'duplicate' AND isValidJSON(payload) AND JSONType(payload) = 'Object'"
-BAD_FIELD = bad_field_sql()
-JSON_TYPE = """multiIf(JSONType(kv.2) IN ('Int64', 'UInt64', 'Double'), 'number',
-            JSONType(kv.2) = 'String', 'string', JSONType(kv.2) = 'Bool', 'boolean',
-            JSONType(kv.2) = 'Null', 'null', JSONType(kv.2) = 'Array', 'array', 'object')"""
-PRESENT = "JSONType(kv.2) != 'Null'"
-KV = "ARRAY JOIN JSONExtractKeysAndValuesRaw(payload) AS kv"
+
+TIME = "$__timeFilter(minute)"
+PICKED = f"{pick('stream')} AND {pick('source')}"
+# asset_minute_rollup / field_minute_rollup rows in the range. A stream's own rows count every
+# event once; the sub-asset rows (kind, source) count it again.
+EVENTS = f"{OURS} AND {TIME} AND asset = stream AND {PICKED}"
+ASSET_ROWS = f"{OURS} AND {TIME} AND {PICKED} AND {pick('asset')}"
+PER_MIN = "($__interval_s / 60)"   # divide a count per interval by this: events per minute
+# The five whole minutes before the range's end minute (rate_5m: complete minutes only).
+LAST_5_MINUTES = ("minute >= toStartOfMinute($__toTime) - INTERVAL 5 MINUTE "
+                  "AND minute < toStartOfMinute($__toTime)")
+# Valid events that arrived more than ${lateness_s} after their event time, in whole seconds
+# (the lag histogram's buckets; a fraction of a second is dropped).
+LATE = late_sql("sumMapIf(lag_s, status = 'valid')", "toUInt32(${lateness_s})")
+# Non-duplicate JSON objects: the population of the field profiles (field_minute_rollup).
+OBJECTS = "sumIf(n_objects, status != 'duplicate')"
+PRESENT = "sumIf(n, type != 'null')"              # a field present with a non-null value
 
 
 def _array(values: tuple[str, ...]) -> str:
@@ -61,48 +72,96 @@ REQUIRED_FIELDS = ("multiIf(" + ", ".join(f"stream = '{s}', {_array(spec.require
 COMPLETENESS_COUNTS = f"""arrayDistinct(arrayConcat(mapKeys(present), {REQUIRED_FIELDS})) AS fields,
            length(fields) * field_events AS field_values,
            arraySum(f -> field_events - present[f], fields) AS missing_values"""
-# The counts the components name, as the columns of the `counts` (c), `completeness` (q) and
-# `amounts` (a) tables below.
+# An asset (or stream and interval) has field events only where fields were seen, as the
+# inventory counts them (an object without fields, `{}`, carries none).
+_FIELD_EVENTS = "if(empty(p.present), 0, c.field_events)"
+# The counts the components name, as the columns of the `counts` (c), `completeness` (q),
+# `orphans` (o) and `amounts` (a) tables below. Orphan references come from product_rollup
+# (all history, see _ORPHAN_REFS): at most the range's product references.
 _COUNTS = {**{k: f"c.{k}" for k in ("events", "valid", "duplicates", "invalid", "late")},
            "missing_values": "q.missing_values", "field_values": "q.field_values",
-           "consistency_checked": "(c.product_refs + a.checked)", "consistency_failed": "(c.orphan_refs + a.failed)"}
+           "consistency_checked": "(c.product_refs + a.checked)",
+           "consistency_failed": "(least(o.orphan_refs, c.product_refs) + a.failed)"}
 _ASSET_COMPONENTS = ",\n           ".join(f"{component_sql(c, _COUNTS, 'freshness')} AS {name}"
                                           for name, c in COMPONENTS.items())
 
+# -- products: the catalog and the orphans (product_rollup: per product over all history) ----
+
+# A product reference's asset key (refs_by_asset: stream, stream/kind=..., stream/source=...)
+# picked by the stream and source variables: under source "All" the stream's own key, else the
+# picked sources' keys.
+_REF_STREAM = "splitByChar('/', k)[1]"
+REF_PICKED = (f"{pick('stream', _REF_STREAM)} AND if(has([${{source:singlequote}}], '{ALL}'), position(k, '/') = 0, "
+              f"has(arrayMap(s -> concat({_REF_STREAM}, '/source=', s), [${{source:singlequote}}]), k))")
+# Products with a reference in the range (a rollup row's first..last reference overlaps it).
+_REFERENCED_IN_RANGE = (f"(SELECT product_id FROM product_rollup WHERE {OURS} "
+                        f"AND ref_ts_max >= $__fromTime AND ref_ts_min <= $__toTime)")
+# Orphans: referenced (by the picked streams and sources) in the range, never announced by the
+# catalog; their references and first/last reference over all history.
+ORPHAN_PRODUCTS = f"""
+SELECT product_id, mapFilter((k, v) -> {REF_PICKED}, sumMap(refs_by_asset)) AS picked_refs,
+       min(ref_ts_min) AS first_ref, max(ref_ts_max) AS last_ref
+FROM product_rollup
+WHERE {OURS} AND product_id IN {_REFERENCED_IN_RANGE}
+GROUP BY product_id
+HAVING sum(n_catalog) = 0 AND NOT empty(picked_refs)
+"""
+# References to orphans per asset (streams and sub-assets), over all history, of the orphans
+# referenced in the range.
+_ORPHAN_REFS = f"""
+SELECT ref_asset AS asset, sum(ref_n) AS orphan_refs
+FROM (SELECT sumMap(refs_by_asset) AS refs FROM product_rollup
+      WHERE {OURS} AND product_id IN {_REFERENCED_IN_RANGE}
+      GROUP BY product_id HAVING sum(n_catalog) = 0)
+ARRAY JOIN mapKeys(refs) AS ref_asset, mapValues(refs) AS ref_n
+GROUP BY ref_asset
+"""
+# Catalog size: products whose newest catalog event is an upsert, i.e. an upsert (price_history
+# holds every one) at the newest time of the product's catalog rows (product_rollup rows of the
+# product topic). The same count as argMaxMerge(catalog_state).1 = 'upsert' (the inventory's),
+# three times faster: those states are slow to merge, and this reads every catalog product.
+CATALOG_SIZE = f"""
+SELECT count()
+FROM (SELECT product_id, max(ts_max) AS newest FROM product_rollup
+      WHERE {OURS} AND n_catalog > 0 GROUP BY product_id) AS announced
+INNER JOIN (SELECT product_id, max(ts) AS newest_upsert FROM price_history
+            WHERE {OURS} GROUP BY product_id) AS upserted
+ON announced.product_id = upserted.product_id
+WHERE upserted.newest_upsert >= announced.newest
+"""
 
 # -- per asset: counts, timeliness, quality (the inventory's numbers, over the time range) ----
 
 _ASSET_QUALITY = f"""
 WITH
-ev AS (
-    SELECT asset, stream, status, reason, ts, ingest_ts, payload, product_id
-    FROM {ASSETS} WHERE {ASSET_ROWS}
-),
 counts AS (
-    SELECT asset, count() AS events, countIf(status = 'valid') AS valid,
-           countIf(status = 'duplicate') AS duplicates, countIf(status = 'invalid') AS invalid,
-           countIf(ts > $__toTime - INTERVAL 5 MINUTE) / 5 AS rate_5m,
-           if(valid = 0, NULL, maxIf(ts, status = 'valid')) AS last_event,
-           quantileIf(0.95)(toFloat64({LAG_MS}), status = 'valid') AS lag_p95_ms,
-           countIf(status = 'valid' AND {LATE}) AS late,
-           countIf(status = 'valid' AND stream != 'product' AND product_id != '') AS product_refs,
-           countIf(status = 'valid' AND stream != 'product' AND product_id != ''
-                   AND product_id NOT IN {CATALOG}) AS orphan_refs
-    FROM ev GROUP BY asset
+    SELECT asset, any(stream) AS asset_stream, sum(n) AS events, sumIf(n, status = 'valid') AS valid,
+           sumIf(n, status = 'duplicate') AS duplicates, sumIf(n, status = 'invalid') AS invalid,
+           sumIf(n, {LAST_5_MINUTES}) / 5 AS rate_5m,
+           if(valid = 0, NULL, maxIf(ts_max, status = 'valid')) AS last_event,
+           if(valid = 0, NULL, quantilesTDigestMergeIf(0.5, 0.95, 0.99)(lag, status = 'valid')[2]) AS lag_p95_ms,
+           {LATE} AS late,
+           sumIf(n_refs, status = 'valid') AS product_refs,
+           {OBJECTS} AS field_events
+    FROM asset_minute_rollup WHERE {ASSET_ROWS}
+    GROUP BY asset
 ),
-obj AS (SELECT asset, stream, payload FROM ev WHERE {OBJECT_FILTER}),
 presence AS (
-    SELECT n.asset AS asset, n.stream AS stream, n.field_events AS field_events,
-           mapFromArrays(p.fields, p.present) AS present
-    FROM (SELECT asset, any(stream) AS stream, count() AS field_events FROM obj GROUP BY asset) AS n
-    LEFT JOIN (
-        SELECT asset, groupArray(field) AS fields, groupArray(n_present) AS present
-        FROM (SELECT asset, kv.1 AS field, countIf({PRESENT}) AS n_present FROM obj {KV}
-              GROUP BY asset, field)
-        GROUP BY asset
-    ) AS p ON n.asset = p.asset
+    SELECT asset, mapFromArrays(groupArray(field), groupArray(n_present)) AS present
+    FROM (SELECT asset, field, {PRESENT} AS n_present FROM field_minute_rollup WHERE {ASSET_ROWS}
+          GROUP BY asset, field)
+    GROUP BY asset
 ),
-completeness AS (SELECT asset, {COMPLETENESS_COUNTS} FROM presence),
+completeness AS (
+    SELECT asset, {COMPLETENESS_COUNTS}
+    FROM (SELECT c.asset AS asset, c.asset_stream AS stream, {_FIELD_EVENTS} AS field_events, p.present AS present
+          FROM counts AS c LEFT JOIN presence AS p ON c.asset = p.asset)
+),
+orphans AS ({_ORPHAN_REFS}),
+transactions AS (
+    SELECT kind, source, product_id, ts, quantity, amount FROM transaction_lines
+    WHERE {OURS} AND {in_range('toStartOfMinute(ts)')} AND {pick('stream', "'transaction'")} AND {pick('source')}
+),
 amounts AS (
     -- amount vs quantity × the catalog price in force at the transaction's time
     SELECT arrayJoin(['transaction', concat('{STREAM_SPECS["transaction"].kind_asset("")}', t.kind),
@@ -110,12 +169,9 @@ amounts AS (
            count() AS checked,
            countIf(abs(t.amount - t.quantity * c.price)
                    > ${{amount_tolerance}} * greatest(abs(t.quantity * c.price), 1.0)) AS failed
-    FROM (SELECT kind, source, product_id, ts, JSONExtractFloat(payload, 'amount') AS amount,
-                 JSONExtractInt(payload, 'quantity') AS quantity
-          FROM {LOG} WHERE {EVENTS} AND status = 'valid' AND stream = 'transaction') AS t
-    ASOF JOIN (SELECT product_id, ts, JSONExtractFloat(payload, 'price') AS price,
-                      JSONHas(payload, 'price') AND JSONType(payload, 'price') != 'Null' AS has_price
-               FROM {LOG} WHERE status = 'valid' AND stream = 'product' AND kind = 'upsert') AS c
+    FROM transactions AS t
+    ASOF JOIN (SELECT product_id, ts, price, has_price FROM price_history
+               WHERE {OURS} AND product_id IN (SELECT product_id FROM transactions)) AS c
     ON t.product_id = c.product_id AND t.ts >= c.ts
     WHERE c.has_price
     GROUP BY asset
@@ -128,6 +184,7 @@ scored AS (
            {_ASSET_COMPONENTS}
     FROM counts AS c
     LEFT JOIN completeness AS q ON c.asset = q.asset
+    LEFT JOIN orphans AS o ON c.asset = o.asset
     LEFT JOIN amounts AS a ON c.asset = a.asset
 )
 """
@@ -149,169 +206,190 @@ FROM scored ORDER BY score, asset
 # -- inventory --------------------------------------------------------------------------------
 
 TOTALS = f"""
-SELECT count() AS events, countIf(status = 'valid') AS valid, countIf(status = 'duplicate') AS duplicates,
-       countIf(status = 'invalid') AS invalid
-FROM {LOG} WHERE {EVENTS}
+SELECT sum(n) AS events, sumIf(n, status = 'valid') AS valid, sumIf(n, status = 'duplicate') AS duplicates,
+       sumIf(n, status = 'invalid') AS invalid
+FROM asset_minute_rollup WHERE {EVENTS}
 """
 
+# rate_5m: over the picked assets' rows
 RATE_AND_FRESHNESS = f"""
-SELECT countIf(ts > $__toTime - INTERVAL 5 MINUTE) / 5 AS rate_5m,
+SELECT sumIf(n, {LAST_5_MINUTES}) / 5 AS rate_5m,
        uniqExact(asset) AS assets,
-       if(countIf(status = 'valid') = 0, NULL,
-          dateDiff('millisecond', maxIf(ts, status = 'valid'), now64(3)) / 1000) AS freshness_s
-FROM {ASSETS} WHERE {ASSET_ROWS}
+       if(sumIf(n, status = 'valid') = 0, NULL,
+          dateDiff('millisecond', maxIf(ts_max, status = 'valid'), now64(3)) / 1000) AS freshness_s
+FROM asset_minute_rollup WHERE {ASSET_ROWS}
 """
 
 EVENTS_PER_ASSET = f"""
-SELECT $__timeInterval(ts) AS time, asset, count() / {PER_MIN} AS events_per_min
-FROM {ASSETS} WHERE {ASSET_ROWS}
+SELECT $__timeInterval(minute) AS time, asset, sum(n) / {PER_MIN} AS events_per_min
+FROM asset_minute_rollup WHERE {ASSET_ROWS}
 GROUP BY time, asset ORDER BY time, asset
 """
 
 EVENTS_BY_STATUS = f"""
-SELECT $__timeInterval(ts) AS time, countIf(status = 'valid') / {PER_MIN} AS valid,
-       countIf(status = 'duplicate') / {PER_MIN} AS duplicates, countIf(status = 'invalid') / {PER_MIN} AS invalid
-FROM {LOG} WHERE {EVENTS}
+SELECT $__timeInterval(minute) AS time, sumIf(n, status = 'valid') / {PER_MIN} AS valid,
+       sumIf(n, status = 'duplicate') / {PER_MIN} AS duplicates, sumIf(n, status = 'invalid') / {PER_MIN} AS invalid
+FROM asset_minute_rollup WHERE {EVENTS}
 GROUP BY time ORDER BY time
+"""
+
+# Distinct ids of valid events (uniqCombined states of the streams' rows: approximate).
+_DISTINCT_IDS = f"""
+SELECT uniqCombinedMerge(users) AS n_users, uniqCombinedMerge(products) AS n_products,
+       uniqCombinedMerge(orders) AS n_orders
+FROM asset_minute_rollup WHERE {EVENTS} AND status = 'valid'
 """
 
 ENTITIES = f"""
-SELECT
-    (SELECT uniqExact(user_id) FROM {LOG} WHERE {EVENTS} AND status = 'valid' AND user_id != '') AS users,
-    (SELECT countIf(last_op = 'upsert') FROM (
-        SELECT product_id, argMax(kind, ts) AS last_op FROM {LOG}
-        WHERE status = 'valid' AND stream = 'product' AND ts <= $__toTime GROUP BY product_id)) AS catalog,
-    (SELECT uniqExact(product_id) FROM {LOG} WHERE {EVENTS} AND status = 'valid' AND product_id != ''
-        AND stream != 'product') AS active_products,
-    (SELECT uniqExact(order_id) FROM {LOG} WHERE {EVENTS} AND status = 'valid' AND stream = 'transaction'
-        AND order_id != '') AS orders,
-    (SELECT uniqExact(product_id) FROM {LOG} WHERE {EVENTS} AND status = 'valid'
-        AND stream IN ('behaviour', 'transaction') AND product_id != ''
-        AND product_id NOT IN {CATALOG}) AS orphans
+SELECT ids.n_users AS users, ({CATALOG_SIZE}) AS catalog, ids.n_products AS active_products,
+       ids.n_orders AS orders, (SELECT count() FROM ({ORPHAN_PRODUCTS})) AS orphans
+FROM ({_DISTINCT_IDS}) AS ids
 """
 
 ACTIVE_ENTITIES = f"""
-SELECT $__timeInterval(ts) AS time, uniqExactIf(user_id, user_id != '') AS users,
-       uniqExactIf(product_id, product_id != '' AND stream != 'product') AS products,
-       uniqExactIf(order_id, order_id != '' AND stream = 'transaction') AS orders
-FROM {LOG} WHERE {EVENTS} AND status = 'valid'
-GROUP BY time ORDER BY time
+SELECT time, n_users AS users, n_products AS products, n_orders AS orders FROM (
+    SELECT $__timeInterval(minute) AS time, uniqCombinedMerge(users) AS n_users,
+           uniqCombinedMerge(products) AS n_products, uniqCombinedMerge(orders) AS n_orders
+    FROM asset_minute_rollup WHERE {EVENTS} AND status = 'valid'
+    GROUP BY time
+)
+ORDER BY time
 """
-
-_ORPHAN_REFS = (f"status = 'valid' AND stream IN ('behaviour', 'transaction') AND product_id != '' "
-                f"AND product_id NOT IN {CATALOG}")
 
 ORPHANS = f"""
-SELECT product_id, count() AS refs, arrayStringConcat(arraySort(groupUniqArray(stream)), ', ') AS streams,
-       min(ts) AS first_ref, max(ts) AS last_ref
-FROM {LOG} WHERE {EVENTS} AND {_ORPHAN_REFS}
-GROUP BY product_id ORDER BY refs DESC, product_id LIMIT 50
+SELECT product_id, arraySum(mapValues(picked_refs)) AS refs,
+       arrayStringConcat(arraySort(arrayDistinct(arrayMap(k -> {_REF_STREAM}, mapKeys(picked_refs)))), ', ') AS streams,
+       first_ref, last_ref
+FROM ({ORPHAN_PRODUCTS})
+ORDER BY refs DESC, product_id LIMIT 50
 """
 
+# alerts, baselines and scores carry the deployment's prefix ('stocktake.') in topic_prefix
+OF_PREFIX = f"topic_prefix = {PREFIX}"
+
+# The gap detectors' orphan observation per stream and minute (baselines, metric 'orphans': the
+# share of the minute's product references naming a product the catalog never announced) times
+# that minute's product references.
 ORPHAN_REFS_PER_MIN = f"""
-SELECT $__timeInterval(ts) AS time, stream, count() / {PER_MIN} AS orphan_refs_per_min
-FROM {LOG} WHERE {EVENTS} AND {_ORPHAN_REFS}
+SELECT $__timeInterval(b.at_minute) AS time, b.asset AS stream,
+       sum(b.observed * r.refs) / {PER_MIN} AS orphan_refs_per_min
+FROM (SELECT asset, toDateTime(minute) AS at_minute, observed FROM baselines FINAL
+      WHERE {OF_PREFIX} AND metric = 'orphans' AND $__timeFilter(minute) AND position(asset, '/') = 0
+            AND {pick('stream', 'asset')}) AS b
+LEFT JOIN (SELECT stream AS ref_stream, minute AS ref_minute, sumIf(n_refs, status = 'valid') AS refs
+           FROM asset_minute_rollup WHERE {OURS} AND {TIME} AND asset = stream AND {pick('stream')}
+           GROUP BY ref_stream, ref_minute) AS r
+ON b.asset = r.ref_stream AND b.at_minute = r.ref_minute
 GROUP BY time, stream ORDER BY time, stream
 """
 
 # -- data quality -----------------------------------------------------------------------------
 
-_OBJECTS = f"""
-obj AS (
-    SELECT ts, stream, payload, {BAD_FIELD} AS bad_field
-    FROM {LOG} WHERE {EVENTS} AND {OBJECT_FILTER}
-)"""
+# field_minute_rollup's stream rows in the range (non-duplicate JSON objects)
+FIELD_ROWS = EVENTS
 
 FIELDS_TABLE = f"""
-WITH {_OBJECTS},
-totals AS (SELECT stream, count() AS n FROM obj GROUP BY stream)
-SELECT f.stream AS stream, f.field AS field, f.types AS types, f.present / t.n AS completeness,
-       if(f.present = 0, NULL, 1 - f.bad / f.present) AS validity, f.distinct_approx AS distinct_approx,
+WITH
+totals AS (SELECT stream, {OBJECTS} AS objects FROM asset_minute_rollup WHERE {EVENTS} GROUP BY stream),
+per_field AS (
+    SELECT stream, field, arrayStringConcat(arraySort(groupUniqArrayIf(type, type != 'null')), ', ') AS types,
+           {PRESENT} AS present, sumIf(n_bad, type != 'null') AS bad, min(ts_min) AS first_ts, max(ts_max) AS last_ts
+    FROM field_minute_rollup WHERE {FIELD_ROWS} GROUP BY stream, field
+),
+distincts AS (
+    -- all history (field_rollup): approximate distinct values per type, summed over the types
+    SELECT stream, field, sum(per_type) AS distinct_approx FROM (
+        SELECT stream, field, type, uniqCombinedMerge(distinct_values) AS per_type FROM field_rollup
+        WHERE {OURS} AND asset = stream AND type != 'null' AND {pick('stream')}
+        GROUP BY stream, field, type)
+    GROUP BY stream, field
+)
+SELECT f.stream AS stream, f.field AS field, f.types AS types, f.present / t.objects AS completeness,
+       if(f.present = 0, NULL, 1 - f.bad / f.present) AS validity, d.distinct_approx AS distinct_approx,
        f.first_ts AS first_ts, f.last_ts AS last_ts
-FROM (
-    SELECT stream, kv.1 AS field,
-           arrayStringConcat(arraySort(groupUniqArrayIf({JSON_TYPE}, {PRESENT})), ', ') AS types,
-           countIf({PRESENT}) AS present, countIf({PRESENT} AND bad_field = kv.1) AS bad,
-           uniqIf(kv.2, {PRESENT}) AS distinct_approx, min(ts) AS first_ts, max(ts) AS last_ts
-    FROM obj {KV} GROUP BY stream, field
-) AS f
+FROM per_field AS f
 INNER JOIN totals AS t ON f.stream = t.stream
+LEFT JOIN distincts AS d ON f.stream = d.stream AND f.field = d.field
 ORDER BY completeness, validity, stream, field
 """
 
+_STREAM_OBJECTS = f"""
+per_stream AS (
+    SELECT $__timeInterval(minute) AS time, stream, {OBJECTS} AS objects, sum(n) AS events,
+           sumIf(n, status = 'valid') AS valid, sumIf(n, status = 'duplicate') AS duplicates,
+           sumIf(n, status = 'invalid') AS invalid, {LATE} AS late
+    FROM asset_minute_rollup WHERE {EVENTS} GROUP BY time, stream
+)"""
+
+_FIELDS_PER_INTERVAL = f"""
+per_field AS (
+    SELECT $__timeInterval(minute) AS time, stream, field AS name, {PRESENT} AS n_present,
+           sumIf(n_bad, type != 'null') AS n_bad_present, sum(n_bad) AS n_blamed
+    FROM field_minute_rollup WHERE {FIELD_ROWS} GROUP BY time, stream, name
+)"""
+
 # Only the fields that were incomplete somewhere in the range: the rest sit at 100%.
 FIELD_COMPLETENESS = f"""
-WITH {_OBJECTS},
-per_field AS (
-    SELECT $__timeInterval(ts) AS time, stream, kv.1 AS field, countIf({PRESENT}) AS present
-    FROM obj {KV} GROUP BY time, stream, field
-),
-per_stream AS (SELECT $__timeInterval(ts) AS time, stream, count() AS n FROM obj GROUP BY time, stream),
+WITH {_FIELDS_PER_INTERVAL}, {_STREAM_OBJECTS},
 gaps AS (
-    SELECT p.stream AS stream, p.field AS field
-    FROM (SELECT stream, field, sum(present) AS present FROM per_field GROUP BY stream, field) AS p
-    INNER JOIN (SELECT stream, sum(n) AS n FROM per_stream GROUP BY stream) AS s ON p.stream = s.stream
-    WHERE p.present < s.n
+    SELECT p.stream AS stream, p.name AS name
+    FROM (SELECT stream, name, sum(n_present) AS field_present FROM per_field GROUP BY stream, name) AS p
+    INNER JOIN (SELECT stream, sum(objects) AS stream_objects FROM per_stream GROUP BY stream) AS s
+    ON p.stream = s.stream
+    WHERE p.field_present < s.stream_objects
 )
-SELECT f.time AS time, concat(f.stream, '.', f.field) AS field, f.present / s.n AS completeness
+SELECT f.time AS time, concat(f.stream, '.', f.name) AS field, f.n_present / s.objects AS completeness
 FROM per_field AS f
 INNER JOIN per_stream AS s ON f.time = s.time AND f.stream = s.stream
-WHERE (f.stream, f.field) IN (SELECT stream, field FROM gaps)
+WHERE (f.stream, f.name) IN (SELECT stream, name FROM gaps)
 ORDER BY time, field
 """
 
 # Only the fields a rejection blamed in the range (invalid_type / invalid_value / invalid_ts).
 FIELD_VALIDITY = f"""
-WITH {_OBJECTS}
-SELECT $__timeInterval(ts) AS time, concat(stream, '.', kv.1) AS field,
-       1 - countIf(bad_field = kv.1) / count() AS validity
-FROM obj {KV}
-WHERE {PRESENT} AND (stream, kv.1) IN (SELECT DISTINCT stream, bad_field FROM obj WHERE bad_field != '')
-GROUP BY time, field ORDER BY time, field
+WITH {_FIELDS_PER_INTERVAL},
+blamed AS (SELECT stream, name FROM per_field GROUP BY stream, name HAVING sum(n_blamed) > 0)
+SELECT time, concat(stream, '.', name) AS field, 1 - n_bad_present / n_present AS validity
+FROM per_field
+WHERE n_present > 0 AND (stream, name) IN (SELECT stream, name FROM blamed)
+ORDER BY time, field
 """
 
 # Per stream and interval: the components that are meaningful per interval (freshness is not:
 # it is "now minus the newest event", shown per asset instead).
 QUALITY_OVER_TIME = f"""
-WITH {_OBJECTS},
+WITH {_FIELDS_PER_INTERVAL}, {_STREAM_OBJECTS},
 presence AS (
-    SELECT n.time AS time, n.stream AS stream, n.field_events AS field_events,
-           mapFromArrays(p.fields, p.present) AS present
-    FROM (SELECT $__timeInterval(ts) AS time, stream, count() AS field_events FROM obj GROUP BY time, stream) AS n
-    LEFT JOIN (
-        SELECT time, stream, groupArray(field) AS fields, groupArray(n_present) AS present
-        FROM (SELECT $__timeInterval(ts) AS time, stream, kv.1 AS field, countIf({PRESENT}) AS n_present
-              FROM obj {KV} GROUP BY time, stream, field)
-        GROUP BY time, stream
-    ) AS p ON n.time = p.time AND n.stream = p.stream
+    SELECT time, stream, mapFromArrays(groupArray(name), groupArray(n_present)) AS present
+    FROM per_field GROUP BY time, stream
 ),
-completeness AS (SELECT time, stream, {COMPLETENESS_COUNTS} FROM presence),
-counts AS (
-    SELECT $__timeInterval(ts) AS time, stream, count() AS events, countIf(status = 'valid') AS valid,
-           countIf(status = 'duplicate') AS duplicates, countIf(status = 'invalid') AS invalid,
-           countIf(status = 'valid' AND {LATE}) AS late
-    FROM {LOG} WHERE {EVENTS} GROUP BY time, stream
+completeness AS (
+    SELECT time, stream, {COMPLETENESS_COUNTS}
+    FROM (SELECT c.time AS time, c.stream AS stream, {_FIELD_EVENTS} AS field_events, p.present AS present
+          FROM (SELECT time, stream, objects AS field_events FROM per_stream) AS c
+          LEFT JOIN presence AS p ON c.time = p.time AND c.stream = p.stream)
 )
 SELECT c.time AS time, c.stream AS stream,
        {component_sql(COMPONENTS["completeness"], _COUNTS)} AS completeness,
        {component_sql(COMPONENTS["validity"], _COUNTS)} AS validity,
        {component_sql(COMPONENTS["uniqueness"], _COUNTS)} AS uniqueness,
        {component_sql(COMPONENTS["timeliness"], _COUNTS)} AS on_time
-FROM counts AS c LEFT JOIN completeness AS q ON c.time = q.time AND c.stream = q.stream
+FROM per_stream AS c LEFT JOIN completeness AS q ON c.time = q.time AND c.stream = q.stream
 ORDER BY time, stream
 """
 
 # processors.drift.detect_drift over the range: a field or a type first seen more than the grace
 # after its stream (field) began, a field not seen for the vanish span while the stream went on.
+# Field clocks are the minute rollup's first/last event times (exact within each minute).
 DRIFT = f"""
 WITH
 ft AS (
-    SELECT stream, kv.1 AS field, {JSON_TYPE} AS type, min(ts) AS first_ts, max(ts) AS last_ts, count() AS n
-    FROM {LOG} {KV}
-    WHERE {EVENTS} AND status = 'valid' AND {PRESENT}
+    SELECT stream, field, type, min(ts_min) AS first_ts, max(ts_max) AS last_ts, sum(n) AS type_events
+    FROM field_minute_rollup
+    WHERE {FIELD_ROWS} AND status = 'valid' AND type != 'null'
     GROUP BY stream, field, type
 ),
-spans AS (SELECT stream, min(ts) AS s_first, max(ts) AS s_last FROM {LOG}
+spans AS (SELECT stream, min(ts_min) AS s_first, max(ts_max) AS s_last FROM asset_minute_rollup
           WHERE {EVENTS} AND status = 'valid' GROUP BY stream),
 fields AS (
     SELECT stream, field, min(first_ts) AS f_first, max(last_ts) AS f_last,
@@ -326,7 +404,8 @@ SELECT at, stream, field, kind, type, details FROM (
     WHERE f.f_first > s.s_first + INTERVAL ${{drift_grace_s}} SECOND
     UNION ALL
     SELECT t.first_ts AS at, t.stream AS stream, t.field AS field, 'type_change' AS kind, t.type AS type,
-           concat(field, ' was ', f.first_type, ', now also ', type, ' (', toString(t.n), ' events)') AS details
+           concat(field, ' was ', f.first_type, ', now also ', type, ' (', toString(t.type_events), ' events)')
+               AS details
     FROM ft AS t INNER JOIN fields AS f ON t.stream = f.stream AND t.field = f.field
     WHERE t.first_ts > f.f_first + INTERVAL ${{drift_grace_s}} SECOND
     UNION ALL
@@ -340,18 +419,21 @@ ORDER BY at DESC, stream, field, kind
 """
 
 DEAD_LETTERS_PER_MIN = f"""
-SELECT $__timeInterval(ts) AS time, concat(stream, ': ', reason) AS reason, count() / {PER_MIN} AS dead_letters
-FROM {LOG} WHERE {EVENTS} AND status = 'invalid'
-GROUP BY time, reason ORDER BY time, reason
+SELECT time, label AS reason, dead_letters FROM (
+    SELECT $__timeInterval(minute) AS time, concat(stream, ': ', reason) AS label, sum(n) / {PER_MIN} AS dead_letters
+    FROM asset_minute_rollup WHERE {EVENTS} AND status = 'invalid'
+    GROUP BY time, label
+)
+ORDER BY time, reason
 """
 
 # share: of the stream's events in the range
 DEAD_LETTERS_BY_REASON = f"""
 SELECT stream, reason, dead_letters, dead_letters / stream_events AS share, last_seen FROM (
-    SELECT stream, reason, countIf(status = 'invalid') AS dead_letters,
-           sum(count()) OVER (PARTITION BY stream) AS stream_events,
-           maxIf(ingest_ts, status = 'invalid') AS last_seen
-    FROM {LOG} WHERE {EVENTS}
+    SELECT stream, reason, sumIf(n, status = 'invalid') AS dead_letters,
+           sum(sum(n)) OVER (PARTITION BY stream) AS stream_events,
+           maxIf(ingest_max, status = 'invalid') AS last_seen
+    FROM asset_minute_rollup WHERE {EVENTS}
     GROUP BY stream, reason
 )
 WHERE dead_letters > 0
@@ -360,11 +442,8 @@ ORDER BY dead_letters DESC, stream, reason
 
 # -- alerts and baselines (alerts: the stocktake.alerts topic's queryable copy) ----------------
 
-# alerts, baselines and scores carry the deployment's prefix ('stocktake.') in topic_prefix
-OF_PREFIX = f"topic_prefix = {PREFIX}"
 ALERT_FILTER = f"{OF_PREFIX} AND {pick('asset')}"
 _SEVERITY_ORDER = "multiIf(severity = 'critical', 0, severity = 'warning', 1, 2)"
-
 ALERT_COUNTS = f"""
 SELECT countIf(state = 'firing' AND severity = 'critical') AS critical,
        countIf(state = 'firing' AND severity = 'warning') AS warning,
@@ -413,11 +492,25 @@ COMPLETENESS_BASELINE = baseline("startsWith(metric, 'completeness:')",
                                  "concat(asset, ' ', substring(metric, 14))")
 ORPHAN_BASELINE = baseline("metric = 'orphans'", "asset")
 
+# The newest valid event of each asset as of the end of the range: the all-time newest
+# (asset_rollup) when the range ends after it, else the newest in the week before the range's
+# end (the minute rollup; NULL when the asset was silent all that week). Minute resolution: the
+# range's last minute counts whole.
+SILENCE_LOOKBACK = "INTERVAL 7 DAY"
 SILENCE = f"""
-SELECT asset, max(ts) AS last_event, dateDiff('second', max(ts), least(now(), $__toTime)) AS silent_s
-FROM {ASSETS}
-WHERE ts <= $__toTime AND status = 'valid' AND {pick('stream')} AND {pick('source')} AND {pick('asset')}
-GROUP BY asset ORDER BY silent_s DESC, asset
+SELECT asset, last_event, greatest(0, dateDiff('second', last_event, least(now(), $__toTime))) AS silent_s
+FROM (
+    SELECT a.asset AS asset, if(a.newest <= $__toTime, a.newest, m.newest) AS last_event
+    FROM (SELECT asset, max(ts_max) AS newest, min(ts_min) AS oldest
+          FROM asset_rollup WHERE {OURS} AND status = 'valid' AND {PICKED} AND {pick('asset')}
+          GROUP BY asset HAVING oldest <= $__toTime) AS a
+    LEFT JOIN (SELECT asset, toNullable(max(ts_max)) AS newest FROM asset_minute_rollup
+               WHERE {OURS} AND status = 'valid' AND minute <= $__toTime
+                     AND minute > $__toTime - {SILENCE_LOOKBACK} AND {PICKED} AND {pick('asset')}
+               GROUP BY asset) AS m
+    ON a.asset = m.asset
+)
+ORDER BY silent_s DESC, asset
 """
 
 # -- scores (stocktake.scores.users / .products; no topic prefix in this table) ----------------
@@ -477,9 +570,10 @@ GROUP BY model, model_version, entity, device ORDER BY last_scored DESC
 
 # -- variable queries -------------------------------------------------------------------------
 
-VAR_STREAM = f"SELECT DISTINCT stream FROM {LOG} WHERE $__timeFilter(ts) ORDER BY stream"
-VAR_ASSET = (f"SELECT DISTINCT asset FROM {ASSETS} WHERE $__timeFilter(ts) AND {pick('stream')} "
+# The streams, assets and sources with events in the range (the minute rollup's keys).
+VAR_STREAM = f"SELECT DISTINCT stream FROM asset_minute_rollup WHERE {OURS} AND {TIME} ORDER BY stream"
+VAR_ASSET = (f"SELECT DISTINCT asset FROM asset_minute_rollup WHERE {OURS} AND {TIME} AND {pick('stream')} "
              "ORDER BY asset")
-VAR_SOURCE = (f"SELECT DISTINCT source FROM {LOG} WHERE $__timeFilter(ts) AND {pick('stream')} "
+VAR_SOURCE = (f"SELECT DISTINCT source FROM asset_minute_rollup WHERE {OURS} AND {TIME} AND {pick('stream')} "
               "AND source != '' ORDER BY source")
 VAR_MODEL = f"SELECT DISTINCT model FROM scores WHERE {OF_PREFIX} AND $__timeFilter(scored_at) ORDER BY model"

@@ -63,6 +63,21 @@ def test_panel_targets_are_clickhouse_sql_queries(name: str) -> None:
         assert variables <= {v["name"] for v in d["templating"]["list"]}, variables
 
 
+# The raw events and their JSON: read over all history they cost seconds (#11); panels,
+# variables and alert rules read the rollups of migration 008 instead.
+RAW_READS = re.compile(r"ingest_log|prefixed_log|prefixed_assets|JSONExtract|JSONType|payload")
+
+
+def test_dashboards_and_alert_rules_read_only_rollups() -> None:
+    sqls = [t["rawSql"] for d in COMMITTED.values() for p in D.all_panels(d) for t in p["targets"]]
+    sqls += [v["query"] for d in COMMITTED.values() for v in d["templating"]["list"] if v["type"] == "query"]
+    sqls += [q["model"]["rawSql"] for r in A.rules() for q in r["data"] if "rawSql" in q["model"]]
+    assert len(sqls) > 40
+    assert [s for s in sqls if RAW_READS.search(s)] == []
+    assert all("FINAL" not in s or "alerts FINAL" in s or "baselines FINAL" in s for s in sqls), \
+        "rollups are read without FINAL (each query merges a key's rows itself)"
+
+
 @pytest.mark.parametrize("name", sorted(COMMITTED))
 def test_variables_units_and_refresh(name: str) -> None:
     d = COMMITTED[name]

@@ -166,7 +166,7 @@ def test_sync_creates_everything_then_changes_nothing(grafana: tuple[FakeGrafana
     group = fake.groups[(A.FOLDER_UID, A.GROUP)]
     assert group["interval"] == 60 and len(group["rules"]) == 4
     stalled = next(r for r in group["rules"] if r["uid"] == "stocktake-ingest-stalled")
-    assert "prefixed_log(prefix = 'shop.')" in stalled["data"][0]["model"]["rawSql"]
+    assert "startsWith(topic, 'shop.')" in stalled["data"][0]["model"]["rawSql"]
     # alert rules and the contact point stay editable in the UI
     provisioning = [r for r in fake.writes() if r["path"].startswith("/api/v1/provisioning")]
     assert provisioning and all(r["headers"].get("x-disable-provenance") == "true" for r in provisioning)
@@ -216,7 +216,7 @@ def test_basic_auth_and_cli(grafana: tuple[FakeGrafana, str], monkeypatch: pytes
     assert main(["grafana", "sync"]) == 0
     assert "created   dashboard stocktake-inventory" in capsys.readouterr().out
     stalled = next(r for r in fake.groups[(A.FOLDER_UID, A.GROUP)]["rules"] if r["uid"] == "stocktake-ingest-stalled")
-    assert "prefix = 'shop.'" in stalled["data"][0]["model"]["rawSql"]
+    assert "startsWith(topic, 'shop.')" in stalled["data"][0]["model"]["rawSql"]
     assert main(["grafana", "sync"]) == 0
     assert capsys.readouterr().out.endswith(f"{url}: already up to date\n")
 
