@@ -77,12 +77,12 @@ FROM (SELECT order_id, min(ts_min) AS first, max(ts_max) AS last FROM order_roll
       WHERE {OURS} GROUP BY order_id)
 """
 
-# One row per product: the catalog's newest word (op, has price/category/brand), whether the
-# catalog ever named it, the references per asset from the other streams.
+# One row per product: whether the catalog ever named it, what its newest catalog event said
+# (bit 0: an upsert; 1, 2, 3: price, category, brand present), references from the other
+# streams. Simple columns only: this reads every product.
 PRODUCTS = f"""
-SELECT product_id, min(ts_min) AS first, max(ts_max) AS last,
-       sum(n_catalog) > 0 AS announced, argMaxMerge(catalog_state) AS latest,
-       sumMap(refs_by_asset) AS refs, max(ref_ts_max) AS last_ref
+SELECT product_id, min(ts_min) AS first, max(ts_max) AS last, sum(n_catalog) > 0 AS announced,
+       max(catalog_last).2 AS latest, sum(n_refs) AS refs, max(ref_ts_max) AS last_ref
 FROM product_rollup
 WHERE {OURS}
 GROUP BY product_id
@@ -90,33 +90,37 @@ GROUP BY product_id
 
 ENTITY_PRODUCTS_SQL = f"""
 WITH {_AS_OF} AS as_of
-SELECT countIf(latest.1 = 'upsert') AS catalog,
+SELECT countIf(announced AND bitTest(latest, 0)) AS catalog,
        count() AS distinct_seen,
        countIf(last_ref >= as_of - INTERVAL 1 HOUR) AS active_1h,
        countIf(last_ref >= as_of - INTERVAL 1 DAY) AS active_1d,
-       countIf(latest.1 = 'upsert' AND latest.2 = 0) AS without_price,
-       countIf(latest.1 = 'upsert' AND latest.3 = 0) AS without_category,
-       countIf(latest.1 = 'upsert' AND latest.4 = 0) AS without_brand,
-       min(first) AS first_ts, max(last) AS last_ts
+       countIf(announced AND bitTest(latest, 0) AND NOT bitTest(latest, 1)) AS without_price,
+       countIf(announced AND bitTest(latest, 0) AND NOT bitTest(latest, 2)) AS without_category,
+       countIf(announced AND bitTest(latest, 0) AND NOT bitTest(latest, 3)) AS without_brand,
+       min(first) AS first_ts, max(last) AS last_ts,
+       countIf(NOT announced AND refs > 0) AS orphans
 FROM ({PRODUCTS})
 """
 
-# A stream asset has no '/' (processors/assets.py).
-_STREAM_REFS = "mapFilter((k, v) -> position(k, '/') = 0, refs)"
-
-# Orphans: referenced by the other streams, never announced by the catalog.
+# Orphans: referenced by the other streams, never announced by the catalog; the most referenced.
 ORPHANS_SQL = f"""
-SELECT product_id, arraySum(mapValues({_STREAM_REFS})) AS n_refs, last_ref
+SELECT product_id, refs, last_ref
 FROM ({PRODUCTS})
-WHERE NOT announced AND length(mapKeys(refs)) > 0
-ORDER BY n_refs DESC, product_id
+WHERE NOT announced AND refs > 0
+ORDER BY refs DESC, product_id
+LIMIT {{limit:UInt32}}
 """
 
-# References to orphans per asset (streams and sub-assets).
+# References to orphans per asset (streams and sub-assets); the per-asset maps are read for the
+# orphans alone.
 ORPHAN_REFS_BY_ASSET_SQL = f"""
-SELECT asset, sum(n) FROM ({PRODUCTS})
-ARRAY JOIN mapKeys(refs) AS asset, mapValues(refs) AS n
-WHERE NOT announced
+SELECT asset, sum(n) FROM (
+    SELECT sumMap(refs_by_asset) AS by_asset FROM product_rollup
+    WHERE {OURS} AND product_id IN (SELECT product_id FROM product_rollup WHERE {OURS}
+                                    GROUP BY product_id HAVING sum(n_catalog) = 0)
+    GROUP BY product_id
+)
+ARRAY JOIN mapKeys(by_asset) AS asset, mapValues(by_asset) AS n
 GROUP BY asset
 """
 

@@ -116,18 +116,11 @@ FROM (SELECT sumMap(refs_by_asset) AS refs FROM product_rollup
 ARRAY JOIN mapKeys(refs) AS ref_asset, mapValues(refs) AS ref_n
 GROUP BY ref_asset
 """
-# Catalog size: products whose newest catalog event is an upsert, i.e. an upsert (price_history
-# holds every one) at the newest time of the product's catalog rows (product_rollup rows of the
-# product topic). The same count as argMaxMerge(catalog_state).1 = 'upsert' (the inventory's),
-# three times faster: those states are slow to merge, and this reads every catalog product.
+# Catalog size: products whose newest catalog event is an upsert (bit 0 of catalog_last's flags;
+# the inventory's count).
 CATALOG_SIZE = f"""
-SELECT count()
-FROM (SELECT product_id, max(ts_max) AS newest FROM product_rollup
-      WHERE {OURS} AND n_catalog > 0 GROUP BY product_id) AS announced
-INNER JOIN (SELECT product_id, max(ts) AS newest_upsert FROM price_history
-            WHERE {OURS} GROUP BY product_id) AS upserted
-ON announced.product_id = upserted.product_id
-WHERE upserted.newest_upsert >= announced.newest
+SELECT countIf(bitTest(latest, 0))
+FROM (SELECT max(catalog_last).2 AS latest FROM product_rollup WHERE {OURS} AND n_catalog > 0 GROUP BY product_id)
 """
 
 # -- per asset: counts, timeliness, quality (the inventory's numbers, over the time range) ----

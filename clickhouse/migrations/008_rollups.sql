@@ -9,10 +9,12 @@
 --
 -- Every table keeps `topic`, so prefix-scoped reads (startsWith(topic, prefix)) work as on
 -- the raw log. Times: `minute` is the minute of event time (ingest time for events whose
--- time could not be read, as in ingest_log). `lag_s` is the lag histogram in whole
--- seconds: bucket k holds lags in (1000k, 1000(k+1)] ms, bucket -1 lags <= 0 (producer
--- clock ahead); lags beyond 30 days share the last bucket. A lateness of L whole seconds
--- is then exactly the buckets >= L. Stores written before this migration are backfilled
+-- time could not be read, as in ingest_log). `lag_s` is the lag histogram, keyed by the
+-- lower bound of each bucket in whole seconds: key k < 3600 holds lags in
+-- (1000k, 1000(k+1)] ms; then a bucket per minute up to a day, per hour up to 30 days, and
+-- one beyond; key -1 holds lags <= 0 (producer clock ahead). Late events for a lateness L
+-- are exactly the buckets >= L when L is a whole second under an hour, a whole minute under
+-- a day or a whole hour under 30 days; at most ~5,800 buckets, whatever the history. Stores written before this migration are backfilled
 -- from ingest_log at start (clickhouse/backfill.py).
 
 -- Per asset, minute, source, status and reason: the counts, clocks and lags.
@@ -140,9 +142,11 @@ CREATE TABLE IF NOT EXISTS product_rollup
     n            SimpleAggregateFunction(sum, UInt64),
     ts_min       SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
     ts_max       SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
-    -- (op, has price, has category, has brand) of the newest catalog event
-    catalog_state AggregateFunction(argMax, Tuple(String, UInt8, UInt8, UInt8), DateTime64(3, 'UTC')),
+    -- (time, what) of the newest catalog event; what: bit 0 op = upsert, bits 1-3 price,
+    -- category, brand present (a plain max: newest wins, ties deterministically)
+    catalog_last SimpleAggregateFunction(max, Tuple(DateTime64(3, 'UTC'), UInt8)),
     n_catalog    SimpleAggregateFunction(sum, UInt64),
+    n_refs       SimpleAggregateFunction(sum, UInt64),                   -- references, all streams
     refs_by_asset SimpleAggregateFunction(sumMap, Map(String, UInt64)),   -- asset -> references
     ref_ts_min   SimpleAggregateFunction(min, Nullable(DateTime64(3, 'UTC'))),
     ref_ts_max   SimpleAggregateFunction(max, Nullable(DateTime64(3, 'UTC')))
@@ -217,12 +221,17 @@ FROM (
            count() AS events, countIf(JSONType(payload) = 'Object') AS objects,
            countIf(stream != 'product' AND product_id != '') AS product_refs,
            min(ts) AS min_ts, max(ts) AS max_ts, min(ingest_ts) AS first_seen, max(ingest_ts) AS last_seen,
-           sumMap(map(toInt32(if(lag_ms <= 0, -1, least(intDiv(lag_ms - 1, 1000), 2592000))), toUInt64(1))) AS lag_s,
+           sumMap(map(lag_bucket, toUInt64(1))) AS lag_s,
            quantilesTDigestState(0.5, 0.95, 0.99)(toFloat64(lag_ms)) AS lag,
            uniqCombinedStateIf(user_id, status = 'valid' AND user_id != '') AS users,
            uniqCombinedStateIf(product_id, status = 'valid' AND product_id != '' AND stream != 'product') AS products,
            uniqCombinedStateIf(order_id, status = 'valid' AND order_id != '' AND stream = 'transaction') AS orders
-    FROM (SELECT *, dateDiff('millisecond', ts, ingest_ts) AS lag_ms FROM ingest_log)
+    FROM (SELECT *, dateDiff('millisecond', ts, ingest_ts) AS lag_ms,
+                 intDiv(lag_ms - 1, 1000) AS lag_whole_s,
+                 toInt32(multiIf(lag_ms <= 0, -1, lag_whole_s < 3600, lag_whole_s,
+                                 lag_whole_s < 86400, lag_whole_s - lag_whole_s % 60,
+                                 lag_whole_s < 2592000, lag_whole_s - lag_whole_s % 3600, 2592000)) AS lag_bucket
+          FROM ingest_log)
     GROUP BY topic, stream, kind, source, minute, status, reason
 )
 ARRAY JOIN arrayFilter(a -> a != '', [
@@ -322,18 +331,18 @@ GROUP BY topic, order_id;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS product_mv TO product_rollup AS
 SELECT topic, product_id, count() AS n, min(ts) AS ts_min, max(ts) AS ts_max,
-       argMaxStateIf(attrs, ts, stream = 'product') AS catalog_state,
-       countIf(stream = 'product') AS n_catalog,
+       maxIf(tuple(ts, catalog_bits), stream = 'product') AS catalog_last,
+       countIf(stream = 'product') AS n_catalog, countIf(stream != 'product') AS n_refs,
        sumMapIf(mapFromArrays(assets, arrayMap(a -> toUInt64(1), assets)), stream != 'product') AS refs_by_asset,
        minIfOrNull(ts, stream != 'product') AS ref_ts_min, maxIfOrNull(ts, stream != 'product') AS ref_ts_max
 FROM (
     SELECT topic, product_id, stream, ts,
            if(stream = 'product',
-              tuple(kind,
-                    toUInt8(JSONHas(payload, 'price') AND JSONType(payload, 'price') != 'Null'),
-                    toUInt8(JSONHas(payload, 'category') AND JSONType(payload, 'category') != 'Null'),
-                    toUInt8(JSONHas(payload, 'brand') AND JSONType(payload, 'brand') != 'Null')),
-              tuple('', toUInt8(0), toUInt8(0), toUInt8(0))) AS attrs,
+              toUInt8(kind = 'upsert')
+              + 2 * toUInt8(JSONHas(payload, 'price') AND JSONType(payload, 'price') != 'Null')
+              + 4 * toUInt8(JSONHas(payload, 'category') AND JSONType(payload, 'category') != 'Null')
+              + 8 * toUInt8(JSONHas(payload, 'brand') AND JSONType(payload, 'brand') != 'Null'),
+              toUInt8(0)) AS catalog_bits,
            arrayFilter(a -> a != '', [
                stream,
                if(kind = '', '', concat(stream, '/',

@@ -128,10 +128,10 @@ def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, A
     """(entities, consistency findings per asset) — orphans and amount mismatches."""
     scope = _scope(settings)
     (users, users_1h, users_1d, as_of, u_first, u_last), = store.rows(Q.ENTITY_USERS_SQL, scope)
-    (catalog, seen, p_1h, p_1d, no_price, no_category, no_brand, p_first, p_last), = store.rows(
+    (catalog, seen, p_1h, p_1d, no_price, no_category, no_brand, p_first, p_last, n_orphans), = store.rows(
         Q.ENTITY_PRODUCTS_SQL, scope)
     (orders, orders_1h, orders_1d, o_first, o_last), = store.rows(Q.ENTITY_ORDERS_SQL, scope)
-    orphans = store.rows(Q.ORPHANS_SQL, scope)
+    orphans = store.rows(Q.ORPHANS_SQL, {**scope, "limit": 10})
     orphan_refs = {asset: int(n) for asset, n in store.rows(Q.ORPHAN_REFS_BY_ASSET_SQL, scope)}
     orphan_events = {asset: n for asset, n in orphan_refs.items() if is_stream(asset)}
     mismatches, checked = [], 0
@@ -156,8 +156,8 @@ def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, A
          "last_event_ts": u_last, "distinct": users, "active_1h": users_1h, "active_1d": users_1d},
         {"entity": "products", "asset_id": asset_id("entity/products"), "first_event_ts": p_first,
          "last_event_ts": p_last, "distinct": seen, "catalog": catalog, "active_1h": p_1h, "active_1d": p_1d,
-         "orphans": len(orphans), "orphan_events": orphan_events,
-         "orphan_examples": [{"product_id": p, "references": n} for p, n, _ in orphans[:10]],
+         "orphans": n_orphans, "orphan_events": orphan_events,
+         "orphan_examples": [{"product_id": p, "references": n} for p, n, _ in orphans],
          "without_price": no_price, "without_category": no_category, "without_brand": no_brand},
         {"entity": "orders", "asset_id": asset_id("entity/orders"), "first_event_ts": o_first,
          "last_event_ts": o_last, "distinct": orders, "active_1h": orders_1h, "active_1d": orders_1d,
