@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from stocktake.clickhouse.store import Store
+from stocktake.processors.contract import STREAM_SPECS
 
 OURS = "startsWith(topic, {prefix:String})"
 
@@ -124,14 +125,42 @@ ARRAY JOIN mapKeys(by_asset) AS asset, mapValues(by_asset) AS n
 GROUP BY asset
 """
 
-# Amount vs quantity x the catalog price in force at the transaction's time.
-AMOUNT_CHECK_SQL = f"""
-SELECT t.event_id, t.kind, t.source, t.order_id, t.product_id, t.quantity, t.amount, c.price, c.has_price
-FROM (SELECT event_id, kind, source, order_id, product_id, ts, quantity, amount
-      FROM transaction_lines WHERE {OURS}) AS t
-ASOF LEFT JOIN (SELECT product_id, ts, price, has_price FROM price_history WHERE {OURS}) AS c
-ON t.product_id = c.product_id AND t.ts >= c.ts
+def amount_mismatch_sql(tolerance: str = "{tolerance:Float64}") -> str:
+    """A checked transaction line (t) whose amount differs from quantity x the catalog price (c)
+    in force at its time by more than ``tolerance`` (relative, at least 1.0 absolute)."""
+    return f"abs(t.amount - t.quantity * c.price) > {tolerance} * greatest(abs(t.quantity * c.price), 1.0)"
+
+
+# Transaction lines against the catalog price in force at their time (checked: a price was).
+# Prices are read for the products the lines name.
+_CHECKED_LINES = f"""
+    SELECT t.event_id AS event_id, t.kind AS kind, t.source AS source, t.order_id AS order_id,
+           t.product_id AS product_id, t.quantity AS quantity, t.amount AS amount,
+           round(t.quantity * c.price, 2) AS expected, {amount_mismatch_sql()} AS mismatch
+    FROM (SELECT event_id, kind, source, order_id, product_id, ts, quantity, amount
+          FROM transaction_lines WHERE {OURS}) AS t
+    ASOF JOIN (SELECT product_id, ts, price, has_price FROM price_history
+               WHERE {OURS} AND product_id IN (SELECT product_id FROM transaction_lines WHERE {OURS})) AS c
+    ON t.product_id = c.product_id AND t.ts >= c.ts
+    WHERE c.has_price
 """
+
+# Checked and failed per asset: the stream, its status sub-asset, its source sub-asset.
+_STATUS_ASSET = STREAM_SPECS["transaction"].kind_asset("")
+AMOUNT_BY_ASSET_SQL = f"""
+SELECT arrayJoin(arrayFilter(a -> a != '', ['transaction', if(kind = '', '', concat('{_STATUS_ASSET}', kind)),
+                                            if(source = '', '', concat('transaction/source=', source))])) AS asset,
+       count() AS checked, countIf(mismatch) AS failed
+FROM ({_CHECKED_LINES})
+GROUP BY asset
+"""
+
+AMOUNT_MISMATCHES_SQL = f"""
+SELECT event_id, order_id, product_id, quantity, amount, expected
+FROM ({_CHECKED_LINES}) WHERE mismatch
+ORDER BY event_id LIMIT {{limit:UInt32}}
+"""
+
 
 def rows_as_dicts(store: Store, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     columns, rows = store.query(sql, params)

@@ -21,7 +21,7 @@ they do.
 
 from __future__ import annotations
 
-from stocktake.clickhouse.queries import late_sql
+from stocktake.clickhouse.queries import amount_mismatch_sql, late_sql
 from stocktake.grafana.macros import ALL
 from stocktake.processors.contract import STREAM_SPECS
 from stocktake.processors.quality import COMPONENTS, component_sql, freshness_sql, score_sql
@@ -160,8 +160,7 @@ amounts AS (
     SELECT arrayJoin(['transaction', concat('{STREAM_SPECS["transaction"].kind_asset("")}', t.kind),
                       concat('transaction/source=', t.source)]) AS asset,
            count() AS checked,
-           countIf(abs(t.amount - t.quantity * c.price)
-                   > ${{amount_tolerance}} * greatest(abs(t.quantity * c.price), 1.0)) AS failed
+           countIf({amount_mismatch_sql("${amount_tolerance}")}) AS failed
     FROM transactions AS t
     ASOF JOIN (SELECT product_id, ts, price, has_price FROM price_history
                WHERE {OURS} AND product_id IN (SELECT product_id FROM transactions)) AS c

@@ -36,6 +36,9 @@ def asset_rows(store: Store, settings: Settings) -> list[dict[str, Any]]:
     return Q.rows_as_dicts(store, Q.ASSETS_SQL, _scope(settings))
 
 
+EXAMPLES = 10   # orphan products and amount mismatches shown
+
+
 def asset_id(asset: str) -> str:
     """Stable across runs and stores: derived from the name alone."""
     return hashlib.sha1(asset.encode()).hexdigest()[:12]
@@ -131,24 +134,15 @@ def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, A
     (catalog, seen, p_1h, p_1d, no_price, no_category, no_brand, p_first, p_last, n_orphans), = store.rows(
         Q.ENTITY_PRODUCTS_SQL, scope)
     (orders, orders_1h, orders_1d, o_first, o_last), = store.rows(Q.ENTITY_ORDERS_SQL, scope)
-    orphans = store.rows(Q.ORPHANS_SQL, {**scope, "limit": 10})
-    orphan_refs = {asset: int(n) for asset, n in store.rows(Q.ORPHAN_REFS_BY_ASSET_SQL, scope)}
+    orphans, orphan_refs = [], {}
+    if n_orphans:  # the per-asset references are read for the orphans alone
+        orphans = store.rows(Q.ORPHANS_SQL, {**scope, "limit": EXAMPLES})
+        orphan_refs = {asset: int(n) for asset, n in store.rows(Q.ORPHAN_REFS_BY_ASSET_SQL, scope)}
     orphan_events = {asset: n for asset, n in orphan_refs.items() if is_stream(asset)}
-    mismatches, checked = [], 0
-    by_asset: dict[str, list[int]] = defaultdict(lambda: [0, 0])   # asset -> [checked, failed]
-    for event_id, kind, source, order_id, product_id, qty, amount, price, has_price in store.rows(
-            Q.AMOUNT_CHECK_SQL, scope):
-        if not has_price:
-            continue
-        checked += 1
-        expected = qty * price
-        bad = abs(amount - expected) > settings.amount_tolerance * max(abs(expected), 1.0)
-        for asset in ("transaction", STREAM_SPECS["transaction"].kind_asset(kind), f"transaction/source={source}"):
-            by_asset[asset][0] += 1
-            by_asset[asset][1] += int(bad)
-        if bad:
-            mismatches.append({"event_id": event_id, "order_id": order_id, "product_id": product_id,
-                               "quantity": qty, "amount": amount, "expected": round(expected, 2)})
+    checks = {**scope, "tolerance": settings.amount_tolerance, "limit": EXAMPLES}
+    by_asset = {asset: (int(n), int(failed)) for asset, n, failed in store.rows(Q.AMOUNT_BY_ASSET_SQL, checks)}
+    checked, mismatched = by_asset.get("transaction", (0, 0))
+    mismatches = Q.rows_as_dicts(store, Q.AMOUNT_MISMATCHES_SQL, checks) if mismatched else []
     # Entity assets: first/last seen in event time; "active" is relative to the newest event
     # time (as_of), so a replayed history is judged as it happened.
     entities = [
@@ -161,10 +155,9 @@ def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, A
          "without_price": no_price, "without_category": no_category, "without_brand": no_brand},
         {"entity": "orders", "asset_id": asset_id("entity/orders"), "first_event_ts": o_first,
          "last_event_ts": o_last, "distinct": orders, "active_1h": orders_1h, "active_1d": orders_1d,
-         "amount_checked": checked, "amount_mismatch": len(mismatches),
-         "amount_mismatch_examples": mismatches[:10]},
+         "amount_checked": checked, "amount_mismatch": mismatched, "amount_mismatch_examples": mismatches},
     ]
-    return entities, {"as_of": as_of, "amount_by_asset": dict(by_asset), "orphan_refs": orphan_refs}
+    return entities, {"as_of": as_of, "amount_by_asset": by_asset, "orphan_refs": orphan_refs}
 
 
 def build(store: Store, settings: Settings, now_ms: int | None = None) -> dict[str, Any]:
