@@ -45,6 +45,9 @@ GROUP BY asset
 ORDER BY asset
 """
 
+# Events stored for the deployment (changes with every insert; a few rows).
+STORED_EVENTS_SQL = f"SELECT sum(n) FROM partition_rollup WHERE {OURS}"
+
 # Per asset, field and value type: presence, blamed values, clocks (first_ts/last_ts and
 # n_valid from valid events only: a rejected ts was replaced by ingest time).
 FIELDS_SQL = f"""

@@ -1,11 +1,13 @@
 """The ClickHouse store, through clickhouse-connect: chDB in-process or a server.
 
 The same SQL runs on both. One Store per process: chDB allows one engine per
-process and one process per data dir, so every call goes through one lock.
+process and one process per data dir, so every call goes through one lock; a server's
+calls run concurrently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -79,10 +81,12 @@ class Store:
         """Open chDB or connect to a server; a server that is not up yet is retried
         with backoff for ``retry_for`` seconds (one warning line per attempt)."""
         self.dsn = dsn
-        self._lock = threading.RLock()
+        # chDB: one engine per process, one call at a time. A server takes concurrent queries:
+        # no lock (reads never wait for inserts), and no session, which would serialize them.
+        self._lock: Any = threading.RLock() if self.embedded else contextlib.nullcontext()
         if self.embedded:
             _claim_chdb_path(dsn)
-        options: dict[str, Any] = {} if self.embedded else {"connect_timeout": 5}
+        options: dict[str, Any] = {} if self.embedded else {"connect_timeout": 5, "autogenerate_session_id": False}
         # chDB fails for good (locked, bad path): only a server is worth waiting for.
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(1) if self.embedded else tenacity.stop_before_delay(retry_for),

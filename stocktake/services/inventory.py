@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -127,8 +128,39 @@ def drift_events(drift: list[DriftEvent]) -> list[dict[str, Any]]:
             for e in drift]
 
 
+# The entity facts read every product and user of the deployment: their cost grows with the
+# entities (not the events). Reused while nothing was stored since, or while younger than this
+# many times what computing them took, so that however often the inventory is read they hold
+# chDB's one-call-at-a-time store (and the inserts waiting on it) at most ~1/(1 + factor).
+ENTITY_REUSE_FACTOR = 10.0
+
+
+@dataclass
+class _EntityFacts:
+    stored: int            # events stored for the deployment when computed
+    at: float              # monotonic time computed
+    cost: float            # seconds it took
+    value: tuple[list[dict[str, Any]], dict[str, Any]]
+
+
+_entity_facts: dict[tuple[str, str, float], _EntityFacts] = {}
+
+
 def entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(entities, consistency findings per asset) — orphans and amount mismatches."""
+    """(entities, consistency findings per asset) — orphans and amount mismatches; recent
+    facts are reused (ENTITY_REUSE_FACTOR)."""
+    key = (store.dsn, settings.topic_dot_prefix, settings.amount_tolerance)
+    (stored,), = store.rows(Q.STORED_EVENTS_SQL, _scope(settings))
+    now = time.monotonic()
+    known = _entity_facts.get(key)
+    if known and (known.stored == stored or now - known.at < ENTITY_REUSE_FACTOR * known.cost):
+        return known.value
+    value = _entity_inventory(store, settings)
+    _entity_facts[key] = _EntityFacts(int(stored), now, time.monotonic() - now, value)
+    return value
+
+
+def _entity_inventory(store: Store, settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     scope = _scope(settings)
     (users, users_1h, users_1d, as_of, u_first, u_last), = store.rows(Q.ENTITY_USERS_SQL, scope)
     (catalog, seen, p_1h, p_1d, no_price, no_category, no_brand, p_first, p_last, n_orphans), = store.rows(
