@@ -56,6 +56,9 @@ def make_settings(tmp_path: Path, store_dsn: str):  # type: ignore[no-untyped-de
             "data_dir": tmp_path, "topic_prefix": prefix, "group_id": prefix, "partitions": 3,
             "flush_interval_s": 0.2, "clickhouse": store_dsn,
             "scoring": False,  # on only where a test is about scoring: keeps the others lean
+            # A TTL would reach the other tests' rows, many dated years back: retention is
+            # tested in stores of its own (tests/test_rollups.py).
+            "raw_retention_s": 0,
         }
         values.update(overrides)
         return Settings.from_env({}, **values)

@@ -87,7 +87,7 @@ def stored(broker, store: Store, store_dsn: str, tmp_path_factory: pytest.TempPa
     prefix = f"t{uuid.uuid4().hex[:10]}"
     settings = Settings.from_env({}, data_dir=tmp_path_factory.mktemp("reconcile"), topic_prefix=prefix,
                                  group_id=prefix, partitions=3, flush_interval_s=0.2, clickhouse=store_dsn,
-                                 scoring=False)
+                                 scoring=False, raw_retention_s=0)  # no TTL on the shared store
     messages = rees46_messages(prefix)
     run_pipeline(broker, store, settings, messages)
     return settings, messages
@@ -143,7 +143,8 @@ def test_a_window_recounts_only_its_minutes(store, stored):  # type: ignore[no-u
 def test_minutes_whose_raw_events_may_have_expired_are_skipped_not_different(store, stored):  # type: ignore[no-untyped-def]
     settings, _ = stored
     now = reconcile.reconcile_sync(store, settings)
-    later = reconcile.reconcile_sync(store, settings, now_ms=int(time.time() * 1000) + 30 * 86_400_000)
+    kept_a_week = settings.model_copy(update={"raw_retention_s": 7 * 86_400.0})
+    later = reconcile.reconcile_sync(store, kept_a_week, now_ms=int(time.time() * 1000) + 30 * 86_400_000)
     assert later["raw_retention_s"] > 0 and later["ok"] and later["differences"] == []
     minutes = check(now, "asset_minute_rollup")
     assert check(later, "asset_minute_rollup")["minutes_checked"] == 0

@@ -175,7 +175,7 @@ def test_every_documented_variable_is_read() -> None:
         "FLUSH_INTERVAL", "DEDUPE_WINDOW", "DEDUPE_MAX_KEYS", "LATENESS", "FRESHNESS_TARGET", "DRIFT_GRACE",
         "FIELD_VANISH_AFTER", "AMOUNT_TOLERANCE", "GAP_INTERVAL", "MINUTE_CLOSE_DELAY", "GAPS_CONFIG",
         "ALERT_WEBHOOK", "SCORING", "DEVICE", "MODELS_DIR", "SCORE_INTERVAL", "HTTP_HOST", "HTTP_PORT",
-        "LOG_LEVEL", "CONNECT_TIMEOUT", "COMMIT_OFFSETS")}
+        "LOG_LEVEL", "CONNECT_TIMEOUT", "COMMIT_OFFSETS", "RAW_RETENTION")}
     s = Settings.from_env({"STOCKTAKE_FIELD_VANISH_AFTER": "60", "STOCKTAKE_SCORE_INTERVAL": "2",
                            "STOCKTAKE_MINUTE_CLOSE_DELAY": "5", "STOCKTAKE_CONNECT_TIMEOUT": "0"})
     assert (s.field_vanish_after_s, s.score_interval_s, s.minute_close_delay_s, s.connect_timeout_s) == (
@@ -343,8 +343,8 @@ def test_asset_views_count_this_topics_rows(store: Store) -> None:
         (f"behaviour/source={src}", m1, 2, 2, 0, 0),
     ]
 
-    # The inventory's per-asset query, scoped by this topic's prefix.
-    cols, rows = store.query(queries.ASSETS_SQL, {"prefix": topic.rsplit(".", 1)[0] + ".", "late_ms": 0})
+    # The inventory's per-asset query (the rollups), scoped by this topic's prefix.
+    cols, rows = store.query(queries.ASSETS_SQL, {"prefix": topic.rsplit(".", 1)[0] + ".", "late_s": 0})
     mine = {r[0]: dict(zip(cols, r, strict=True)) for r in rows}[f"behaviour/source={src}"]
     assert (mine["valid"], mine["duplicates"], mine["invalid"]) == (4, 1, 1)
     last = mine["last_event_ts"]
