@@ -30,7 +30,7 @@ from typing import NamedTuple
 from stocktake.processors.alerts import Alert
 from stocktake.processors.assets import Asset
 from stocktake.processors.baseline import MINUTE_MS
-from stocktake.processors.gaps import GapMonitor, MinuteObservation
+from stocktake.processors.gaps import GapMonitor, MinuteExpectation, MinuteObservation
 
 
 class Activity(NamedTuple):
@@ -50,18 +50,6 @@ class MinuteCounts(NamedTuple):
     events: int                   # valid events in the minute
     product_refs: int = 0
     orphan_refs: int = 0
-
-
-class VolumeExpectation(NamedTuple):
-    """What the detector expected of an asset's minute, before it judged it (for dashboards)."""
-
-    asset: str
-    minute_ms: int
-    observed: int
-    expected: float
-    lower: float
-    upper: float
-    model: str
 
 
 NO_EVENTS = MinuteCounts(0)
@@ -134,9 +122,10 @@ class GapFeed:
         return start, end
 
     def close(self, start: int, end: int, counts: Counts, presence: Presence,
-              expectations: list[VolumeExpectation] | None = None) -> list[Alert]:
+              expectations: list[MinuteExpectation] | None = None) -> list[Alert]:
         """Judge the minutes [start, end) (from ``span``); ``expectations``, where given,
-        collects what the volume detector expected of each minute before judging it."""
+        collects what the detectors expected of each minute before judging it: its events,
+        and where they were judged its fields' present shares and its orphan share."""
         out: list[Alert] = []
         live = sorted(set(self.last_event).union(*(c.keys() for c in counts.values())))
         ahead = sorted(m for m in counts if start <= m < end)
@@ -155,22 +144,12 @@ class GapFeed:
             for asset in live:
                 c = in_minute.get(asset, NO_EVENTS)
                 fields = fields_by_stream.get(asset, {}) if Asset.parse(asset).is_stream else {}
-                if expectations is not None:
-                    self._expect(asset, minute, c.events, expectations)
                 out += self.monitor.minute(MinuteObservation(
-                    asset, minute, c.events, c.events if fields else 0, fields, c.product_refs, c.orphan_refs))
+                    asset, minute, c.events, c.events if fields else 0, fields, c.product_refs, c.orphan_refs),
+                    expectations)
             minute += MINUTE_MS
         self.closed_until_ms = end
         return out
-
-    def _expect(self, asset: str, minute: int, events: int, into: list[VolumeExpectation]) -> None:
-        st = self.monitor.state(asset)
-        exp = st.volume.expect(minute)
-        if exp.model != "none":
-            z = st.config.volume_z
-            into.append(VolumeExpectation(asset, minute, events, exp.expected,
-                                          max(0.0, exp.expected - z * exp.spread), exp.expected + z * exp.spread,
-                                          exp.model))
 
     def silence(self, now_ms: int, clock: str) -> list[Alert]:
         """Silence on the event clock (``now_ms``: newest event time) or the wall clock

@@ -96,6 +96,20 @@ class MinuteObservation(NamedTuple):
     orphan_refs: int = 0
 
 
+class MinuteExpectation(NamedTuple):
+    """What a detector expected of an asset's minute before judging it, and the band it held the
+    minute to (the dashboards draw them from the ``baselines`` table)."""
+
+    asset: str
+    minute_ms: int
+    observed: float                    # events, or a share (0..1) for the share metrics
+    expected: float
+    lower: float
+    upper: float
+    model: str
+    metric: str = "events"             # events | orphans | completeness:<field>
+
+
 @dataclass
 class _Open:
     alert: Alert
@@ -164,15 +178,20 @@ class GapMonitor:
         for gap in gaps_ms:
             cadence.add(gap, weight)
 
-    def minute(self, obs: MinuteObservation) -> list[Alert]:
+    def minute(self, obs: MinuteObservation, expectations: list[MinuteExpectation] | None = None) -> list[Alert]:
         """Judge one closed minute of an asset, then learn from it (unless it breached or
-        the asset is silent, for less than ``adapt_minutes``)."""
+        the asset is silent, for less than ``adapt_minutes``). ``expectations``, where given,
+        collects what each judgement expected of the minute (events, field shares, orphans)."""
         st = self.state(obs.asset)
         cfg = st.config
         out: list[Alert] = []
         at = obs.minute_ms + MINUTE_MS
         exp = st.volume.expect(obs.minute_ms)
         mu, x = exp.expected, obs.events
+        if expectations is not None and exp.model != "none":
+            band = cfg.volume_z * exp.spread
+            expectations.append(MinuteExpectation(obs.asset, obs.minute_ms, x, mu, max(0.0, mu - band), mu + band,
+                                                  exp.model))
         judged = st.volume.seen >= cfg.min_history_minutes and exp.model != "none"
         # Drops: a noisy asset's spread must not hide a near-total stop (the cap), Poisson noise
         # is the floor.
@@ -230,9 +249,9 @@ class GapMonitor:
             st.volume.roll(x)
         if obs.field_events >= cfg.completeness_min_events:
             for name, present in obs.field_present.items():
-                out += self._completeness(st, obs, name, present / obs.field_events, at)
+                out += self._completeness(st, obs, name, present / obs.field_events, at, expectations)
         if obs.product_refs >= cfg.completeness_min_events:
-            out += self._orphans(st, obs, obs.orphan_refs / obs.product_refs, at)
+            out += self._orphans(st, obs, obs.orphan_refs / obs.product_refs, at, expectations)
         return out
 
     def _is_silent(self, asset: str) -> bool:
@@ -246,10 +265,15 @@ class GapMonitor:
                    and at - o.alert.opened_at >= limit for key, o in self.open.items())
 
     def _completeness(self, st: AssetState, obs: MinuteObservation, name: str, share: float,
-                      at: int) -> list[Alert]:
+                      at: int, expectations: list[MinuteExpectation] | None) -> list[Alert]:
         cfg = st.config
         base = st.fields.setdefault(name, self._baseline(cfg, counts=False))
         exp = base.expect(obs.minute_ms)
+        if expectations is not None and exp.model != "none":
+            # only a drop breaches: the band reaches up to a share's ceiling
+            expectations.append(MinuteExpectation(obs.asset, obs.minute_ms, share, exp.expected,
+                                                  max(0.0, exp.expected - cfg.completeness_drop), 1.0,
+                                                  exp.model, f"completeness:{name}"))
         breach = base.seen >= cfg.min_history_minutes and exp.model != "none" \
             and share < exp.expected - cfg.completeness_drop
         out = self._judge(obs.asset, "completeness_drop", name, breach, at, exp.expected, share,
@@ -260,10 +284,15 @@ class GapMonitor:
             base.roll(share)
         return out
 
-    def _orphans(self, st: AssetState, obs: MinuteObservation, share: float, at: int) -> list[Alert]:
+    def _orphans(self, st: AssetState, obs: MinuteObservation, share: float, at: int,
+                 expectations: list[MinuteExpectation] | None) -> list[Alert]:
         cfg = st.config
         base = st.orphans = st.orphans or self._baseline(cfg, counts=False)
         exp = base.expect(obs.minute_ms)
+        if expectations is not None and exp.model != "none":
+            # only a rise breaches: the band reaches down to no orphans at all
+            expectations.append(MinuteExpectation(obs.asset, obs.minute_ms, share, exp.expected, 0.0,
+                                                  min(1.0, exp.expected + cfg.orphan_rise), exp.model, "orphans"))
         breach = base.seen >= cfg.min_history_minutes and exp.model != "none" \
             and share > exp.expected + cfg.orphan_rise
         out = self._judge(obs.asset, "orphan_spike", "", breach, at, exp.expected, share,

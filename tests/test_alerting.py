@@ -4,6 +4,7 @@ topic, stored, listed, POSTed to a webhook on 127.0.0.1, and resolved."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import threading
 import time
@@ -15,6 +16,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from stocktake.processors.gaps import GapMonitor
+from stocktake.services.alerting import AlertRunner
 from stocktake.services.alerts import list_alerts
 from stocktake.streams.runtime import Runtime, wait_until_assigned
 from tests.pipeline_helpers import read_topic
@@ -124,3 +127,48 @@ def test_silence_fires_on_both_clocks_and_resolves(broker, store, make_settings,
     assert {m["asset"] for m in subs} >= {"behaviour/event_type=view", "behaviour/source=app"}
     assert all(m["details"]["inhibited_by"] for m in subs)
     assert not [m for m in _Hook.received if m["asset"].startswith("behaviour/")]
+
+
+def test_closed_minutes_leave_orphan_and_completeness_baselines(store, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """Eight minutes of behaviour, an event every 2 s naming p0..p5 (the catalog announces
+    p0..p2: half are orphans), with field a always present and b always null: the worker's
+    first tick closes minutes 0..6 and stores, from minute 1 on, what the detectors expected
+    and saw of each share beside the events."""
+    settings = make_settings(minute_close_delay_s=1)
+    # Before test_alert_takeover's big store and in a partition of its own: ingest_log sorts by
+    # (stream, partition, offset), and rows sharing its granules would widen its bounded reads.
+    t0 = dt.datetime(2068, 3, 3, tzinfo=dt.UTC)
+    partition = 5
+    columns = ["stream", "topic", "partition", "offset", "status", "kind", "source", "product_id", "ts", "ingest_ts",
+               "payload"]
+    rows: list[list[Any]] = []
+    for i in range(8 * 30):
+        ts = t0 + dt.timedelta(seconds=2 * i)
+        rows.append(["behaviour", settings.topic("behaviour"), partition, i, "valid", "view", "app", f"p{i % 6}", ts,
+                     ts + dt.timedelta(seconds=1), '{"a":1,"b":null}'])
+        rows.append(["product", settings.topic("product"), partition, i, "valid", "upsert", "", f"p{i % 3}", ts,
+                     ts + dt.timedelta(seconds=1), '{"price":1}'])
+    store.insert_rows("ingest_log", rows, columns)
+
+    async def publish(messages: list[dict[str, Any]]) -> None:
+        pass
+
+    runner = AlertRunner(settings, store, GapMonitor(), publish)
+    asyncio.run(runner.tick(wall_now_ms=int((t0 + dt.timedelta(minutes=8, seconds=30)).timestamp() * 1000)))
+    stored = store.rows("SELECT asset, metric, toUnixTimestamp64Milli(minute), observed, expected, lower, upper "
+                        "FROM baselines FINAL WHERE topic_prefix = {p:String}", {"p": settings.topic_dot_prefix})
+    minutes = [int((t0 + dt.timedelta(minutes=m)).timestamp() * 1000) for m in range(1, 7)]
+
+    def of(asset: str, metric: str) -> list[tuple[Any, ...]]:
+        return sorted(r[2:] for r in stored if r[0] == asset and r[1] == metric)
+
+    assert {r[1] for r in stored if r[0] == "behaviour"} == {"events", "orphans", "completeness:a", "completeness:b"}
+    assert of("behaviour", "orphans") == [(m, 0.5, 0.5, 0.0, pytest.approx(0.7)) for m in minutes]
+    assert of("behaviour", "completeness:a") == [(m, 1.0, 1.0, pytest.approx(0.8), 1.0) for m in minutes]
+    assert [r[:2] for r in of("behaviour", "completeness:b")] == [(m, 0.0) for m in minutes]
+    # the catalog names products but references none; its fields are judged all the same
+    assert of("product", "orphans") == [] and [r[:2] for r in of("product", "completeness:price")] == \
+        [(m, 1.0) for m in minutes]
+    # a sub-asset's orphans are judged, its fields are the stream's
+    assert len(of("behaviour/source=app", "orphans")) == 6
+    assert not [r for r in stored if r[0] == "behaviour/source=app" and r[1].startswith("completeness:")]

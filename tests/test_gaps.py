@@ -13,7 +13,8 @@ import pytest
 from stocktake.processors.alerts import Alert
 from stocktake.processors.baseline import DAY_MINUTES, MINUTE_MS, Baseline
 from stocktake.processors.drift import DriftEvent
-from stocktake.processors.gaps import GapConfig, GapMonitor, MinuteObservation
+from stocktake.processors.gapfeed import GapFeed, MinuteCounts
+from stocktake.processors.gaps import GapConfig, GapMonitor, MinuteExpectation, MinuteObservation
 from stocktake.tools import evalgaps as E
 
 T0 = 1_570_060_800_000  # 2019-10-03T00:00:00Z, a minute (and day) boundary
@@ -269,6 +270,57 @@ def test_orphan_spike_fires_and_resolves() -> None:
     out = [mon.minute(MinuteObservation("behaviour", minute_ms(23 + i), 100, product_refs=100, orphan_refs=0))
            for i in range(2)]
     assert out[0] == [] and resolved(out[1], "orphan_spike")
+
+
+def _close(counts: dict[int, dict[str, MinuteCounts]], presence: dict[int, dict[str, dict[str, int]]],
+           minutes: int) -> list[MinuteExpectation]:
+    """Minutes 0..minutes-1 through the feed, as the alerting worker closes them."""
+    expectations: list[MinuteExpectation] = []
+    GapFeed(GapMonitor(), close_delay_ms=0).close(minute_ms(0), minute_ms(minutes), counts, presence, expectations)
+    return expectations
+
+
+def test_expectations_carry_the_orphan_and_completeness_shares_with_their_bands() -> None:
+    """Ten steady minutes (10% orphans, brand on 80%, price on all), then one with 30% orphans
+    and brand on half: each judgement says what it expected before and what it saw."""
+    counts = {minute_ms(m): {"behaviour": MinuteCounts(100, 100, 10)} for m in range(10)}
+    counts[minute_ms(10)] = {"behaviour": MinuteCounts(100, 100, 30)}
+    presence = {minute_ms(m): {"behaviour": {"brand": 80, "price": 100}} for m in range(10)}
+    presence[minute_ms(10)] = {"behaviour": {"brand": 50, "price": 100}}
+    got = _close(counts, presence, 11)
+    metrics = {e.metric for e in got}
+    assert metrics == {"events", "orphans", "completeness:brand", "completeness:price"}
+    # the first minute has nothing learned to expect; every later one has a row per metric
+    assert sorted({e.minute_ms for e in got}) == [minute_ms(m) for m in range(1, 11)]
+    assert len(got) == 10 * len(metrics)
+    last = {e.metric: e for e in got if e.minute_ms == minute_ms(10)}
+    assert last["events"] == MinuteExpectation("behaviour", minute_ms(10), 100, 100.0, 60.0, 140.0,
+                                               "robust_rolling", "events")
+    orphans = last["orphans"]
+    assert (orphans.observed, orphans.expected, orphans.lower) == (pytest.approx(0.3), pytest.approx(0.1), 0.0)
+    assert orphans.upper == pytest.approx(0.1 + GapConfig().orphan_rise)   # past it the share is a spike
+    brand = last["completeness:brand"]
+    assert (brand.observed, brand.expected, brand.upper) == (pytest.approx(0.5), pytest.approx(0.8), 1.0)
+    assert brand.lower == pytest.approx(0.8 - GapConfig().completeness_drop)  # below it a drop
+    assert last["completeness:price"].observed == last["completeness:price"].expected == 1.0
+    assert {e.asset for e in got} == {"behaviour"} and {e.model for e in got} == {"robust_rolling"}
+
+
+def test_share_expectations_only_where_the_shares_were_judged() -> None:
+    """Minutes with too few product references have no orphan row, minutes with too few events
+    no completeness rows; a sub-asset has no field presence, so no completeness rows at all."""
+    few = GapConfig().completeness_min_events - 1
+    counts = {minute_ms(m): {"behaviour": MinuteCounts(100, 100, 5),
+                             "behaviour/source=web": MinuteCounts(100, 100, 5)} for m in range(4)}
+    counts[minute_ms(4)] = {"behaviour": MinuteCounts(few, few, 5), "behaviour/source=web": MinuteCounts(100, few, 5)}
+    presence = {minute_ms(m): {"behaviour": {"brand": counts[minute_ms(m)]["behaviour"].events}} for m in range(5)}
+    got = _close(counts, presence, 5)
+    rows = {(e.asset, e.metric, (e.minute_ms - T0) // MINUTE_MS) for e in got}
+    assert rows == {(asset, metric, m) for asset in ("behaviour", "behaviour/source=web")
+                    for metric in ("events", "orphans") for m in range(1, 4)} \
+        | {("behaviour", "completeness:brand", m) for m in range(1, 4)} \
+        | {("behaviour", "events", 4), ("behaviour/source=web", "events", 4)}
+    assert {e.observed for e in got if e.metric == "orphans"} == {0.05}
 
 
 def test_schema_drift_is_an_info_alert_that_resolves_itself() -> None:

@@ -16,7 +16,8 @@ tools/evalgaps.py drives the same feed):
 3. silence on both clocks; schema drift every ``DRIFT_EVERY`` ticks;
 4. transitions -> ``stocktake.alerts`` (the source of truth), the ``alerts``
    table, the optional webhook (not for alerts inhibited by their stream's);
-   expectations -> the ``baselines`` table.
+   expectations (events, field shares, orphan shares per asset and minute) -> the
+   ``baselines`` table.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from stocktake.clickhouse import alert_queries as A
 from stocktake.clickhouse.store import Store
 from stocktake.processors.alerts import Alert
 from stocktake.processors.baseline import MINUTE_MS
-from stocktake.processors.gapfeed import Activity, Arrivals, GapFeed, MinuteCounts, VolumeExpectation
-from stocktake.processors.gaps import GapMonitor
+from stocktake.processors.gapfeed import Activity, Arrivals, GapFeed, MinuteCounts
+from stocktake.processors.gaps import GapMonitor, MinuteExpectation
 from stocktake.services import inventory
 from stocktake.services.alerts import iso, read_alert
 from stocktake.settings import Settings
@@ -80,6 +81,15 @@ def alert_row(alert: Alert, prefix: str, updated_at: dt.datetime) -> dict[str, A
         "reason": alert.reason, "expected": alert.expected, "observed": alert.observed,
         "evidence_from": _dt(alert.evidence_from), "evidence_to": _dt(alert.evidence_to),
         "details": json.dumps(dict(alert.details)), "updated_at": updated_at, "version": alert.version,
+    }
+
+
+def baseline_row(e: MinuteExpectation, prefix: str, updated_at: dt.datetime) -> dict[str, Any]:
+    """The ``baselines`` table's row, by column name: one per asset, metric and minute."""
+    return {
+        "topic_prefix": prefix, "asset": e.asset, "metric": e.metric, "minute": _dt(e.minute_ms),
+        "observed": float(e.observed), "expected": e.expected, "lower": e.lower, "upper": e.upper,
+        "model": e.model, "updated_at": updated_at,
     }
 
 
@@ -193,13 +203,10 @@ class AlertRunner:
         presence: dict[int, dict[str, dict[str, int]]] = {}
         for stream, m, name, n in self._q(A.FIELD_MINUTES_SQL, **window):
             presence.setdefault(int(m), {}).setdefault(stream, {})[name] = int(n)
-        expectations: list[VolumeExpectation] = []
+        expectations: list[MinuteExpectation] = []
         out = self.feed.close(start, end, counts, presence, expectations)
         updated_at = _dt(int(time.time() * 1000))
-        insert_by_name(self.store, "baselines", [
-            {"topic_prefix": self.prefix, "asset": e.asset, "metric": "events", "minute": _dt(e.minute_ms),
-             "observed": float(e.observed), "expected": e.expected, "lower": e.lower, "upper": e.upper,
-             "model": e.model, "updated_at": updated_at} for e in expectations])
+        insert_by_name(self.store, "baselines", [baseline_row(e, self.prefix, updated_at) for e in expectations])
         return out
 
     def _drift(self) -> list[Alert]:
