@@ -217,12 +217,12 @@ class Sink:
         next batches are judged (the insert, with the rollups' views, runs in chDB/ClickHouse
         outside the GIL: the second core's work); one runs at a time, in order. ``wait``:
         return once it is done (revoke, close)."""
+        await self._drain()   # first: a failed store raises here, before more is handed over
         due = {tp: b for tp in tps if (b := self.buffers.get(tp)) is not None and b.last_offset >= 0}
         for tp, b in due.items():
             # Accepted: redeliveries up to here are skipped from now on, stored or in flight.
             self.watermarks[tp] = b.last_offset
             self.buffers[tp] = PartitionBuffer(b.stream)
-        await self._drain()
         if due:
             self._in_flight = asyncio.create_task(self._store(due))
             if wait:

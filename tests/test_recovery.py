@@ -127,6 +127,10 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ig
                             f"WHERE {where} GROUP BY stream, status")
         (n, distinct), = _query(port, f"SELECT count(), uniqExact(topic, partition, offset, idx) "
                                       f"FROM ingest_log WHERE {where}")
+        # What the inventory reads: the rollups the same inserts filled, and their proof.
+        rolled = _query(port, f"SELECT stream, toString(status), sum(n) FROM asset_rollup "
+                              f"WHERE startsWith(topic, '{prefix}.') AND asset = stream GROUP BY stream, status")
+        proof = _api(port, "/api/reconcile")
         stats = _api(port, "/api/stats")["sink"]
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0
@@ -134,6 +138,8 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ig
         if second.poll() is None:
             second.kill()
     assert {(s, st): c for s, st, c in rows} == want
+    assert {(s, st): int(c) for s, st, c in rolled} == want
+    assert proof["ok"] and proof["differences"] == [], proof["differences"]
     assert n == distinct == total
     assert stats["skipped_stored"] > 0, "the restart never exercised the watermark"
     assert not (tmp_path / "worker" / "worker.json").exists()
