@@ -56,6 +56,28 @@ def migrations() -> list[tuple[int, str, list[str]]]:
     return sorted(out)
 
 
+# Statements a read-only query may start with. ClickHouse's readonly=1 is the enforcement, but
+# not all of it: on chDB `SYSTEM …`, `KILL QUERY` and `SELECT … INTO OUTFILE` still run under it,
+# and clickhouse-connect applies a command's settings with SET on chDB's one session, so a
+# refused write would leave readonly=1 on the writer's session. Those never reach ClickHouse.
+_READ_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
+_LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.S)
+
+
+def read_only_refusal(sql: str) -> str | None:
+    """Why ``sql`` is not a read-only statement (one line), or None."""
+    text = _LEADING_NOISE.sub("", sql)
+    first = re.match(r"[A-Za-z]+", text)
+    keyword = first.group(0).upper() if first else ""
+    if keyword not in _READ_STATEMENTS:
+        shown = keyword or (text[:20] or "an empty statement")
+        return (f"read-only: {shown} is refused; queries here may only read "
+                f"({', '.join(_READ_STATEMENTS)})")
+    if re.search(r"\bINTO\s+OUTFILE\b", sql, re.I):
+        return "read-only: INTO OUTFILE is refused (it writes a file on the worker's machine)"
+    return None
+
+
 def _has_sql(chunk: str) -> bool:
     return any(line.strip() and not line.strip().startswith("--") for line in chunk.splitlines())
 
@@ -147,14 +169,36 @@ class Store:
                 raise StoreError(_describe(exc, self.dsn)) from None
             return list(result.column_names), [tuple(r) for r in result.result_rows]
 
+    def read_only_query(self, sql: str, *, timeout_s: float, max_rows: int, max_bytes: int
+                        ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """A user's ad-hoc SQL (`stocktake query`, POST /api/query): refused unless it is a read,
+        run with ClickHouse's readonly=1, and bounded in time and result size."""
+        refusal = read_only_refusal(sql)
+        if refusal:
+            raise StoreError(refusal)
+        # readonly last: once it applies, no later setting of the same query may change.
+        settings = {"max_execution_time": max(1, round(timeout_s)), "max_result_rows": max_rows,
+                    "max_result_bytes": max_bytes, "result_overflow_mode": "throw", "readonly": 1}
+        with self._lock:
+            try:
+                result = self.client.query(sql, settings=settings)
+            except Exception as exc:
+                raise StoreError(_describe(exc, self.dsn)) from None
+            return list(result.column_names), [tuple(r) for r in result.result_rows]
+
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.query(sql, parameters)[1]
 
-    def insert_arrow(self, table: str, data: pa.Table) -> None:
-        """One insert = one atomic block (rows per batch stay far below max_insert_block_size)."""
+    def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None) -> None:
+        """One insert = one atomic block (rows per batch stay far below max_insert_block_size).
+        ``dedup_token``: the same token again within the table's deduplication window (migration
+        010) is stored once, in the table and in every rollup its views fill: a retry after a
+        lost answer counts nothing twice."""
+        settings = None if dedup_token is None else {
+            "insert_deduplication_token": dedup_token, "deduplicate_blocks_in_dependent_materialized_views": 1}
         with self._lock:
             try:
-                self.client.insert_arrow(table, data)
+                self.client.insert_arrow(table, data, settings=settings)
             except Exception as exc:
                 raise StoreError(f"insert into {table} failed: {_describe(exc, self.dsn)}") from None
 

@@ -112,8 +112,9 @@ def _variable(name: str) -> Any:
     if name == "prefix":
         return (dashboard.TextBoxVariable("prefix").label("Topic prefix")
                 .description("The deployment's topic prefix with its dot (STOCKTAKE_TOPIC_PREFIX + '.')")
-                .default_value("stocktake.")
-                .current(dm.VariableOption(selected=True, text="stocktake.", value="stocktake.")))
+                .default_value(_DEFAULTS.topic_dot_prefix)
+                .current(dm.VariableOption(selected=True, text=_DEFAULTS.topic_dot_prefix,
+                                           value=_DEFAULTS.topic_dot_prefix)))
     if name == "stream":
         return _query_var("stream", "Stream", S.VAR_STREAM, "behaviour, product, transaction")
     if name == "asset":

@@ -27,6 +27,7 @@ from stocktake import charts
 from stocktake.clickhouse.store import Store, StoreError
 from stocktake.grafana import dashboards as D
 from stocktake.grafana import macros as M
+from stocktake.settings import Settings
 
 PAGE_W = 1600
 COL_W = PAGE_W / 24
@@ -323,7 +324,10 @@ def time_range_for(store: Store, spec: D.DashSpec, d: Mapping[str, Any], prefix:
     return M.TimeRange.around(start, end)
 
 
-def write(store: Store, out_dir: Path, *, prefix: str = "stocktake.", time_range: M.TimeRange | None = None,
+DEFAULT_PREFIX = Settings().topic_dot_prefix   # `stocktake grafana preview` passes the deployment's
+
+
+def write(store: Store, out_dir: Path, *, prefix: str = DEFAULT_PREFIX, time_range: M.TimeRange | None = None,
           overrides: Mapping[str, M.VarValue] | None = None, png: bool = False) -> list[Path]:
     """Write one HTML page per dashboard (and PNGs when asked) plus index.html; returns the pages."""
     try:

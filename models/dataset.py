@@ -37,7 +37,8 @@ HORIZON_S = {USER_MODEL: 30 * 60, PRODUCT_MODEL: 60 * 60}
 def history(source: str, *, data_dir: Path | None = None, store: Any = None,
             topic_prefix: str | None = None) -> list[tuple[str, Event]]:
     """(stream, Event) pairs in event-time order (stable) from "rees46", "olist", a
-    contract file, or "store": the valid events stored in ClickHouse (ingest_log)."""
+    contract file, or "store": the valid events stored in ClickHouse (ingest_log), those of
+    ``topic_prefix`` (``Settings.topic_dot_prefix``; a prefix without its dot gets one) if given."""
     items: list[tuple[str, Event]] = []
     if source == "store":
         if store is None:

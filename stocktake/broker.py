@@ -6,11 +6,15 @@ Its storage here is memory-only, so topics live as long as the child process.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,20 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    """For the child, between fork and exec: SIGKILL when the parent dies. Linux ties it to
+    the thread that forked, so start the broker from a thread that lives as long as it
+    (the main thread does)."""
+    def arm() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+    return arm
+
+
 class EmbeddedBroker:
     """Tansu as a child process bound to 127.0.0.1:port."""
 
@@ -77,7 +95,10 @@ class EmbeddedBroker:
         ]
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-        self._proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
+        # Its own session: Ctrl-C reaches the worker, which flushes before it stops the broker.
+        # Dies with us: a worker killed by SIGKILL or the OOM killer leaves no broker behind.
+        self._proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True,
+                                      preexec_fn=_die_with(os.getpid()) if sys.platform == "linux" else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

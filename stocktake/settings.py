@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     minute_close_delay_s: Annotated[NonNegative, _env("MINUTE_CLOSE_DELAY")] = 30.0
     gaps_config: str = ""
     alert_webhook: str = ""
+    # Pages go through an outbox (services/outbox.py): each POST waits at most the timeout and
+    # is retried with backoff until delivered, refused (4xx), max attempts or max age; beyond
+    # max pending the oldest are dropped. The secret signs each POST (HMAC-SHA256, README).
+    alert_webhook_secret: SecretStr = SecretStr("")
+    alert_webhook_timeout_s: Annotated[Positive, _env("ALERT_WEBHOOK_TIMEOUT")] = 5.0
+    alert_page_max_attempts: int = Field(default=100, ge=1)
+    alert_page_max_age_s: Annotated[Positive, _env("ALERT_PAGE_MAX_AGE")] = 6 * 3600.0
+    alert_outbox_max_pending: int = Field(default=1000, ge=1)
     # In-stream scoring: on/off, ONNX Runtime device, where model versions live.
     scoring: Switch = True
     device: Literal["auto", "cuda", "cpu"] = "auto"
@@ -86,6 +94,13 @@ class Settings(BaseSettings):
     # The worker's HTTP API (inventory/query while it runs).
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)
+    # `stocktake query` and POST /api/query: read-only, and bounded in time and result size.
+    query_timeout_s: Annotated[Positive, _env("QUERY_TIMEOUT")] = 30.0
+    query_max_rows: int = Field(default=100_000, ge=1)
+    query_max_bytes: int = Field(default=64 * 2**20, ge=1)
+    # GET /api/health calls the worker stalled when events wait on its partitions and nothing
+    # has been stored for this long.
+    stall_after_s: Annotated[Positive, _env("STALL_AFTER")] = 60.0
     log_level: str = "WARNING"
     # How long start-up retries an unreachable Kafka/ClickHouse before giving up.
     connect_timeout_s: Annotated[NonNegative, _env("CONNECT_TIMEOUT")] = 30.0

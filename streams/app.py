@@ -20,6 +20,7 @@ from stocktake.processors.contract import STREAMS
 from stocktake.processors.judge import DeadLetter
 from stocktake.services.alerting import AlertRunner
 from stocktake.services.gapconfig import load_monitor
+from stocktake.services.outbox import BATCH, CONCURRENCY, POLL_S, Outbox
 from stocktake.settings import Settings
 from stocktake.streams import api
 from stocktake.streams.sink import Key, Sink
@@ -44,6 +45,7 @@ def create_app(
     bootstrap: str,
     *,
     web_port: int | None = None,
+    api_token: str = "",
 ) -> tuple[StocktakeApp, Sink]:
     topics = {settings.topic(s): s for s in STREAMS}
     web = web_port is not None
@@ -60,6 +62,12 @@ def create_app(
         web_bind=settings.http_host,
         web_port=web_port or 6066,
         web_host=settings.http_host,
+        # Faust's own pages (routing info, table contents, stats) would be open to anyone who
+        # reaches the port; our API is behind a token (streams/api.py).
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
         # Tansu holds JoinGroup for session.timeout/2: keep it short (DESIGN.md).
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
@@ -93,16 +101,24 @@ def create_app(
             {consumer._new_topicpartition(t, p): o for (t, p), o in offsets.items()}
         ))
 
+    def tps(keys: set[tuple[str, int]]) -> set[TP]:
+        return {TP(t, p) for t, p in keys}  # Faust's own TP: its active-partition set asserts the type
+
     sink = Sink(settings, store, topics, publish, commit,
-                generation=lambda: app.consumer_generation_id, name=f"worker-{id(app) % 10000}")
+                generation=lambda: app.consumer_generation_id, name=f"worker-{id(app) % 10000}",
+                pause=lambda keys: app.consumer.pause_partitions(tps(keys)),
+                resume=lambda keys: app.consumer.resume_partitions(tps(keys)))
 
     for topic_name, stream in topics.items():
         channel = app.topic(topic_name, value_serializer="raw", key_serializer="raw", acks=False)
 
         async def ingest(batches: Any) -> None:
             async for batch in batches:
-                if isinstance(batch, FetchBatch):
-                    await sink.add(batch)
+                if isinstance(batch, FetchBatch) and not sink.closed:
+                    try:
+                        await sink.add(batch)
+                    except Exception as exc:  # the agent never dies quietly: the worker exits
+                        sink.fail(exc)
 
         app.agent(channel, name=f"stocktake.ingest.{stream}")(ingest)
 
@@ -117,7 +133,10 @@ def create_app(
 
     @app.timer(interval=min(settings.flush_interval_s, 1.0))
     async def _flush_due() -> None:
-        await sink.flush_due()
+        try:
+            await sink.flush_due()
+        except Exception as exc:
+            sink.fail(exc)
 
     monitor = load_monitor(settings.gaps_config)  # a bad gaps config fails at start, in one line
     alerting = Alerting(settings, store, sink, monitor, app)
@@ -125,6 +144,10 @@ def create_app(
     @app.timer(interval=settings.gap_interval_s)
     async def _alerting() -> None:
         await alerting.step()
+
+    @app.timer(interval=POLL_S)
+    async def _pages() -> None:
+        await alerting.deliver()
 
     scoring = _start_scoring(settings, store, sink, app, bootstrap)
     app.stocktake_scoring = scoring  # type: ignore[attr-defined]  # for bench/API introspection
@@ -137,7 +160,9 @@ def create_app(
                 log.exception("scoring step failed: %s", exc)
 
     if web:
-        api.register(app, store, sink, settings, alerting, scoring)
+        if not api_token:
+            raise ValueError("the worker's HTTP API needs a token")
+        api.register(app, store, sink, settings, alerting, scoring, token=api_token)
     return app, sink
 
 
@@ -187,6 +212,11 @@ class Alerting:
         self.first_monitor = monitor
         self.app = app
         self.runner: AlertRunner | None = None
+        # The webhook's deliverer: made when this worker becomes the alerting one (pages a
+        # previous owner left go out while the detectors relearn); kept through a stop for
+        # the last round.
+        self.outbox: Outbox | None = None
+        app.on_before_shutdown.connect(self._last_round)  # type: ignore[arg-type]
 
     async def publish(self, messages: list[dict[str, Any]]) -> None:
         producer = self.app.producer
@@ -200,15 +230,37 @@ class Alerting:
         leader = (self.settings.topic("behaviour"), 0) in self.sink.assigned and not self.sink.closed
         if not leader:
             self.runner = None
+            if not self.sink.closed:  # a stopping worker keeps it for the last round
+                self.outbox = None
             return
         try:
             if self.runner is None:
                 monitor = self.first_monitor or load_monitor(self.settings.gaps_config)
                 self.first_monitor = None
-                runner = AlertRunner(self.settings, self.store, monitor, self.publish)
+                self.outbox = self.outbox or Outbox(self.settings, self.store)
+                runner = AlertRunner(self.settings, self.store, monitor, self.publish, self.outbox)
                 await runner.take_over()
                 self.runner = runner
             else:
                 await self.runner.tick()
         except StoreError as exc:  # ClickHouse away: try again next tick
             log.error("alerting skipped a tick: %s", exc)
+
+    async def deliver(self) -> None:
+        """Due pages, on a timer of their own: a slow or unreachable receiver holds up this
+        timer, never the alerting step."""
+        if self.outbox is not None and not self.sink.closed:
+            await self._deliver(self.outbox, BATCH)
+
+    async def _last_round(self, sender: Any, **kwargs: Any) -> None:
+        """Stopping: the pages due now (the last transitions'), at most one round of concurrent
+        POSTs, so a hanging receiver delays the stop by one timeout; the rest stay pending for
+        the next owner."""
+        if self.outbox is not None:
+            await self._deliver(self.outbox, CONCURRENCY)
+
+    async def _deliver(self, outbox: Outbox, limit: int) -> None:
+        try:
+            await outbox.deliver_due(limit)
+        except Exception as exc:  # the pages stay pending for the next round; the worker goes on
+            log.error("page delivery skipped a round: %s", exc)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import os
+import secrets
 
 from stocktake.broker import EmbeddedBroker, create_topics, free_port
 from stocktake.clickhouse import rollups
@@ -20,7 +20,7 @@ from stocktake.clickhouse.store import Store
 from stocktake.processors.contract import STREAMS
 from stocktake.settings import Settings
 from stocktake.streams.app import StocktakeApp, create_app
-from stocktake.streams.discovery import worker_file
+from stocktake.streams.discovery import worker_file, write_worker_file
 from stocktake.streams.sink import Sink
 
 log = logging.getLogger("stocktake.runtime")
@@ -43,6 +43,8 @@ class Runtime:
         self._bootstrap = bootstrap
         self.workers: list[tuple[StocktakeApp, Sink]] = []
         self.http_url: str | None = None
+        # The API's bearer token: random per worker process, handed over in worker.json only.
+        self.api_token = secrets.token_urlsafe(32)
 
     @property
     def bootstrap(self) -> str:
@@ -79,7 +81,8 @@ class Runtime:
         if web:
             web_port = self.settings.http_port or free_port(self.settings.http_host)
             self.http_url = f"http://{self.settings.http_host}:{web_port}"
-        app, sink = create_app(self.settings, self.store, self.bootstrap, web_port=web_port)
+        app, sink = create_app(self.settings, self.store, self.bootstrap, web_port=web_port,
+                               api_token=self.api_token)
         await app.start()
         self.workers.append((app, sink))
         if web:
@@ -111,8 +114,8 @@ class Runtime:
     # -- discovery of a running worker by other commands ---------------------------------
 
     def _write_worker_file(self) -> None:
-        info = {"pid": os.getpid(), "http": self.http_url, "kafka": self.bootstrap}
-        worker_file(self.settings.data_dir).write_text(json.dumps(info))
+        info = {"pid": os.getpid(), "http": self.http_url, "kafka": self.bootstrap, "token": self.api_token}
+        write_worker_file(self.settings.data_dir, info)
 
 
 def tune_gc() -> None:

@@ -14,6 +14,8 @@ watermark read back from ClickHouse on assignment skips them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,8 +35,13 @@ from stocktake.streams.transport import FetchBatch
 
 log = logging.getLogger("stocktake.sink")
 
+
+class SinkFailed(RuntimeError):
+    """The sink stopped for good (see Sink.fail): the worker must exit and restart."""
+
 Key = tuple[str, int]  # (topic, partition)
 PublishFn = Callable[[list[DeadLetter]], Awaitable[None]]
+PartitionsFn = Callable[[set[tuple[str, int]]], None]
 CommitFn = Callable[[dict[Key, int]], Awaitable[bool]]
 ValidHook = Callable[[str, list[Event]], None]
 
@@ -44,6 +51,7 @@ class PartitionBuffer:
     stream: str
     columns: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in COLUMNS})
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    first_offset: int = -1
     last_offset: int = -1
     since: float = 0.0
 
@@ -54,6 +62,8 @@ class PartitionBuffer:
     def add(self, judged: Judged) -> None:
         if self.last_offset < 0:
             self.since = time.monotonic()
+        if self.first_offset < 0 and judged.columns["offset"]:
+            self.first_offset = judged.columns["offset"][0]
         for name, values in judged.columns.items():
             self.columns[name].extend(values)
         self.dead_letters.extend(judged.dead_letters)
@@ -83,6 +93,13 @@ class SinkStats:
         return {**self.__dict__, "per_stream": {k: dict(v) for k, v in self.per_stream.items()}}
 
 
+def batch_token(due: dict[Key, PartitionBuffer]) -> str:
+    """The insert's name: the offset range of every partition in it. A retry of the same insert
+    has the same name; another insert never does (offsets are stored once, per watermark)."""
+    ranges = sorted(f"{t}/{p}/{b.first_offset}-{b.last_offset}" for (t, p), b in due.items() if b.rows)
+    return hashlib.sha256(",".join(ranges).encode()).hexdigest()
+
+
 class Sink:
     def __init__(
         self,
@@ -93,6 +110,8 @@ class Sink:
         commit: CommitFn,
         generation: Callable[[], int] = lambda: 0,
         name: str = "sink",
+        pause: PartitionsFn = lambda _tps: None,
+        resume: PartitionsFn = lambda _tps: None,
     ):
         self.settings = settings
         self.store = store
@@ -100,6 +119,8 @@ class Sink:
         self._publish = publish
         self._commit = commit
         self._generation = generation
+        self._pause, self._resume = pause, resume
+        self.paused: set[Key] = set()
         self.name = name
         self.watermarks: dict[Key, int] = {}
         self.assigned: set[Key] = set()
@@ -108,6 +129,14 @@ class Sink:
         self.stats = SinkStats()
         self.valid_hooks: list[ValidHook] = []
         self.closed = False
+        # Health (GET /api/health): the failure that stopped the sink, when the last insert
+        # succeeded, when progress was last made (an insert or an assignment), since when the
+        # store has refused us, and the highest stored offset per partition.
+        self.failure: BaseException | None = None
+        self.last_insert_at: float | None = None
+        self.progress_at = time.monotonic()
+        self.store_down_since: float | None = None
+        self.stored: dict[Key, int] = {}
         self._lock = asyncio.Lock()
         self._in_flight: asyncio.Task[None] | None = None
 
@@ -124,6 +153,7 @@ class Sink:
                 topic = self.settings.topic(stream)
                 marks = await self._retry(self.store.watermarks, topic, partitions)
                 for p in partitions:
+                    self.stored[(topic, p)] = marks.get(p, -1)
                     if p in marks:
                         self.watermarks[(topic, p)] = marks[p]
                     else:
@@ -142,13 +172,15 @@ class Sink:
                 log.info("%s assigned %s[%s]: watermarks %s, dedupe ids loaded %d (newest ts %d)",
                          self.name, topic, partitions, marks, len(window), window.newest_ms)
             self.assigned.update(tps)
+            self.progress_at = time.monotonic()
 
     async def on_revoked(self, tps: Iterable[Key]) -> None:
         tps = [tp for tp in tps if tp[0] in self.streams_by_topic]
         async with self._lock:
             log.info("%s revoked %s", self.name, sorted(tps))
             if not self.closed:
-                await self._flush(tps, wait=True)
+                with contextlib.suppress(SinkFailed):  # failed: nothing more is stored; we exit
+                    await self._flush(tps, wait=True)
             self.assigned.difference_update(tps)
             for tp in tps:
                 self.buffers.pop(tp, None)
@@ -161,9 +193,20 @@ class Sink:
         flush after that could land after the partition's new owner read its
         watermark (Tansu accepts the old member's offset commit too)."""
         async with self._lock:
-            await self._flush(list(self.buffers), wait=True)
+            if self.failure is None:
+                await self._flush(list(self.buffers), wait=True)
             self.closed = True
             self.assigned.clear()
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop for good after an error that retrying cannot fix. Nothing more is stored: a
+        later flush would store offsets past the events the failure lost from memory, and the
+        stored watermark would then skip them. The worker exits non-zero; its next start reads
+        the watermarks back and the lost events are redelivered (DESIGN.md, exactness)."""
+        if self.failure is None:
+            self.failure = exc
+            log.critical("%s stopped: %s: %s", self.name, type(exc).__name__, exc)
+        self.closed = True
 
     async def add(self, batch: FetchBatch) -> None:
         tp = (batch.topic, batch.partition)
@@ -192,7 +235,9 @@ class Sink:
             if buffer is None:
                 buffer = self.buffers[tp] = PartitionBuffer(stream)
             buffer.add(judged)
-            if buffer.rows >= self.settings.batch_rows:
+            # While the store is away its partitions are paused: what was fetched before waits
+            # here, and the lock stays free (the retrying store call is not awaited under it).
+            if buffer.rows >= self.settings.batch_rows and self.store_down_since is None:
                 await self._flush([tp])
 
     async def flush_due(self) -> None:
@@ -200,7 +245,7 @@ class Sink:
         buffer with events along with it (batches by size AND time)."""
         now = time.monotonic()
         async with self._lock:
-            if self.closed:
+            if self.closed or self.store_down_since is not None:
                 return
             if any(b.last_offset >= 0 and now - b.since >= self.settings.flush_interval_s
                    for b in self.buffers.values()):
@@ -224,7 +269,7 @@ class Sink:
             self.watermarks[tp] = b.last_offset
             self.buffers[tp] = PartitionBuffer(b.stream)
         if due:
-            self._in_flight = asyncio.create_task(self._store(due))
+            self._in_flight = asyncio.create_task(self._store_or_fail(due))
             if wait:
                 await self._drain()
 
@@ -233,6 +278,14 @@ class Sink:
         task, self._in_flight = self._in_flight, None
         if task is not None:
             await task
+        if self.failure is not None:
+            raise SinkFailed(str(self.failure))
+
+    async def _store_or_fail(self, due: dict[Key, PartitionBuffer]) -> None:
+        try:
+            await self._store(due)
+        except Exception as exc:  # recorded, not raised: a timer or revoke may be the one to see it
+            self.fail(exc)
 
     async def _store(self, due: dict[Key, PartitionBuffer]) -> None:
         dead = [d for b in due.values() for d in b.dead_letters]
@@ -242,13 +295,16 @@ class Sink:
         if filled:
             table = pa.concat_tables([ingest_log_table(b.columns) for b in filled])
             started = time.perf_counter()
-            await self._retry(self.store.insert_arrow, "ingest_log", table)
+            await self._retry(self.store.insert_arrow, "ingest_log", table, batch_token(due))
             self.stats.insert_seconds += time.perf_counter() - started
             self.stats.inserts += 1
             self.stats.rows_inserted += table.num_rows
             for b in filled:
                 self.stats.count(b.stream, b.columns["status"])
+        now = time.monotonic()
+        self.last_insert_at = self.progress_at = now
         for tp, b in due.items():
+            self.stored[tp] = b.last_offset
             log.info("%s flushed %s up to offset %d (%d rows)", self.name, tp, b.last_offset, b.rows)
         if not self.settings.commit_offsets:
             return
@@ -262,8 +318,23 @@ class Sink:
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(StoreError),
             wait=tenacity.wait_exponential(multiplier=0.5, max=30.0),
-            before_sleep=lambda state: log.error(
-                "ClickHouse unavailable (%s); retrying in %.1fs",
-                state.outcome.exception() if state.outcome else "?", state.upcoming_sleep),
+            before_sleep=self._store_down,
         )
-        return await retrying(asyncio.to_thread, fn, *args)
+        result: Any = await retrying(asyncio.to_thread, fn, *args)
+        if self.store_down_since is not None:
+            resumed, self.paused = self.paused & self.assigned, set()
+            self._resume(resumed)
+            log.warning("ClickHouse is back after %.0fs: %d partitions resumed",
+                        time.monotonic() - self.store_down_since, len(resumed))
+            self.store_down_since = None
+        return result
+
+    def _store_down(self, state: tenacity.RetryCallState) -> None:
+        """ClickHouse refused a call: stop fetching (the group keeps us, heartbeats go on), so
+        nothing piles up in memory, and retry with backoff; one line per attempt."""
+        if self.store_down_since is None:
+            self.store_down_since = time.monotonic()
+            self.paused = set(self.assigned)
+            self._pause(self.paused)
+        log.error("ClickHouse unavailable (%s): %d partitions paused; retrying in %.1fs",
+                  state.outcome.exception() if state.outcome else "?", len(self.paused), state.upcoming_sleep)

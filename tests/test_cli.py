@@ -163,6 +163,8 @@ class API(http.server.BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         status, doc = (200, {"columns": ["sql"], "rows": [[body["sql"]]]}) if "bad" not in body["sql"] else (
             400, {"error": "Syntax error near bad"})
+        if self.headers.get("Authorization") != "Bearer t0ken":  # the CLI sends worker.json's token
+            status, doc = 401, {"error": "missing or wrong token"}
         data = json.dumps(doc).encode()
         self.send_response(status); self.send_header("Content-Length", str(len(data))); self.end_headers()
         self.wfile.write(data)
@@ -172,7 +174,7 @@ threading.Thread(target=server.serve_forever, daemon=True).start()
 port = server.server_address[1] if answer_port == "live" else int(answer_port)
 os.makedirs(data_dir, exist_ok=True)
 with open(os.path.join(data_dir, "worker.json"), "w") as f:
-    json.dump({"pid": os.getpid(), "http": f"http://127.0.0.1:{port}"}, f)
+    json.dump({"pid": os.getpid(), "http": f"http://127.0.0.1:{port}", "token": "t0ken"}, f)
 from stocktake.cli import main
 code = main(sys.argv[3:])
 heavy = sorted({"faust", "chdb", "clickhouse_connect", "pyarrow", "numpy", "torch", "onnxruntime"} & set(sys.modules))

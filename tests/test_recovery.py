@@ -22,6 +22,7 @@ import pytest
 
 from stocktake import sources
 from stocktake.broker import free_port
+from stocktake.streams.discovery import auth_headers, running_worker
 from stocktake.tools import replay
 from tests.pipeline_helpers import expected_counts, retopic
 
@@ -34,21 +35,25 @@ def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
                             stdout=out, stderr=subprocess.STDOUT)
 
 
-def _api(port: int, path: str, body: dict[str, Any] | None = None) -> Any:
+def _api(data_dir: Path, path: str, body: dict[str, Any] | None = None) -> Any:
+    """The worker's API, as the CLI asks it: address and token from DATA_DIR/worker.json."""
     import urllib.request
     data = orjson.dumps(body) if body is not None else None
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                     headers={"Content-Type": "application/json"})
+    info = running_worker(data_dir)
+    if info is None:
+        raise ConnectionRefusedError("no live worker.json yet")
+    request = urllib.request.Request(info["http"] + path, data=data,
+                                     headers={"Content-Type": "application/json", **auth_headers(info)})
     with urllib.request.urlopen(request, timeout=10) as response:
         return orjson.loads(response.read())
 
 
-def _wait_api(proc: subprocess.Popen[bytes], port: int, timeout: float = 60) -> None:
+def _wait_api(proc: subprocess.Popen[bytes], data_dir: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "worker exited while starting"
         try:
-            stats = _api(port, "/api/stats")
+            stats = _api(data_dir, "/api/stats")
             if stats["assigned"]:
                 return
         except OSError:
@@ -57,17 +62,18 @@ def _wait_api(proc: subprocess.Popen[bytes], port: int, timeout: float = 60) -> 
     raise TimeoutError("worker API did not come up with partitions")
 
 
-def _query(port: int, sql: str) -> list[list[Any]]:
-    return list(_api(port, "/api/query", {"sql": sql})["rows"])
+def _query(data_dir: Path, sql: str) -> list[list[Any]]:
+    return list(_api(data_dir, "/api/query", {"sql": sql})["rows"])
 
 
 def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ignore[no-untyped-def]
     prefix = f"k{uuid.uuid4().hex[:10]}"
     port = free_port()
+    data_dir = tmp_path / "worker"
     env = {
         **os.environ,
         "STOCKTAKE_KAFKA": broker.bootstrap,
-        "STOCKTAKE_DATA_DIR": str(tmp_path / "worker"),
+        "STOCKTAKE_DATA_DIR": str(data_dir),
         "STOCKTAKE_CLICKHOUSE": os.environ.get("STOCKTAKE_TEST_CLICKHOUSE", ""),
         "STOCKTAKE_TOPIC_PREFIX": prefix,
         "STOCKTAKE_GROUP_ID": prefix,
@@ -88,7 +94,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ig
 
     first = _start_worker(env, tmp_path / "worker1.log")
     try:
-        _wait_api(first, port)
+        _wait_api(first, data_dir)
 
         def produce_paced() -> None:
             chunk = max(1, len(messages) // 40)
@@ -101,7 +107,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ig
         deadline = time.monotonic() + 60
         stored = 0
         while time.monotonic() < deadline:
-            stored = _query(port, f"SELECT count() FROM ingest_log WHERE {where}")[0][0]
+            stored = _query(data_dir, f"SELECT count() FROM ingest_log WHERE {where}")[0][0]
             if stored >= total * 0.3:
                 break
             time.sleep(0.05)
@@ -116,22 +122,22 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ig
     env["STOCKTAKE_COMMIT_OFFSETS"] = "true"
     second = _start_worker(env, tmp_path / "worker2.log")
     try:
-        _wait_api(second, port)
+        _wait_api(second, data_dir)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            if _query(port, f"SELECT count() FROM ingest_log WHERE {where}")[0][0] >= total:
+            if _query(data_dir, f"SELECT count() FROM ingest_log WHERE {where}")[0][0] >= total:
                 break
             time.sleep(0.2)
         time.sleep(1.0)  # a double insert would land now
-        rows = _query(port, f"SELECT stream, toString(status), count() FROM ingest_log "
+        rows = _query(data_dir, f"SELECT stream, toString(status), count() FROM ingest_log "
                             f"WHERE {where} GROUP BY stream, status")
-        (n, distinct), = _query(port, f"SELECT count(), uniqExact(topic, partition, offset, idx) "
+        (n, distinct), = _query(data_dir, f"SELECT count(), uniqExact(topic, partition, offset, idx) "
                                       f"FROM ingest_log WHERE {where}")
         # What the inventory reads: the rollups the same inserts filled, and their proof.
-        rolled = _query(port, f"SELECT stream, toString(status), sum(n) FROM asset_rollup "
+        rolled = _query(data_dir, f"SELECT stream, toString(status), sum(n) FROM asset_rollup "
                               f"WHERE startsWith(topic, '{prefix}.') AND asset = stream GROUP BY stream, status")
-        proof = _api(port, "/api/reconcile")
-        stats = _api(port, "/api/stats")["sink"]
+        proof = _api(data_dir, "/api/reconcile")
+        stats = _api(data_dir, "/api/stats")["sink"]
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0
     finally:

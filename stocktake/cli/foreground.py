@@ -17,6 +17,12 @@ if TYPE_CHECKING:
     from stocktake.streams.runtime import Runtime
 
 
+class WorkerFailed(CliError):
+    """The sink stopped for good: exit 1 so compose/systemd/Kubernetes restart the worker."""
+
+    exit_code = 1
+
+
 def serve(settings: Settings, kafka_port: int | None, duration: float | None,
            events: list[Any] | None, replay_opts: dict[str, Any]) -> int:
     from stocktake.streams.discovery import running_worker
@@ -60,14 +66,19 @@ async def _serve_async(runtime: Runtime, duration: float | None, events: list[An
     )
     replay_state: dict[str, Any] = {"produced": 0, "done": events is None or not events, "error": None}
     if events:
+        from stocktake.tools import replay
         await wait_until_assigned([sink], settings.partitions)
-        threading.Thread(target=_replay_thread, args=(runtime.bootstrap, events, replay_opts,
+        opts = {**replay_opts, "topics": replay.stream_topics(settings)}  # the topics this worker reads
+        threading.Thread(target=_replay_thread, args=(runtime.bootstrap, events, opts,
                          replay_state), daemon=True).start()
     started = time.monotonic()
     try:
         await progress.live(console, sink, replay_state, stop, duration, started)
     finally:
         await runtime.stop_all()
+    if sink.failure is not None:
+        raise WorkerFailed(f"the worker stopped: {sink.failure} (exit 1 so that a supervisor restarts it; "
+                           "the next start resumes from what is stored, nothing is lost)")
     if replay_state["error"]:
         raise CliError(f"replay failed: {replay_state['error']}")
     console.print(progress.summary(sink, time.monotonic() - started))
@@ -77,8 +88,8 @@ async def _serve_async(runtime: Runtime, duration: float | None, events: list[An
 def _replay_thread(bootstrap: str, events: list[Any], opts: dict[str, Any], state: dict[str, Any]) -> None:
     from stocktake.tools import replay
     try:
-        counts = replay.play(bootstrap, events, speed=opts["speed"], live=bool(opts.get("live")),
-                             envelope=opts["envelope"], faults=opts["faults"],
+        counts = replay.play(bootstrap, events, topics=opts["topics"], speed=opts["speed"],
+                             live=bool(opts.get("live")), envelope=opts["envelope"], faults=opts["faults"],
                              progress=lambda n: state.__setitem__("produced", n))
         state["counts"] = counts
         state["produced"] = counts["messages"]

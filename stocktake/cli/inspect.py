@@ -49,25 +49,35 @@ def inventory(invocation: Invocation, as_json: bool) -> int:
 @json_option
 @pass_invocation
 def alerts(invocation: Invocation, open_only: bool, as_json: bool) -> int:
+    from stocktake.services import outbox
+
     def compute(store: Store, settings: Settings) -> dict[str, Any]:
         from stocktake.services.alerts import list_alerts
-        return {"alerts": list_alerts(store, settings, open_only=open_only)}
+        return {"alerts": list_alerts(store, settings, open_only=open_only), "outbox": outbox.summary(store, settings)}
     result = worker_or_store.from_worker_or_store(invocation, "/api/alerts" + ("?open=1" if open_only else ""),
                                                   compute)
+    if "outbox" not in result:  # a worker's /api/alerts lists the alerts: the summary is one more query
+        rows = worker_or_store.run_sql(invocation, outbox.summary_sql(invocation.settings)).get("rows")
+        result["outbox"] = None if rows is None else outbox.summary_of(rows)
     if as_json:
         print_json(result)
         return 0
     from stocktake.console.tables import print_table
     columns = ["state", "severity", "asset", "kind", "subject", "opened_at", "resolved_at", "reason"]
-    # part_of: the stream alert that inhibits this one (same incident, not paged)
-    print_table([*columns, "part_of"],
-                [[a.get(c) for c in columns] + [(a.get("details") or {}).get("inhibited_by", "")]
+    # part_of: the stream alert that inhibits this one (same incident, not paged);
+    # page: the webhook delivery of the alert's current state
+    print_table([*columns, "part_of", "page"],
+                [[a.get(c) for c in columns] + [(a.get("details") or {}).get("inhibited_by", ""),
+                                                outbox.describe(a.get("page"))]
                  for a in result["alerts"]],
                 title="stocktake alerts" + (" (open)" if open_only else ""))
+    if result["outbox"] is not None:
+        print("pages: " + ", ".join(f"{n} {state}" for state, n in result["outbox"].items()))
     return 0
 
 
-@click.command(help="run SQL on the store (asks the worker if one runs)")
+@click.command(help="run read-only SQL on the store (asks the worker if one runs); bounded by "
+                    "STOCKTAKE_QUERY_TIMEOUT, STOCKTAKE_QUERY_MAX_ROWS and STOCKTAKE_QUERY_MAX_BYTES")
 @data_dir_option
 @click.argument("sql")
 @json_option

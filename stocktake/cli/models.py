@@ -52,7 +52,7 @@ def train(settings: Settings, source: str, out: Path | None, epochs: int, seed: 
     try:
         report = train_models(source, out or settings.data_dir / "models", store=store,
                               embeddings=not no_embeddings, epochs=epochs, seed=seed,
-                              topic_prefix=settings.topic_prefix if source == "store" else None)
+                              topic_prefix=settings.topic_dot_prefix if source == "store" else None)
     finally:
         if store is not None:
             store.close()

@@ -47,7 +47,8 @@ def worker(settings: Settings, kafka_port: int | None, duration: float | None) -
 
 
 @click.command(short_help="produce replay data into a running Kafka",
-               help="produce replay data into a running Kafka\n\nSOURCE: rees46 | olist | PATH")
+               help="produce replay data into a running Kafka, on the STOCKTAKE_TOPIC_PREFIX topics"
+                    "\n\nSOURCE: rees46 | olist | PATH")
 @click.argument("source")
 @click.option("--kafka", default=None, help="bootstrap servers (default STOCKTAKE_KAFKA)")
 @click.option("--speed", type=Speed(), default=None, help="N× event time, or max (default)")
@@ -64,7 +65,7 @@ def replay(settings: Settings, source: str, kafka: str | None, speed: float | No
         raise CliError("no Kafka: pass --kafka HOST:PORT or set STOCKTAKE_KAFKA")
     events = sources.load_events(source)
     faults = replay_tool.parse_faults(inject) if inject else None
-    counts = replay_tool.play(bootstrap, events, speed=speed, live=not original_time, envelope=envelope,
-                              faults=faults)
+    counts = replay_tool.play(bootstrap, events, topics=replay_tool.stream_topics(settings), speed=speed,
+                              live=not original_time, envelope=envelope, faults=faults)
     print(json.dumps(counts))
     return 0

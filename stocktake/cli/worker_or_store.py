@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from stocktake.cli.common import CliError, Invocation
-from stocktake.streams.discovery import running_worker
+from stocktake.streams.discovery import auth_headers, running_worker
 
 if TYPE_CHECKING:
     from stocktake.clickhouse.store import Store
@@ -36,7 +36,7 @@ def ask_worker(data_dir: Path, path: str, body: dict[str, Any] | None = None,
         response = urllib3.request(
             "GET" if body is None else "POST", info["http"] + path,
             body=None if body is None else orjson.dumps(body),
-            headers={"Content-Type": "application/json"}, timeout=timeout, retries=False)
+            headers={"Content-Type": "application/json", **auth_headers(info)}, timeout=timeout, retries=False)
     except urllib3.exceptions.HTTPError as exc:
         raise CliError(f"worker pid {info['pid']} at {info['http']} did not answer: {_reason(exc)}") from None
     if response.status >= 400:
@@ -85,9 +85,10 @@ def load_inventory(invocation: Invocation) -> dict[str, Any]:
 
 
 def run_sql(invocation: Invocation, sql: str) -> dict[str, Any]:
-    """{"columns", "rows"} of any SQL: from the running worker, else from the store."""
-    def compute(store: Store, _settings: Settings) -> dict[str, Any]:
-        columns, rows = store.query(sql)
+    """{"columns", "rows"} of a read-only SQL statement: from the running worker, else from the store."""
+    def compute(store: Store, settings: Settings) -> dict[str, Any]:
+        columns, rows = store.read_only_query(sql, timeout_s=settings.query_timeout_s,
+                                              max_rows=settings.query_max_rows, max_bytes=settings.query_max_bytes)
         return {"columns": columns, "rows": rows}
     return from_worker_or_store(invocation, "/api/query", compute, {"sql": sql})
 

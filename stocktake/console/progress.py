@@ -44,7 +44,7 @@ async def live(console: Console, sink: Any, replay_state: dict[str, Any], stop: 
             elapsed = now - started
             if duration is not None and elapsed >= duration:
                 break
-            if replay_state.get("error"):
+            if replay_state.get("error") or sink.failure is not None:
                 break
             rows = sink.stats.rows_inserted
             if now - last_t >= 1.0:

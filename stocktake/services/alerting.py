@@ -15,7 +15,9 @@ tools/evalgaps.py drives the same feed):
    ``minute_close_delay_s``): counts, field presence, orphan references;
 3. silence on both clocks; schema drift every ``DRIFT_EVERY`` ticks;
 4. transitions -> ``stocktake.alerts`` (the source of truth), the ``alerts``
-   table, the optional webhook (not for alerts inhibited by their stream's);
+   table, the optional webhook's outbox (not for alerts inhibited by their stream's;
+   services/outbox.py delivers them on a timer of its own, so a slow receiver never
+   holds up this step);
    expectations (events, field shares, orphan shares per asset and minute) -> the
    ``baselines`` table.
 """
@@ -31,8 +33,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import urllib3
-
 from stocktake.clickhouse import alert_queries as A
 from stocktake.clickhouse.store import Store
 from stocktake.processors.alerts import Alert
@@ -41,6 +41,7 @@ from stocktake.processors.gapfeed import Activity, Arrivals, GapFeed, MinuteCoun
 from stocktake.processors.gaps import GapMonitor, MinuteExpectation
 from stocktake.services import inventory
 from stocktake.services.alerts import iso, read_alert
+from stocktake.services.outbox import Outbox
 from stocktake.settings import Settings
 
 log = logging.getLogger("stocktake.alerting")
@@ -100,7 +101,8 @@ def insert_by_name(store: Store, table: str, rows: list[dict[str, Any]]) -> None
 
 
 class AlertRunner:
-    def __init__(self, settings: Settings, store: Store, monitor: GapMonitor, publish: Publish):
+    def __init__(self, settings: Settings, store: Store, monitor: GapMonitor, publish: Publish,
+                 outbox: Outbox | None = None):
         self.settings = settings
         self.store = store
         self.publish = publish
@@ -109,8 +111,8 @@ class AlertRunner:
                             backfill_minutes=BACKFILL_MINUTES)
         self.ticks = 0
         self.seen_until_ms = 0          # ingest time looked at so far
-        # The webhook: 5 s per page, no retries here (a later issue gives pages an outbox).
-        self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=5.0), retries=False)
+        # The webhook's pages: stored here, POSTed by whoever calls outbox.deliver_due.
+        self.outbox = outbox or Outbox(settings, store)
 
     @property
     def monitor(self) -> GapMonitor:
@@ -217,19 +219,11 @@ class AlertRunner:
         rows = [alert_row(a, self.prefix, updated_at) for a in transitions]
         messages = [alert_message(a, self.prefix) for a in transitions]
         await self.publish(messages)
+        pages = [m for a, m in zip(transitions, messages, strict=True) if not a.inhibited_by]
+        if self.settings.alert_webhook and pages:
+            # Stored, not sent: delivery runs apart. Before the alerts row, so a transition
+            # `stocktake alerts` shows has its page in the outbox.
+            await asyncio.to_thread(self.outbox.enqueue, pages)
         await asyncio.to_thread(insert_by_name, self.store, "alerts", rows)
         for a in transitions:
             log.warning("alert %s %s %s %s: %s", a.state, a.severity, a.asset, a.kind, a.reason)
-        pages = [m for a, m in zip(transitions, messages, strict=True) if not a.inhibited_by]
-        if self.settings.alert_webhook and pages:
-            await asyncio.to_thread(self._post, pages)
-
-    def _post(self, messages: list[dict[str, Any]]) -> None:
-        for message in messages:
-            try:
-                response = self._http.request("POST", self.settings.alert_webhook, body=json.dumps(message).encode(),
-                                              headers={"Content-Type": "application/json"})
-                if response.status >= 400:
-                    raise urllib3.exceptions.HTTPError(f"HTTP {response.status}")
-            except urllib3.exceptions.HTTPError as exc:  # the topic and table have it; an outage must not stop alerting
-                log.error("alert webhook %s failed: %s", self.settings.alert_webhook, exc)

@@ -11,6 +11,7 @@ from stocktake.clickhouse import alert_queries as A
 from stocktake.clickhouse.store import Store
 from stocktake.clickhouse.values import iso_ms
 from stocktake.processors.alerts import Alert
+from stocktake.services import outbox
 from stocktake.settings import Settings
 
 
@@ -33,19 +34,20 @@ def read_alert(row: Mapping[str, Any]) -> Alert:
 
 
 def list_alerts(store: Store, settings: Settings, open_only: bool = False, limit: int = 500) -> list[dict[str, Any]]:
-    """Newest first; each alert's latest state (ReplacingMergeTree by version, read FINAL)."""
+    """Newest first; each alert's latest state (ReplacingMergeTree by version, read FINAL) and
+    ``page``: the webhook delivery of that state (None: not paged, e.g. inhibited or no webhook)."""
     columns, rows = store.query(A.ALERTS_SQL, {"prefix": settings.topic_dot_prefix,
                                                "open_only": open_only, "limit": limit})
+    read = [(named, read_alert(named)) for named in (dict(zip(columns, row, strict=True)) for row in rows)]
+    pages = outbox.alert_pages(store, settings, [(a.alert_id, a.version) for _, a in read])
     out = []
-    for row in rows:
-        named = dict(zip(columns, row, strict=True))
-        a = read_alert(named)
+    for named, a in read:
         out.append({
             "alert_id": a.alert_id, "asset": a.asset, "kind": a.kind, "severity": a.severity, "state": a.state,
             "clock": a.clock, "opened_at": iso(a.opened_at), "resolved_at": iso(a.resolved_at),
             "reason": a.reason, "expected": a.expected, "observed": a.observed,
             "evidence_from": iso(a.evidence_from), "evidence_to": iso(a.evidence_to),
             "updated_at": iso(named["updated_at"]), "version": a.version, "subject": a.subject,
-            "details": dict(a.details),
+            "details": dict(a.details), "page": pages.get(a.alert_id),
         })
     return out

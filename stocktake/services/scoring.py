@@ -1,5 +1,6 @@
 """In-stream scoring: features from valid events, ONNX Runtime micro-batches,
-scores published on stocktake.scores.users / .products and stored.
+scores published on the settings' score topics (``<prefix>.scores.users`` / ``.products``)
+and stored.
 
 Scoring never holds back the inventory path: the sink's hook only appends the
 batch's valid events to a bounded queue (the oldest are dropped, and counted,
@@ -95,7 +96,8 @@ class ScoringService:
 
     async def _score(self, entity: str, ids: list[str], features_ms: int) -> None:
         scorer = self.scorers[entity]
-        topic = self.settings.topic("scores.users" if entity == "user" else "scores.products")
+        users_topic, products_topic = self.settings.score_topics
+        topic = users_topic if entity == "user" else products_topic
         for start in range(0, len(ids), self.max_batch):
             chunk = ids[start:start + self.max_batch]
             matrix = (self.features.user_matrix(chunk, features_ms) if entity == "user"

@@ -30,6 +30,14 @@ if TYPE_CHECKING:
     pass
 
 
+def beside(settings: Settings, name: str, **update: Any) -> Settings:
+    """A deployment beside ``settings`` for a benchmark phase: topics ``<prefix>-<name>.*`` and
+    consumer group ``<group_id>-<name>``. Named after the configured prefix and group (a shared
+    Kafka may allow only those), never under ``<prefix>.`` (the deployment's own inventory)."""
+    return settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}-{name}",
+                                       "group_id": f"{settings.group_id}-{name}", **update})
+
+
 def _events(n: int, tag: str) -> list[sources.ReplayEvent]:
     """n behaviour events cycled from the real rees46 sample, with unique ids."""
     base = [e for e in sources.load_events("rees46") if e.stream == "behaviour"]
@@ -40,8 +48,8 @@ def _events(n: int, tag: str) -> list[sources.ReplayEvent]:
     return out
 
 
-def _produce(bootstrap: str, topic: str, events: list[Any], envelope: int) -> int:
-    messages = [m._replace(topic=topic) for m in replay.to_messages(events, envelope=envelope)]
+def _produce(bootstrap: str, settings: Settings, events: list[Any], envelope: int) -> int:
+    messages = list(replay.to_messages(events, topics=replay.stream_topics(settings), envelope=envelope))
     replay.produce(bootstrap, messages)
     return len(messages)
 
@@ -104,15 +112,13 @@ def run(events: int = 100_000, envelope: int = 100, scoring: str = "off") -> dic
             ceiling = 0.0
             for n, score in enumerate(modes):
                 tag = "scoring_on" if score else "scoring_off"
-                single = base.model_copy(update={"topic_prefix": f"bench{n}s", "group_id": f"bench{n}s",
-                                                 "scoring": score})
-                enveloped = base.model_copy(update={"topic_prefix": f"bench{n}e", "group_id": f"bench{n}e",
-                                                    "scoring": score})
+                single = beside(base, f"bench{n}s", scoring=score)
+                enveloped = beside(base, f"bench{n}e", scoring=score)
                 for s in (single, enveloped):
                     runtime.settings = s
                     runtime.open_topics()
-                n_single = _produce(runtime.bootstrap, single.topic("behaviour"), _events(events, f"s{n}"), 1)
-                _produce(runtime.bootstrap, enveloped.topic("behaviour"), _events(events, f"e{n}"), envelope)
+                n_single = _produce(runtime.bootstrap, single, _events(events, f"s{n}"), 1)
+                _produce(runtime.bootstrap, enveloped, _events(events, f"e{n}"), envelope)
                 if not ceiling:
                     ceiling = _ceiling(runtime.bootstrap, single.topic("behaviour"), base.partitions, n_single)
                 report[f"single_event_messages_{tag}"] = asyncio.run(_worker_rate(runtime, single, events))

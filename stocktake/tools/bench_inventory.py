@@ -29,6 +29,7 @@ from stocktake.clickhouse import rollups
 from stocktake.settings import Settings
 from stocktake.streams.runtime import Runtime, wait_until_assigned
 from stocktake.tools import replay
+from stocktake.tools.bench import beside
 
 if TYPE_CHECKING:
     from stocktake.clickhouse.store import Store
@@ -91,12 +92,21 @@ def multiply(base: list[sources.ReplayEvent], n: int, end_s: float) -> Iterator[
             produced += 1
 
 
+def deployments(settings: Settings) -> tuple[Settings, Settings, Settings]:
+    """The three phases' deployments (A, B, N), each with its own topics and consumer group
+    named after the configured ones (bench.beside)."""
+    plain, read, bare = (beside(settings, name) for name in ("bench", "benchr", "benchn"))
+    return plain, read, bare
+
+
 def _to_topics(messages: Iterable[replay.Message], settings: list[Settings]) -> Iterator[replay.Message]:
-    """Each message once per deployment, on that deployment's topic of the message's stream."""
+    """Each message (on the default ``replay.TOPICS``) once per deployment, on that deployment's
+    topic of the message's stream."""
     streams = {topic: stream for stream, topic in replay.TOPICS.items()}
+    topics = [replay.stream_topics(s) for s in settings]
     for message in messages:
-        for s in settings:
-            yield message._replace(topic=s.topic(streams[message.topic]))
+        for mine in topics:
+            yield message._replace(topic=mine[streams[message.topic]])
 
 
 def _dir_bytes(path: Path) -> int:
@@ -120,10 +130,11 @@ class _Reader(threading.Thread):
     """A client reading the inventory once a second (the next read starts at once when one
     takes longer): the reads' latencies."""
 
-    def __init__(self, url: str, every_s: float = READ_EVERY_S):
+    def __init__(self, url: str, token: str, every_s: float = READ_EVERY_S):
         super().__init__(name="bench-inventory-reader", daemon=True)
         import urllib3
-        self.http = urllib3.PoolManager(timeout=HTTP_TIMEOUT_S, retries=False)
+        self.http = urllib3.PoolManager(timeout=HTTP_TIMEOUT_S, retries=False,
+                                        headers={"Authorization": f"Bearer {token}"})
         self.url, self.every_s = url, every_s
         self.stopping = threading.Event()
         self.latencies: list[float] = []
@@ -142,11 +153,11 @@ class _Reader(threading.Thread):
 
 
 async def _ingest(sink: Any, settings: Settings, expected_rows: int, reader_url: str | None,
-                  stall_s: float = 60.0) -> dict[str, Any]:
+                  token: str = "", stall_s: float = 60.0) -> dict[str, Any]:
     """Wait for the group to own its partitions, then time the ingest of ``expected_rows``
     (until they are inserted, or nothing was inserted for ``stall_s``)."""
     await wait_until_assigned([sink], settings.partitions, timeout=120)
-    reader = _Reader(reader_url + "/api/inventory") if reader_url else None
+    reader = _Reader(reader_url + "/api/inventory", token) if reader_url else None
     started = last_change = time.perf_counter()
     if reader is not None:
         reader.start()
@@ -276,7 +287,8 @@ def _measure_reads(runtime: Runtime, settings: Settings, repeat: int = 3) -> dic
     from stocktake.services import inventory
     assert runtime.store is not None and runtime.http_url is not None
     store, url = runtime.store, runtime.http_url
-    http = urllib3.PoolManager(timeout=HTTP_TIMEOUT_S, retries=False)
+    http = urllib3.PoolManager(timeout=HTTP_TIMEOUT_S, retries=False,
+                               headers={"Authorization": f"Bearer {runtime.api_token}"})
     out: dict[str, Any] = {"inventory_via": "worker HTTP API (GET /api/inventory, /api/report-data)",
                            "sql_via": "in-process on the worker's store (the store's lock shared with it)"}
     inv = [_timed(lambda: _get(http, url + "/api/inventory"))[0] for _ in range(repeat)]
@@ -315,7 +327,7 @@ async def _phase(runtime: Runtime, settings: Settings, events: int, *, reader: b
     runtime.settings = settings
     app, sink = await runtime.start_worker(web=True)
     try:
-        out = await _ingest(sink, settings, events, runtime.http_url if reader else None)
+        out = await _ingest(sink, settings, events, runtime.http_url if reader else None, runtime.api_token)
         if measure is not None:
             out["measured"] = await asyncio.to_thread(measure)
     finally:
@@ -351,9 +363,7 @@ def _run_inventory(report: dict[str, Any], base: list[sources.ReplayEvent], even
         settings = Settings.from_env(data_dir=data_dir)
         if scoring is not None:
             settings = settings.model_copy(update={"scoring": scoring})
-        plain = settings.model_copy(update={"topic_prefix": "bench", "group_id": "bench"})
-        read = settings.model_copy(update={"topic_prefix": "benchr", "group_id": "benchr"})
-        bare = settings.model_copy(update={"topic_prefix": "benchn", "group_id": "benchn"})
+        plain, read, bare = deployments(settings)
         report.update(partitions=settings.partitions, scoring=settings.scoring, gap_alerting=True,
                       copy_period_s=copy_period_s(base), base_events=len(base))
         runtime = Runtime(plain)

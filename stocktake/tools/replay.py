@@ -1,13 +1,16 @@
 """Replay real e-commerce data into Kafka as contract v1 events.
 
     events = sources.load_events("rees46")               # or "olist", or a contract file
-    msgs = to_messages(events, envelope=100, faults=parse_faults("duplicates=0.03"))
+    topics = stream_topics(settings)                     # {"behaviour": "<prefix>.behaviour", ...}
+    msgs = to_messages(events, topics=topics, envelope=100, faults=parse_faults("duplicates=0.03"))
     produce("127.0.0.1:9092", msgs, speed=60.0)          # 60x event time
-    play("127.0.0.1:9092", events, speed=60.0)           # as live: what `stocktake up` does
+    play("127.0.0.1:9092", events, topics=topics, speed=60.0)  # as live: what `stocktake up` does
 
 Source mappings and `load_events` live in `stocktake.sources`; this module turns events into
 Kafka messages (single events or batch envelopes, with optional injected faults)
-and produces them.
+and produces them. Topic names come from the settings (``stream_topics``: STOCKTAKE_TOPIC_PREFIX
++ "." + stream); ``TOPICS`` are those of the default settings, what a caller that passes no
+``topics`` gets.
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
 
 from stocktake.broker import KAFKA_LOG
-from stocktake.sources import KEY_FIELD, ReplayEvent, ts_seconds
+from stocktake.settings import Settings
+from stocktake.sources import KEY_FIELD, STREAMS, ReplayEvent, ts_seconds
 
 __all__ = [
     "FAULTS",
@@ -32,14 +36,17 @@ __all__ = [
     "play",
     "produce",
     "rebase_live",
+    "stream_topics",
     "to_messages",
 ]
 
-TOPICS = {
-    "behaviour": "stocktake.behaviour",
-    "product": "stocktake.product",
-    "transaction": "stocktake.transaction",
-}
+
+def stream_topics(settings: Settings) -> dict[str, str]:
+    """stream -> the topic it is replayed into in this deployment (``settings.topic``)."""
+    return {stream: settings.topic(stream) for stream in STREAMS}
+
+
+TOPICS = stream_topics(Settings())  # the default settings' topics: stocktake.behaviour, ...
 FAULTS = ("duplicates", "malformed")
 MAX_SLEEP_S = 5.0  # longest single pause when replaying at event-time speed
 LIVE_WINDOW_S = 10.0  # seconds of a live replay over which its busiest stretch is found
@@ -160,7 +167,7 @@ def _check_faults(faults: dict[str, float] | None) -> dict[str, float]:
 MALFORMED_VARIANTS = ("truncated_json", "not_an_object", "missing_key", "bad_ts", "invalid_utf8")
 
 
-def _malformed(n: int, stream: str, template: dict[str, Any], key: bytes | None) -> Message:
+def _malformed(n: int, topic: str, stream: str, template: dict[str, Any], key: bytes | None) -> Message:
     variant = MALFORMED_VARIANTS[n % len(MALFORMED_VARIANTS)]
     event_id = f"malformed-{n}"  # unique within a replay, so dedupe never hides one
     if variant == "truncated_json":
@@ -175,7 +182,7 @@ def _malformed(n: int, stream: str, template: dict[str, Any], key: bytes | None)
         value = orjson.dumps({**template, "event_id": event_id, "ts": "not-a-time"})
     else:
         value = b"\xff\xfe"
-    return Message(TOPICS[stream], key, value, 0, "malformed")
+    return Message(topic, key, value, 0, "malformed")
 
 
 # ------------------------------------------------------------------ messages
@@ -203,37 +210,40 @@ def _batches(events: Iterable[ReplayEvent], size: int) -> Iterator[list[ReplayEv
 def to_messages(
     events: Iterable[ReplayEvent],
     *,
+    topics: Mapping[str, str] | None = None,
     envelope: int = 1,
     faults: dict[str, float] | None = None,
     seed: int = 0,
 ) -> Iterator[Message]:
     """Kafka messages for `events`: one event per message (envelope=1) or JSON arrays of
-    up to `envelope` events of one stream, plus injected faults drawn from Random(seed)."""
+    up to `envelope` events of one stream, plus injected faults drawn from Random(seed).
+    ``topics``: stream -> topic, ``stream_topics(settings)`` (default: ``TOPICS``)."""
     if isinstance(envelope, bool) or not isinstance(envelope, int) or envelope < 1:
         raise ValueError(f"envelope must be an integer >= 1, got {envelope!r}")
+    topics = TOPICS if topics is None else topics
     checked = _check_faults(faults)
     p_dup, p_bad = checked.get("duplicates", 0.0), checked.get("malformed", 0.0)
     rng = random.Random(seed)
     n_bad = 0
     for batch in _batches(events, envelope):
         stream = batch[0].stream
-        if stream not in TOPICS:
-            raise ValueError(f"unknown stream {stream!r} (expected one of {', '.join(TOPICS)})")
+        if stream not in topics:
+            raise ValueError(f"unknown stream {stream!r} (expected one of {', '.join(topics)})")
         # Keyed by the first event that has a key: an envelope must not go unkeyed.
         key = next((ev.key for ev in batch if ev.key is not None), None)
         key_bytes = None if key is None else key.encode()
         if envelope == 1:
-            msg = Message(TOPICS[stream], key_bytes, orjson.dumps(batch[0].event), 1, "event")
+            msg = Message(topics[stream], key_bytes, orjson.dumps(batch[0].event), 1, "event")
         else:
             value = orjson.dumps([ev.event for ev in batch])
-            msg = Message(TOPICS[stream], key_bytes, value, len(batch), "envelope")
+            msg = Message(topics[stream], key_bytes, value, len(batch), "envelope")
         yield msg
         # Both draws every time: each fault's pattern is independent of the other's rate.
         dup_draw, bad_draw = rng.random(), rng.random()
         if dup_draw < p_dup:
             yield msg._replace(kind="duplicate")  # same key, same bytes: a producer retry
         if bad_draw < p_bad:
-            yield _malformed(n_bad, stream, batch[-1].event, key_bytes)
+            yield _malformed(n_bad, topics[stream], stream, batch[-1].event, key_bytes)
             n_bad += 1
 
 
@@ -367,21 +377,23 @@ def play(
     events: list[ReplayEvent],
     *,
     speed: float | None,
+    topics: Mapping[str, str] | None = None,
     live: bool = True,
     envelope: int = 1,
     faults: dict[str, float] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
-    """Produce ``events`` as `stocktake up` and `stocktake replay` do. ``live``: times rebased
+    """Produce ``events`` as `stocktake up` and `stocktake replay` do, into ``topics``
+    (``stream_topics(settings)``; default ``TOPICS``). ``live``: times rebased
     to now by ``rebase_live`` and every message sent when its time comes (the backfill at
     once, then every gap kept), so events arrive when they say they happened; otherwise the
     data's own times at ``speed``× with quiet gaps cut to MAX_SLEEP_S. ``speed`` None: as
     fast as possible. Returns message counts, as ``produce``."""
     if not live:
-        return produce(bootstrap, to_messages(events, envelope=envelope, faults=faults), speed=speed,
-                       progress=progress)
+        return produce(bootstrap, to_messages(events, topics=topics, envelope=envelope, faults=faults),
+                       speed=speed, progress=progress)
     now_s = time.time()
     events = rebase_live(events, now_s, speed)
     # Rebased times are wall-clock times: pace at 1x from now, no cap on quiet gaps.
-    return produce(bootstrap, to_messages(events, envelope=envelope, faults=faults),
+    return produce(bootstrap, to_messages(events, topics=topics, envelope=envelope, faults=faults),
                    speed=1.0 if speed else None, progress=progress, max_sleep=None, start_s=now_s)
