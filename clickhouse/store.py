@@ -8,6 +8,7 @@ calls run concurrently.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import re
 import threading
@@ -221,6 +222,18 @@ class Store:
             sql += " AND partition IN {p:Array(UInt32)}"
             params["p"] = list(partitions)
         return {int(p): int(o) for p, o in self.rows(sql + " GROUP BY partition", params)}
+
+    def log_bases(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        """The base in force per partition (stored offset = Kafka offset + base; migration 011)."""
+        return {int(p): int(b) for p, b in self.rows(
+            "SELECT partition, max(base) FROM log_bases WHERE topic = {t:String} AND partition IN {p:Array(UInt32)}"
+            " GROUP BY partition", {"t": topic, "p": list(partitions)})}
+
+    def record_log_base(self, topic: str, partition: int, base: int, kafka_start: int, kafka_end: int,
+                        stored_before: int) -> None:
+        self.insert_rows("log_bases", [[topic, partition, base, kafka_start, kafka_end, stored_before,
+                                        dt.datetime.now(dt.UTC)]],
+                         ["topic", "partition", "base", "kafka_start", "kafka_end", "stored_before", "detected_at"])
 
     def event_time_progress(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
         """Newest stored event time (ms) of valid events per partition."""

@@ -68,7 +68,8 @@ def health(sink: Any, consumer: Any, settings: Settings, now: float | None = Non
         except Exception:  # not fetched yet: no high watermark known
             continue
         if end is not None:
-            lag += max(0, int(end) - sink.stored.get((topic, partition), -1) - 1)
+            base = sink.bases.get((topic, partition), 0)
+            lag += max(0, int(end) + base - sink.stored.get((topic, partition), -1) - 1)
     idle = now - sink.progress_at
     if sink.failure is not None:
         state = "failed"

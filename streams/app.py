@@ -123,7 +123,8 @@ def create_app(
         app.agent(channel, name=f"stocktake.ingest.{stream}")(ingest)
 
     async def _assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
-        await sink.on_assigned((tp.topic, tp.partition) for tp in assigned)
+        ours = [tp for tp in assigned if tp.topic in topics]
+        await sink.on_assigned([(tp.topic, tp.partition) for tp in ours], await _log_bounds(app, ours))
 
     async def _revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         await sink.on_revoked((tp.topic, tp.partition) for tp in revoked)
@@ -164,6 +165,19 @@ def create_app(
             raise ValueError("the worker's HTTP API needs a token")
         api.register(app, store, sink, settings, alerting, scoring, token=api_token)
     return app, sink
+
+
+async def _log_bounds(app: faust.App, tps: list[TP]) -> dict[tuple[str, int], tuple[int, int]] | None:
+    """Kafka's (log start, log end) of ``tps``: how the sink sees a log that lost its records."""
+    if not tps:
+        return {}
+    consumer: Any = app.consumer
+    try:
+        starts, ends = await consumer.earliest_offsets(*tps), await consumer.highwaters(*tps)
+    except Exception as exc:  # not fatal: the offsets are checked at the next assignment
+        log.warning("could not read the log bounds of %d partitions: %s", len(tps), exc)
+        return None
+    return {(tp.topic, tp.partition): (int(starts[tp]), int(ends[tp])) for tp in tps if tp in starts and tp in ends}
 
 
 def _start_scoring(settings: Settings, store: Store, sink: Sink, app: faust.App, bootstrap: str) -> Any:

@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,7 @@ class SinkStats:
     rows_inserted: int = 0
     insert_seconds: float = 0.0
     dropped_stale: int = 0
+    log_resets: int = 0
     per_stream: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def count(self, stream: str, statuses: list[str]) -> None:
@@ -137,13 +138,16 @@ class Sink:
         self.progress_at = time.monotonic()
         self.store_down_since: float | None = None
         self.stored: dict[Key, int] = {}
+        self.bases: dict[Key, int] = {}     # stored offset = Kafka offset + base (_rebase)
         self._lock = asyncio.Lock()
         self._in_flight: asyncio.Task[None] | None = None
 
     # -- rebalance ------------------------------------------------------------------
 
-    async def on_assigned(self, tps: Iterable[Key]) -> None:
-        """Read watermarks and rebuild dedupe state from ClickHouse for our partitions."""
+    async def on_assigned(self, tps: Iterable[Key], logs: Mapping[Key, tuple[int, int]] | None = None) -> None:
+        """Read watermarks and rebuild dedupe state from ClickHouse for our partitions.
+        ``logs``: Kafka's (log start, log end) per partition, to see a log that lost what we
+        stored from it (_rebase)."""
         tps = [tp for tp in tps if tp[0] in self.streams_by_topic]
         async with self._lock:
             by_stream: dict[str, list[int]] = {}
@@ -152,8 +156,12 @@ class Sink:
             for stream, partitions in by_stream.items():
                 topic = self.settings.topic(stream)
                 marks = await self._retry(self.store.watermarks, topic, partitions)
+                bases = await self._retry(self.store.log_bases, topic, partitions)
                 for p in partitions:
                     self.stored[(topic, p)] = marks.get(p, -1)
+                    self.bases[(topic, p)] = bases.get(p, 0)
+                    if logs and (topic, p) in logs:
+                        await self._rebase((topic, p), *logs[(topic, p)])
                     if p in marks:
                         self.watermarks[(topic, p)] = marks[p]
                     else:
@@ -173,6 +181,24 @@ class Sink:
                          self.name, topic, partitions, marks, len(window), window.newest_ms)
             self.assigned.update(tps)
             self.progress_at = time.monotonic()
+
+    async def _rebase(self, tp: Key, start: int, end: int) -> None:
+        """A log shorter than what we stored from it lost its records (a broker that restarted
+        empty: the embedded Tansu keeps topics in memory; a topic deleted and re-created). Its
+        offsets would sit at or below the stored watermark and be skipped as stored: instead
+        they are stored from the watermark on (stored offset = Kafka offset + base), recorded
+        before anything of the new log is stored."""
+        stored, base = self.stored[tp], self.bases[tp]
+        if stored < 0 or end + base > stored:
+            return
+        new_base = stored + 1 - start
+        await self._retry(self.store.record_log_base, tp[0], tp[1], new_base, start, end, stored)
+        self.bases[tp] = new_base
+        self.stats.log_resets += 1
+        log.warning("%s: Kafka's log for %s[%d] ends at offset %d, below the %d offsets stored from it: "
+                    "the broker lost its log (an embedded Tansu restarts empty). Its offsets are stored "
+                    "from %d on (offset + %d): nothing is skipped or counted twice",
+                    self.name, tp[0], tp[1], end, stored - base + 1, stored + 1, new_base)
 
     async def on_revoked(self, tps: Iterable[Key]) -> None:
         tps = [tp for tp in tps if tp[0] in self.streams_by_topic]
@@ -222,7 +248,10 @@ class Sink:
             stream = self.streams_by_topic[batch.topic]
             buffer = self.buffers.get(tp)
             floor = max(self.watermarks.get(tp, -1), buffer.last_offset if buffer else -1)
-            records = skip_stored(batch.records, floor if floor >= 0 else None)
+            base = self.bases.get(tp, 0)
+            # From here on offsets are the stored ones: Kafka's + the log's base (_rebase).
+            shifted = [r._replace(offset=r.offset + base) for r in batch.records] if base else batch.records
+            records = skip_stored(shifted, floor if floor >= 0 else None)
             self.stats.skipped_stored += len(batch.records) - len(records)
             if not records:
                 return
@@ -309,7 +338,7 @@ class Sink:
         if not self.settings.commit_offsets:
             return
         try:
-            await self._commit({tp: b.last_offset + 1 for tp, b in due.items()})
+            await self._commit({tp: b.last_offset + 1 - self.bases.get(tp, 0) for tp, b in due.items()})
         except Exception as exc:  # the watermarks keep us exact; a later commit catches up
             log.warning("offset commit for %s failed: %s", sorted(due), exc)
 

@@ -89,6 +89,7 @@ class _Consumer:
 class _Sink:
     def __init__(self, assigned: set[tuple[str, int]], stored: dict[tuple[str, int], int], progress_at: float):
         self.assigned, self.stored, self.progress_at = assigned, stored, progress_at
+        self.bases: dict[tuple[str, int], int] = {}
         self.failure: BaseException | None = None
         self.last_insert_at: float | None = progress_at
         self.store_down_since: float | None = None

@@ -86,7 +86,9 @@ def test_store_away_pauses_keeps_the_group_and_loses_nothing(
             assert sum(stored_counts(store, settings.topic_prefix).values()) == first  # nothing got in
 
             failing.down = False
-            assert await wait_rows(store, settings.topic_prefix, total) == total
+            got = await wait_rows(store, settings.topic_prefix, total)
+            assert got == total, (got, sink.failure, sink.paused, sink.store_down_since, sink.stats.as_dict(),
+                                  {tp: b.rows for tp, b in sink.buffers.items()})
             assert sink.store_down_since is None and not sink.paused
             assert app.consumer_generation_id == generation, "a rebalance happened during the outage"
             await asyncio.sleep(1.0)  # anything stored twice would show up by now

@@ -550,10 +550,14 @@ async def _partitions(bootstrap: str, topics: list[str]) -> list[Any]:
         await consumer.stop()
 
 
-def check_kafka(p: Partition, committed: int | None, log: tuple[int, int] | None) -> None:
-    """Kafka's offsets against the stored coordinates."""
+def check_kafka(p: Partition, committed: int | None, log: tuple[int, int] | None, base: int = 0) -> None:
+    """Kafka's offsets against the stored coordinates. ``base``: a log that lost its records
+    is stored from the old watermark on (stored offset = Kafka offset + base, migration 011)."""
     start, end = log if log is not None else (None, None)
-    p.kafka = {"log_start": start, "log_end": end, "committed": committed}
+    p.kafka = {"log_start": start, "log_end": end, "committed": committed, **({"base": base} if base else {})}
+    if log is not None and base:
+        start, end = log[0] + base, log[1] + base
+        committed = None if committed is None else committed + base
     if log is None:
         if p.stored is not None:
             p.differences.append("stored, but Kafka has no such partition")
@@ -578,6 +582,12 @@ def check_kafka(p: Partition, committed: int | None, log: tuple[int, int] | None
 
 
 # ------------------------------------------------------------------ the report
+
+
+def log_bases(store: Store, topics: list[str]) -> dict[tuple[str, int], int]:
+    return {(str(t), int(p)): int(b) for t, p, b in store.rows(
+        "SELECT topic, partition, max(base) FROM log_bases WHERE topic IN {t:Array(String)} GROUP BY topic, partition",
+        {"t": topics})}
 
 
 def deployment_topics(settings: Settings) -> list[str]:
@@ -616,9 +626,10 @@ async def reconcile(store: Store, settings: Settings, window: Window | None = No
         except KafkaUnavailable as exc:
             kafka_error = str(exc)
         else:
+            bases = await asyncio.to_thread(log_bases, store, topics)
             for tp in sorted(set(log) | set(partitions)):
                 p = partitions.setdefault(tp, Partition(*tp))
-                check_kafka(p, committed.get(tp), log.get(tp))
+                check_kafka(p, committed.get(tp), log.get(tp), bases.get(tp, 0))
     return report(scope, checks, list(partitions.values()), kafka_error, bootstrap,
                   time.monotonic() - started)
 
