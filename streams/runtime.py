@@ -43,6 +43,7 @@ class Runtime:
         self._bootstrap = bootstrap
         self.workers: list[tuple[StocktakeApp, Sink]] = []
         self.http_url: str | None = None
+        self.broker_failure: str | None = None
         # The API's bearer token: random per worker process, handed over in worker.json only.
         self.api_token = secrets.token_urlsafe(32)
 
@@ -64,6 +65,21 @@ class Runtime:
         rollups.prepare(self.store, raw_retention_s=s.raw_retention_s)
         self.open_topics()
         return self
+
+    def heal_broker(self) -> bool:
+        """The embedded broker died (killed, crashed): start it again on the same address and
+        create the topics. Called on the loop's thread (the broker dies with the thread that
+        started it). Its topics restart empty; the sink stores their offsets after the stored
+        ones (Sink._rebase). True if it had to."""
+        if self.broker is None or self.broker.alive():
+            return False
+        log.error("the embedded Kafka (Tansu) exited with code %s; restarting it on %s (its topics restart "
+                  "empty: new offsets are stored after the stored ones, nothing stored is lost)",
+                  self.broker.returncode, self.broker.bootstrap)
+        self.broker.stop()
+        self.broker.start()
+        self.open_topics()
+        return True
 
     def open_topics(self) -> None:
         """Create the settings' topics (the three streams and the dead-letter topic)."""

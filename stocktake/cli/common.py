@@ -143,8 +143,37 @@ def pass_settings(command: Callable[..., int]) -> Callable[..., int]:
     return run
 
 
+class RepeatsQuieted(logging.Filter):
+    """One line per kind of message per ``every_s``: a Kafka client that lost its broker logs
+    the same connection error every 100 ms (2,600 lines in 35 s, seen). The next line of a
+    kind says how many were left out."""
+
+    def __init__(self, every_s: float = 60.0):
+        super().__init__()
+        self.every_s = every_s
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import time
+        if record.levelno >= logging.CRITICAL or not record.name.startswith(("aiokafka", "faust", "mode")):
+            return True
+        kind = (record.name, re.sub(r"\d+", "N", str(record.msg)))
+        now = time.monotonic()
+        last, quieted = self._seen.get(kind, (-self.every_s, 0))
+        if now - last < self.every_s:
+            self._seen[kind] = (last, quieted + 1)
+            return False
+        if quieted:
+            record.msg = f"{record.msg} ({quieted} more like it in the last {now - last:.0f}s)"
+        self._seen[kind] = (now, 0)
+        return True
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RepeatsQuieted) for f in handler.filters):
+            handler.addFilter(RepeatsQuieted())
     if level.upper() != "DEBUG":
         # Faust/mode/aiokafka are chatty at INFO and warn about things we handle.
         for name in ("faust", "mode", "aiokafka", "stocktake.streams.app"):

@@ -72,10 +72,14 @@ async def _serve_async(runtime: Runtime, duration: float | None, events: list[An
         threading.Thread(target=_replay_thread, args=(runtime.bootstrap, events, opts,
                          replay_state), daemon=True).start()
     started = time.monotonic()
+    watchdog = asyncio.create_task(_keep_broker(runtime, stop))
     try:
         await progress.live(console, sink, replay_state, stop, duration, started)
     finally:
+        watchdog.cancel()
         await runtime.stop_all()
+    if runtime.broker_failure:
+        raise WorkerFailed(f"the embedded Kafka died and could not be restarted: {runtime.broker_failure}")
     if sink.failure is not None:
         raise WorkerFailed(f"the worker stopped: {sink.failure} (exit 1 so that a supervisor restarts it; "
                            "the next start resumes from what is stored, nothing is lost)")
@@ -83,6 +87,18 @@ async def _serve_async(runtime: Runtime, duration: float | None, events: list[An
         raise CliError(f"replay failed: {replay_state['error']}")
     console.print(progress.summary(sink, time.monotonic() - started))
     return 0
+
+
+async def _keep_broker(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Heal where we can: an embedded broker that died is started again (Runtime.heal_broker)."""
+    while not stop.is_set():
+        await asyncio.sleep(1.0)
+        if runtime.broker is not None and not runtime.broker.alive():
+            try:
+                runtime.heal_broker()
+            except Exception as exc:  # it would not start: stop, exit non-zero, one line
+                runtime.broker_failure = str(exc)
+                stop.set()
 
 
 def _replay_thread(bootstrap: str, events: list[Any], opts: dict[str, Any], state: dict[str, Any]) -> None:
