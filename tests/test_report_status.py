@@ -339,3 +339,26 @@ def test_report_and_status_after_a_run(tmp_path: Path) -> None:
     for stream in valid:
         assert f"<b>{stream}</b>" in dom.stdout
     assert dom.stdout.count("<svg") >= 7   # 3 timelines, 3 heatmaps, quality (+ dead letters)
+
+
+def test_status_shows_a_stalled_or_failed_worker_in_red() -> None:
+    doc = sample()["inventory"]
+    states = iter([{"status": "ok", "consumer_lag": 0, "assigned_partitions": 12, "last_insert_age_s": 1.0,
+                    "store_waiting_s": None},
+                   {"status": "stalled", "consumer_lag": 4200, "assigned_partitions": 12, "last_insert_age_s": 75.0,
+                    "store_waiting_s": 70.0}])
+    source = status.Source(load=lambda: doc, query=lambda _sql: {"rows": []}, live=lambda: True, prefix="s.",
+                           health=lambda: next(states))
+    tracker = status.Tracker()
+    tracker.refresh(source, now=1.0)
+    console = Console(width=120, record=True, color_system="truecolor")
+    console.print(tracker.render())
+    assert "worker ok · 12 partitions · 0 events waiting" in console.export_text(styles=False)
+    tracker.refresh(source, now=3.0)
+    console = Console(width=120, record=True, color_system="truecolor")
+    console.print(tracker.render())
+    text = console.export_text(styles=False)
+    assert "worker stalled · 12 partitions · 4,200 events waiting · last insert 75 s ago · ClickHouse away for 70 s" \
+        in text
+    line = status.worker_line(tracker.health)
+    assert line is not None and any("red" in str(span.style) for span in line.spans)

@@ -104,7 +104,8 @@ def status(invocation: Invocation, interval: float, once: bool) -> int:
     source = view.Source(load=lambda: worker_or_store.load_inventory(invocation),
                          query=lambda sql: worker_or_store.run_sql(invocation, sql),
                          live=lambda: running_worker(settings.data_dir) is not None,
-                         prefix=settings.topic_dot_prefix, busy=lambda: worker_or_store.store_locked(settings))
+                         prefix=settings.topic_dot_prefix, busy=lambda: worker_or_store.store_locked(settings),
+                         health=lambda: worker_or_store.worker_health(settings.data_dir))
     if once:
         view.once(source)
         return 0

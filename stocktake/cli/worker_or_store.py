@@ -45,6 +45,21 @@ def ask_worker(data_dir: Path, path: str, body: dict[str, Any] | None = None,
     return orjson.loads(response.data)
 
 
+def worker_health(data_dir: Path, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The running worker's GET /api/health (its 503 included: a failed worker says so); None
+    when no worker runs or it does not answer."""
+    info = running_worker(data_dir)
+    if info is None or not info.get("http"):
+        return None
+    import urllib3
+    try:
+        response = urllib3.request("GET", info["http"] + "/api/health", timeout=timeout, retries=False)
+        state = orjson.loads(response.data)
+    except (urllib3.exceptions.HTTPError, orjson.JSONDecodeError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
 def _reason(exc: Exception) -> str:
     """urllib3 wraps the socket error in the connection's repr; the errno says it all."""
     text = str(exc)

@@ -62,6 +62,7 @@ class Source:
     live: Callable[[], bool]
     prefix: str
     busy: Callable[[], bool] = lambda: False   # the store is held by another process (a worker starting)
+    health: Callable[[], dict[str, Any] | None] = lambda: None   # the worker's GET /api/health
 
     def stored_rates(self) -> dict[str, float]:
         """Events/min per asset over the last 5 minutes of ingest (at least 1 minute counted)."""
@@ -86,10 +87,12 @@ class Tracker:
     live: bool = False
     error: str | None = None
     taken_at: float = 0.0
+    health: dict[str, Any] | None = None
 
     def refresh(self, source: Source, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         live = source.live()
+        self.health = source.health() if live else None
         if not live and self.doc is not None and not self.live:
             return  # the stored state has not changed; do not hold the store open in a loop
         if not live and source.busy():
@@ -142,6 +145,9 @@ class Tracker:
                                (f"events up to {as_of} UTC (event time)", "dim"))
         parts: list[RenderableType] = [header, self._assets_table(doc), self._issues(doc),
                                        Text.assemble(("entities ", "bold"), entity_line(doc))]
+        worker = worker_line(self.health)
+        if worker is not None:
+            parts.append(worker)
         if self.error:
             parts.append(Text(self.error, style="red"))
         return Group(*parts)
@@ -177,6 +183,24 @@ class Tracker:
         if not grid.rows:
             grid.add_row("", "", "no quality losses, drift, orphans or amount mismatches")
         return Panel(grid, title="top issues", title_align="left", box=box.ROUNDED)
+
+
+def worker_line(health: dict[str, Any] | None) -> Text | None:
+    """The worker's own state, red when it stores nothing: stalled (events wait on its
+    partitions, nothing stored for a while) or failed (it exits for a supervisor to restart)."""
+    if not health:
+        return None
+    state = health.get("status", "?")
+    lag = health.get("consumer_lag") or 0
+    age = health.get("last_insert_age_s")
+    waiting = health.get("store_waiting_s")
+    detail = [f"{health.get('assigned_partitions', 0)} partitions", f"{lag:,} events waiting"]
+    if age is not None:
+        detail.append(f"last insert {age:,.0f} s ago")
+    if waiting is not None:
+        detail.append(f"ClickHouse away for {waiting:,.0f} s")
+    style = "bold red" if state in ("stalled", "failed") else "yellow" if state == "starting" else "green"
+    return Text.assemble(("worker ", "bold"), (state, style), " · " + " · ".join(detail))
 
 
 def _console() -> Console:
