@@ -114,3 +114,41 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_whose_embedded_broker_died_restarts_it_and_goes_on(
+        store: Store, make_settings: Callable[..., Settings]) -> None:
+    """Tansu killed under a running worker: heal_broker starts it again on the same address and
+    the worker stores what is produced to the new, empty log after what it stored."""
+    settings = make_settings()
+    events = sources.load_events("rees46")[:2000]
+    messages = retopic(list(replay.to_messages(events, seed=4)), settings.topic_prefix)
+    half = len(messages) // 2
+    first = sum(max(m.events, 1) for m in messages[:half])
+    total = sum(max(m.events, 1) for m in messages)
+
+    async def scenario() -> dict[str, Any]:
+        runtime = Runtime(settings, store=store).open()   # embedded: the runtime starts Tansu
+        assert runtime.broker is not None
+        _app, sink = await runtime.start_worker()
+        try:
+            await wait_until_assigned([sink], settings.partitions)
+            await asyncio.to_thread(replay.produce, runtime.bootstrap, messages[:half])
+            assert await wait_rows(store, settings.topic_prefix, first) == first
+            runtime.broker._proc.kill()  # type: ignore[union-attr]
+            runtime.broker._proc.wait(5)  # type: ignore[union-attr]
+            assert runtime.heal_broker() and runtime.broker.alive()
+            await asyncio.sleep(3)  # the group finds the new coordinator and is assigned again
+            await asyncio.to_thread(replay.produce, runtime.bootstrap, messages[half:])
+            got = await wait_rows(store, settings.topic_prefix, total)
+            assert got == total, (got, total, sink.stats.as_dict())
+            return sink.stats.as_dict()
+        finally:
+            await runtime.stop_all()
+            runtime.close()
+
+    stats = asyncio.run(scenario())
+    assert stats["log_resets"] > 0
+    assert stored_counts(store, settings.topic_prefix) == expected_counts(messages)
+    rows, distinct = coordinates_unique(store, settings.topic_prefix)
+    assert rows == distinct == total
