@@ -8,9 +8,10 @@ Pure logic (no Faust/Kafka/ClickHouse); the worker's hot path. Measured on this 
 
 from __future__ import annotations
 
-import json
+import itertools
 import math
 import re
+import reprlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,6 +62,19 @@ STREAM_SPECS: dict[str, Stream] = {s.name: s for s in (
 )}
 STREAMS = tuple(STREAM_SPECS)
 
+# Bounds on what one hostile event can make us keep. Ids and `source` are stored in their own
+# columns, remembered by the dedupe window and name assets: longer ones are rejected
+# (invalid_value:<name>). A ts string longer than MAX_TS_CHARS is never a timestamp (the
+# longest ISO form we read is ~35 characters) and is neither parsed nor cached.
+MAX_ID_CHARS = 256
+MAX_SOURCE_CHARS = 256
+MAX_TS_CHARS = 64
+# Ids sent as JSON numbers must be exact: orjson reads integers beyond 64 bits as floats, and
+# a float above 2**53 is not the number that was written (2**64 + 1 reads as 2**64).
+MAX_EXACT_FLOAT_ID = 2**53
+# Integer fields (quantity, stock): counts, at most a signed 64-bit integer.
+MAX_INT_FIELD = 2**63 - 1
+
 
 class Rejected(NamedTuple):
     reason: str  # stable machine code (public contract), e.g. "missing_field:user_id"
@@ -86,8 +100,9 @@ class Item(NamedTuple):
 
 def item_bytes(item: Item) -> bytes:
     """The item's bytes. Array elements are written back out only when asked
-    (dead letters): doing it for every event halved envelope throughput."""
-    return item.raw if item.raw is not None else _dump(item.obj)
+    (dead letters): doing it for every event halved envelope throughput; such an element's
+    bytes are then its compact JSON, not a byte-exact slice of the message."""
+    return item.raw if item.raw is not None else dump_json(item.obj)
 
 
 # ---------------------------------------------------------------- decoding
@@ -99,14 +114,59 @@ _loads = orjson.loads
 _JSONError = orjson.JSONDecodeError
 
 
-def _dump(x: Any) -> bytes:
+def dump_json(x: Any) -> bytes:
+    """Compact JSON of a decoded value (or a normalized event); never raises. orjson's dump
+    depth limit (254) is below its load limit (1024), so what it loaded may be too deep for it
+    to write: that (and anything else orjson refuses) goes through an explicit-stack writer,
+    with no recursion at all. The result is exact-size: orjson's own bytes keep a buffer of
+    4 KiB or more however short the JSON (orjson 3.12+), and these are kept (dead letters)."""
     try:
-        return orjson.dumps(x)
-    except TypeError:  # orjson's dump depth limit (254) is below its load limit (1024)
-        try:
-            return json.dumps(x, ensure_ascii=False, separators=(",", ":")).encode()
-        except (RecursionError, ValueError):
-            return b""
+        return bytes(memoryview(orjson.dumps(x)))
+    except TypeError:
+        return _dump_deep(x)
+
+
+_OPEN: dict[type, tuple[bytes, bytes]] = {dict: (b"{", b"}"), list: (b"[", b"]"), tuple: (b"[", b"]")}
+
+
+def _dump_deep(x: Any) -> bytes:
+    out = bytearray()
+    stack: list[Any] = [x]  # values still to write; bytes on it are literal output
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is bytes:
+            out += v
+        elif t in _OPEN:
+            opening, closing = _OPEN[t]
+            out += opening
+            stack.append(closing)
+            todo: list[Any] = []
+            if t is dict:
+                for i, (k, val) in enumerate(v.items()):
+                    todo += ((b"," if i else b"") + _scalar(k if type(k) is str else str(k)) + b":", val)
+            else:
+                for i, val in enumerate(v):
+                    if i:
+                        todo.append(b",")
+                    todo.append(val)
+            stack.extend(reversed(todo))
+        else:
+            out += _scalar(v)
+    return bytes(out)
+
+
+def _scalar(v: Any) -> bytes:
+    try:
+        return orjson.dumps(v)
+    except TypeError:  # never from orjson-loaded data: ints beyond 64 bits, lone surrogates, ...
+        if type(v) is int:
+            try:
+                return str(v).encode()
+            except ValueError:  # more digits than str() writes
+                return b"null"
+        text = v if type(v) is str else _show(v)
+        return orjson.dumps(text.encode("utf-8", "replace").decode())
 
 
 def _parse_one(raw: bytes) -> Item:
@@ -123,8 +183,8 @@ def decode_message(value: bytes | None) -> list[Item]:
         return [Item(None, b"", _EMPTY)]
     try:
         obj = _loads(value)  # fast path: the whole value is one JSON document
-    except _JSONError:
-        if not value.strip():
+    except _JSONError:  # too deep (> 1024 levels) included: orjson refuses it without recursing
+        if value.isspace():  # no copy of a large value
             return [Item(None, value, _EMPTY)]
         if b"\n" not in value:
             return [_parse_one(value)]  # garbage: parse again for the error text (rare)
@@ -200,6 +260,8 @@ def _ts(v: Any) -> tuple[int, str] | None:
     if type(v) is str:
         r = _TS_CACHE.get(v)
         if r is None:
+            if len(v) > MAX_TS_CHARS:  # never a timestamp; not cached (the cache bounds entries)
+                return None
             ms = _str_ms(v)
             r = _BAD_TS if ms is None else (ms, _iso(ms))
             if len(_TS_CACHE) >= _CACHE_MAX:
@@ -224,23 +286,60 @@ class _Bad(Exception):
         self.rejected = Rejected(reason, detail)
 
 
+class _ShortRepr(reprlib.Repr):
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother, self.maxlong = 3, 50, 50, 50
+        self.maxlist = self.maxtuple = self.maxdict = 4
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        # reprlib sorts the keys first: O(n log n) on a hostile dict; insertion order is free.
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        shown = [f"{self.repr1(k, level - 1)}: {self.repr1(x[k], level - 1)}"
+                 for k in itertools.islice(x, self.maxdict)]
+        return "{" + ", ".join(shown) + (", ..." if len(x) > self.maxdict else "") + "}"
+
+
+_REPR = _ShortRepr()
+
+
 def _show(v: Any) -> str:
-    return repr(v)[:60]
+    """A short text of a value for a rejection's detail: bounded in size and depth, so a huge
+    or deeply nested value costs nothing (repr() would recurse through all of it)."""
+    try:
+        return _REPR.repr(v)[:60]
+    except (ValueError, RecursionError):  # an int with more digits than repr() writes
+        return f"<{type(v).__name__}>"
 
 
 def _missing(name: str) -> _Bad:
     return _Bad(f"missing_field:{name}", f"field {name!r} is missing or empty")
 
 
+_MAX_ID_INT = 10**MAX_ID_CHARS - 1  # larger ints have more digits than an id may
+
+
 def _as_id(v: Any, name: str) -> str:
     t = type(v)
     if t is str:
-        return v.strip()
-    if t is int:
-        return str(v)
-    if t is float and v.is_integer():  # 12.0 -> "12"; bool is excluded by `type is`
+        s = v.strip()
+    elif t is int:
+        if not -_MAX_ID_INT <= v <= _MAX_ID_INT:  # str() would be too long (or refuse)
+            raise _Bad(f"invalid_value:{name}", f"field {name!r}: longer than {MAX_ID_CHARS} characters")
+        s = str(v)
+    elif t is float and v.is_integer():  # 12.0 -> "12"; bool is excluded by `type is`
+        if not -MAX_EXACT_FLOAT_ID <= v <= MAX_EXACT_FLOAT_ID:
+            raise _Bad(f"invalid_value:{name}", f"field {name!r}: {_show(v)} is too large to be an exact "
+                                                "id as a JSON number (send it as a string)")
         return str(int(v))
-    raise _Bad(f"invalid_type:{name}", f"field {name!r}: {_show(v)} is not an id")
+    else:
+        raise _Bad(f"invalid_type:{name}", f"field {name!r}: {_show(v)} is not an id")
+    if len(s) > MAX_ID_CHARS:
+        raise _Bad(f"invalid_value:{name}", f"field {name!r}: longer than {MAX_ID_CHARS} characters")
+    return s
 
 
 def _req_id(v: Any, name: str) -> str:
@@ -317,6 +416,8 @@ def _number(o: dict[str, Any], name: str, integer: bool, strict: bool, required:
             x = None
     except (ValueError, OverflowError):  # > 4300 digits, or an int too big for a float
         x = None
+    if integer and x is not None and x > MAX_INT_FIELD:  # beyond 64 bits: no count is that large
+        x = None
     if x is None or not (x > 0 if strict else x >= 0):
         raise _Bad(f"invalid_value:{name}", f"field {name!r}: {_show(v)} is not a valid {name}")
     return x
@@ -341,10 +442,18 @@ def _event_type(v: Any) -> str:
     et = _req_str(v, "event_type").lower()
     if not _ET_RE.fullmatch(et):
         raise _Bad("invalid_value:event_type", f"field 'event_type': {_show(v)} is not valid")
-    if len(_ET_CACHE) >= 10_000:  # open vocabulary: bound it against garbage
-        _ET_CACHE.clear()
-    _ET_CACHE[v] = et
+    if len(v) <= 64:  # a long padded value is judged, not kept
+        if len(_ET_CACHE) >= 10_000:  # open vocabulary: bound it against garbage
+            _ET_CACHE.clear()
+        _ET_CACHE[v] = et
     return et
+
+
+def _source(v: Any) -> str:
+    s = _req_str(v, "source")
+    if len(s) > MAX_SOURCE_CHARS:
+        raise _Bad("invalid_value:source", f"field 'source': longer than {MAX_SOURCE_CHARS} characters")
+    return s
 
 
 def _behaviour(o: dict[str, Any]) -> Event:
@@ -356,7 +465,7 @@ def _behaviour(o: dict[str, Any]) -> Event:
     _opt_id(o, f, "session_id")
     _opt_str(o, "query")
     ms, f["ts"] = _req_ts(o.get("ts"))
-    src = f["source"] = _req_str(o.get("source"), "source")
+    src = f["source"] = _source(o.get("source"))
     if kind in _NEEDS_PRODUCT:
         if not pid:
             raise _missing("product_id")
@@ -371,7 +480,7 @@ def _product(o: dict[str, Any]) -> Event:
     pid = f["product_id"] = _req_id(o.get("product_id"), "product_id")
     op = f["op"] = _enum(o.get("op"), "op", _OPS)
     ms, f["ts"] = _req_ts(o.get("ts"))
-    src = f["source"] = _req_str(o.get("source"), "source")
+    src = f["source"] = _source(o.get("source"))
     if op == "upsert":  # a delete carries no attributes worth judging
         for name in ("title", "category", "brand", "currency"):
             _opt_str(o, name)
@@ -393,7 +502,7 @@ def _transaction(o: dict[str, Any]) -> Event:
     _opt_str(o, "currency")
     status = f["status"] = _enum(o.get("status"), "status", _STATUSES)
     ms, f["ts"] = _req_ts(o.get("ts"))
-    src = f["source"] = _req_str(o.get("source"), "source")
+    src = f["source"] = _source(o.get("source"))
     return Event(eid, status, src, uid, pid, oid, ms, f)
 
 

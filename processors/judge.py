@@ -4,10 +4,23 @@ Pure: no Kafka, no ClickHouse. The worker hands in raw records and gets back
 columns for one insert (every event, with its coordinates and verdict) and
 the dead letters to publish. Rows are columnar lists so the sink can build an
 Arrow table without another pass.
+
+Hostile input is bounded here (issue #12): a dead letter's value is the failing
+event's bytes up to ``deadletter_max_bytes`` (the producer refuses requests over
+~1 MB, and one refused dead letter used to stop the worker); a longer one carries
+the first bytes and the headers ``stocktake.truncated: 1``,
+``stocktake.original_bytes`` and ``stocktake.sha256`` (of the whole event), beside
+the coordinates that locate the original in its topic. Its key (the record's key)
+is cut to KEY_MAX_BYTES the same way (``stocktake.key_truncated``,
+``stocktake.key_bytes``, ``stocktake.key_sha256``). An invalid row's payload is cut
+to ``payload_max_bytes`` (smaller: see PAYLOAD_MAX_BYTES), and the text columns an
+invalid event fills as it came to TEXT_MAX_CHARS. Record headers are not read
+(the transport does not pass them): junk there cannot reach a verdict.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -18,11 +31,25 @@ from stocktake.processors.contract import (
     Event,
     Rejected,
     decode_message,
+    dump_json,
     item_bytes,
     normalize,
     parse_ts_ms,
 )
 from stocktake.processors.dedupe import DedupeWindow
+
+# The default of settings.deadletter_max_bytes (STOCKTAKE_DEADLETTER_MAX_BYTES): well under
+# the producer's request limit (aiokafka/Faust max_request_size, 1,000,000 bytes) with room
+# for the key and headers.
+DEADLETTER_MAX_BYTES = 512 * 1024
+# An invalid row's payload is for finding out what was wrong (drill-downs, `stocktake
+# query`); its first 64 KiB show that, and the dead letter keeps the longer copy. Rows are
+# buffered until a flush (up to batch_rows of them) and every insert carries them, so the
+# stored copy is kept smaller than the one that leaves at once for the dead-letter topic.
+PAYLOAD_MAX_BYTES = 64 * 1024
+KEY_MAX_BYTES = 1024        # a dead letter's key; a key is an id, not a payload
+DETAIL_MAX_BYTES = 1000     # the stocktake.detail header
+TEXT_MAX_CHARS = 256        # event_id / kind / source of an invalid event, as it came
 
 COLUMNS = (
     "stream", "topic", "partition", "offset", "idx", "status", "reason", "event_id", "kind",
@@ -39,8 +66,8 @@ class Record(NamedTuple):
 
 
 class DeadLetter(NamedTuple):
-    key: bytes | None
-    value: bytes          # the original bytes of the failing event
+    key: bytes | None     # the record's key (its first KEY_MAX_BYTES)
+    value: bytes          # the original bytes of the failing event (its first deadletter_max_bytes)
     headers: list[tuple[str, bytes]]
 
 
@@ -50,11 +77,26 @@ class Judged(NamedTuple):
     valid: list[Event]
     counts: dict[str, int]     # valid / duplicate / invalid
     last_offset: int           # highest offset in the batch (-1 if empty)
+    truncated: int = 0         # dead letters whose value was cut to deadletter_max_bytes
 
 
 def _text(obj: Any, name: str) -> str:
     value = obj.get(name) if isinstance(obj, dict) else None
-    return value if isinstance(value, str) else ""
+    return value[:TEXT_MAX_CHARS] if isinstance(value, str) else ""
+
+
+_VALUE_CUT = ("stocktake.truncated", "stocktake.original_bytes", "stocktake.sha256")
+_KEY_CUT = ("stocktake.key_truncated", "stocktake.key_bytes", "stocktake.key_sha256")
+
+
+def _cut(data: bytes, limit: int, names: tuple[str, str, str]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """``data`` up to ``limit`` bytes; when cut, headers naming the whole: its size and sha256."""
+    if len(data) <= limit:
+        return data, []
+    flag, size, digest = names
+    return data[:limit], [
+        (flag, b"1"), (size, str(len(data)).encode()), (digest, hashlib.sha256(data).hexdigest().encode()),
+    ]
 
 
 def judge_batch(
@@ -64,6 +106,9 @@ def judge_batch(
     records: Iterable[Record],
     dedupe: DedupeWindow,
     ingest_ms: int,
+    *,
+    deadletter_max_bytes: int = DEADLETTER_MAX_BYTES,
+    payload_max_bytes: int = PAYLOAD_MAX_BYTES,
 ) -> Judged:
     cols: dict[str, list[Any]] = {name: [] for name in COLUMNS}
     (c_offset, c_idx, c_status, c_reason, c_event_id, c_kind, c_source, c_user,
@@ -76,10 +121,15 @@ def judge_batch(
     valid: list[Event] = []
     counts = {"valid": 0, "duplicate": 0, "invalid": 0}
     last_offset = -1
+    truncated = 0
     dumps = orjson.dumps
     kind_key = STREAM_SPECS[stream].sub_asset_key  # a rejected event's kind, read as it came
+    coordinates = [("stocktake.topic", topic.encode()), ("stocktake.partition", str(partition).encode())]
     for record in records:
         last_offset = record.offset
+        where: list[tuple[str, bytes]] = []  # made at the record's first dead letter, then shared
+        key_cut: list[tuple[str, bytes]] = []
+        key = record.key
         for idx, item in enumerate(decode_message(record.value)):
             verdict: Event | Rejected = (
                 item.error if item.error is not None else normalize(stream, item.obj)
@@ -99,10 +149,19 @@ def judge_batch(
                 c_order.append("")
                 c_ts.append(ts if ts is not None else ingest_ms)
                 raw = item_bytes(item)
-                c_payload.append(raw)
+                c_payload.append(raw[:payload_max_bytes])
                 counts["invalid"] += 1
-                dead.append(DeadLetter(record.key, raw, _dl_headers(
-                    verdict, topic, partition, record.offset, idx)))
+                if not where:
+                    where = [*coordinates, ("stocktake.offset", str(record.offset).encode())]
+                    if key is not None:
+                        key, key_cut = _cut(key, KEY_MAX_BYTES, _KEY_CUT)
+                value, cut = _cut(raw, deadletter_max_bytes, _VALUE_CUT)
+                truncated += bool(cut)
+                dead.append(DeadLetter(key, value, [
+                    ("stocktake.reason", verdict.reason.encode()),
+                    ("stocktake.detail", _detail(verdict.detail)),
+                    *where, ("stocktake.index", str(idx).encode()), *cut, *key_cut,
+                ]))
                 continue
             event = verdict
             if dedupe.is_duplicate(event.event_id, event.ts_ms, partition):
@@ -121,27 +180,26 @@ def judge_batch(
             c_product.append(event.product_id)
             c_order.append(event.order_id)
             c_ts.append(event.ts_ms)
-            c_payload.append(dumps(event.fields))
+            try:
+                # orjson's bytes keep their whole buffer (4 KiB for a 150-byte event): a copy of
+                # the exact size is what waits in the sink's buffer until the flush.
+                payload = bytes(memoryview(dumps(event.fields)))
+            except TypeError:  # nested deeper than orjson writes (254), though it read it
+                payload = dump_json(event.fields)
+            c_payload.append(payload)
     n = len(c_offset)
     cols["stream"] = [stream] * n
     cols["topic"] = [topic] * n
     cols["partition"] = [partition] * n
     cols["ingest_ts"] = [ingest_ms] * n
     dedupe.expire()
-    return Judged(cols, dead, valid, counts, last_offset)
+    return Judged(cols, dead, valid, counts, last_offset, truncated)
 
 
-def _dl_headers(
-    rejected: Rejected, topic: str, partition: int, offset: int, idx: int
-) -> list[tuple[str, bytes]]:
-    return [
-        ("stocktake.reason", rejected.reason.encode()),
-        ("stocktake.detail", rejected.detail.encode("utf-8", "replace")[:1000]),
-        ("stocktake.topic", topic.encode()),
-        ("stocktake.partition", str(partition).encode()),
-        ("stocktake.offset", str(offset).encode()),
-        ("stocktake.index", str(idx).encode()),
-    ]
+def _detail(text: str) -> bytes:
+    """UTF-8, at most DETAIL_MAX_BYTES, cut between characters (never inside one)."""
+    data = text.encode("utf-8", "replace")
+    return data if len(data) <= DETAIL_MAX_BYTES else data[:DETAIL_MAX_BYTES].decode("utf-8", "ignore").encode()
 
 
 def skip_stored(records: Sequence[Record], watermark: int | None) -> Sequence[Record]:
@@ -149,3 +207,38 @@ def skip_stored(records: Sequence[Record], watermark: int | None) -> Sequence[Re
     if watermark is None or not records or records[0].offset > watermark:
         return records
     return [r for r in records if r.offset > watermark]
+
+
+def judge_each(
+    stream: str, topic: str, partition: int, records: Sequence[Record], dedupe: DedupeWindow, ingest_ms: int,
+    *, deadletter_max_bytes: int = DEADLETTER_MAX_BYTES,
+) -> Judged:
+    """``judge_batch`` record by record, for a batch it raised on (a bug, not the data's fault):
+    a record that still raises becomes one ``internal_error`` row and dead letter with its bytes,
+    so that no single event can stop the worker. Its events may have touched the dedupe window
+    before the error."""
+    parts = []
+    for record in records:
+        try:
+            parts.append(judge_batch(stream, topic, partition, [record], dedupe, ingest_ms,
+                                     deadletter_max_bytes=deadletter_max_bytes))
+        except Exception as exc:
+            parts.append(_unjudgeable(stream, topic, partition, record, exc, dedupe, ingest_ms, deadletter_max_bytes))
+    columns: dict[str, list[Any]] = {name: [v for part in parts for v in part.columns[name]] for name in COLUMNS}
+    return Judged(columns, [d for p in parts for d in p.dead_letters], [e for p in parts for e in p.valid],
+                  {k: sum(p.counts[k] for p in parts) for k in ("valid", "duplicate", "invalid")},
+                  max((p.last_offset for p in parts), default=-1), sum(p.truncated for p in parts))
+
+
+def _unjudgeable(stream: str, topic: str, partition: int, record: Record, exc: Exception, dedupe: DedupeWindow,
+                 ingest_ms: int, deadletter_max_bytes: int) -> Judged:
+    # The shape of a rejected record (an empty one's), with this record's reason and bytes.
+    empty = judge_batch(stream, topic, partition, [Record(record.offset, None, b"")], dedupe, ingest_ms)
+    reason = "internal_error"
+    value, cut = _cut(record.value or b"", deadletter_max_bytes, _VALUE_CUT)
+    key, key_cut = _cut(record.key, KEY_MAX_BYTES, _KEY_CUT) if record.key is not None else (None, [])
+    headers = [(name, reason.encode() if name == "stocktake.reason" else
+                _detail(f"{type(exc).__name__}: {exc}") if name == "stocktake.detail" else v)
+               for name, v in empty.dead_letters[0].headers] + cut + key_cut
+    columns = {**empty.columns, "reason": [reason], "payload": [value[:PAYLOAD_MAX_BYTES]]}
+    return Judged(columns, [DeadLetter(key, value, headers)], [], empty.counts, record.offset, 1 if cut else 0)

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     clickhouse: str = ""
     data_dir: Path = DEFAULT_DATA_DIR
     topic_prefix: str = "stocktake"
+    # Dead letters (PREFIX.deadletter) carry at most this many bytes of the failing event; a
+    # longer one is cut and names the whole (stocktake.truncated/original_bytes/sha256 headers).
+    # The producer refuses requests over 1,000,000 bytes: the bound leaves room for key/headers.
+    deadletter_max_bytes: int = Field(default=512 * 1024, ge=1024, le=960_000)
     partitions: int = Field(default=4, ge=1)
     group_id: str = "stocktake"
     # Sink batching: one insert per partition when either bound is reached.

@@ -29,7 +29,7 @@ from stocktake.clickhouse.rows import ingest_log_table
 from stocktake.clickhouse.store import Store, StoreError
 from stocktake.processors.contract import Event
 from stocktake.processors.dedupe import DedupeWindow
-from stocktake.processors.judge import COLUMNS, DeadLetter, Judged, judge_batch, skip_stored
+from stocktake.processors.judge import COLUMNS, DeadLetter, Judged, judge_batch, judge_each, skip_stored
 from stocktake.settings import Settings
 from stocktake.streams.transport import FetchBatch
 
@@ -81,6 +81,7 @@ class SinkStats:
     insert_seconds: float = 0.0
     dropped_stale: int = 0
     log_resets: int = 0
+    dead_letters_truncated: int = 0
     per_stream: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def count(self, stream: str, statuses: list[str]) -> None:
@@ -255,10 +256,15 @@ class Sink:
             self.stats.skipped_stored += len(batch.records) - len(records)
             if not records:
                 return
-            judged = judge_batch(
-                stream, batch.topic, batch.partition, records, self.dedupe[stream],
-                int(time.time() * 1000),
-            )
+            args = (stream, batch.topic, batch.partition, records, self.dedupe[stream], int(time.time() * 1000))
+            limit = self.settings.deadletter_max_bytes
+            try:
+                judged = judge_batch(*args, deadletter_max_bytes=limit)
+            except Exception as exc:  # a bug, not the data's fault: no one event may stop the worker
+                log.error("%s: judging %s offsets %d..%d raised %s: %s; judging them one by one", self.name, tp,
+                          records[0].offset, records[-1].offset, type(exc).__name__, exc)
+                judged = judge_each(*args, deadletter_max_bytes=limit)
+            self.stats.dead_letters_truncated += judged.truncated
             for hook in self.valid_hooks:
                 hook(stream, judged.valid)
             if buffer is None:

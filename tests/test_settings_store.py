@@ -177,7 +177,8 @@ def test_every_documented_variable_is_read() -> None:
         "ALERT_WEBHOOK", "SCORING", "DEVICE", "MODELS_DIR", "SCORE_INTERVAL", "HTTP_HOST", "HTTP_PORT",
         "LOG_LEVEL", "CONNECT_TIMEOUT", "COMMIT_OFFSETS", "RAW_RETENTION", "QUERY_TIMEOUT", "QUERY_MAX_ROWS",
         "QUERY_MAX_BYTES", "STALL_AFTER", "ALERT_WEBHOOK_SECRET", "ALERT_WEBHOOK_TIMEOUT",
-        "ALERT_PAGE_MAX_ATTEMPTS", "ALERT_PAGE_MAX_AGE", "ALERT_OUTBOX_MAX_PENDING")}
+        "ALERT_PAGE_MAX_ATTEMPTS", "ALERT_PAGE_MAX_AGE", "ALERT_OUTBOX_MAX_PENDING",
+        "DEADLETTER_MAX_BYTES")}
     s = Settings.from_env({"STOCKTAKE_FIELD_VANISH_AFTER": "60", "STOCKTAKE_SCORE_INTERVAL": "2",
                            "STOCKTAKE_MINUTE_CLOSE_DELAY": "5", "STOCKTAKE_CONNECT_TIMEOUT": "0"})
     assert (s.field_vanish_after_s, s.score_interval_s, s.minute_close_delay_s, s.connect_timeout_s) == (
