@@ -64,7 +64,7 @@ WRITER_GRANTS = {(p, f"{DATABASE}.*") for p in (
     "ALTER ADD INDEX", "ALTER MATERIALIZE INDEX",         # 006
     "ALTER ADD COLUMN", "ALTER MATERIALIZE COLUMN",       # 007
     "ALTER TTL",                                          # STOCKTAKE_RAW_RETENTION: MODIFY/REMOVE TTL
-    "ALTER MODIFY SETTING",                               # 010: the insert-deduplication window
+    "ALTER SETTINGS",                                     # 010 (MODIFY SETTING): the insert-deduplication window
 )}
 READER_GRANTS = {("SELECT", f"{DATABASE}.*")}
 
@@ -408,7 +408,7 @@ def test_writer_runs_every_migration_and_the_worker_store_calls(declared: dict[s
     # the grants chDB resolved from the file: exactly the declared ones
     assert writer["grants"] == [
         "GRANT SELECT, INSERT, ALTER ADD COLUMN, ALTER MATERIALIZE COLUMN, ALTER ADD INDEX, ALTER MATERIALIZE INDEX, "
-        "ALTER TTL, ALTER MODIFY SETTING, CREATE TABLE, CREATE VIEW, DROP VIEW, TRUNCATE ON stocktake.* TO default"]
+        "ALTER TTL, ALTER SETTINGS, CREATE TABLE, CREATE VIEW, DROP VIEW, TRUNCATE ON stocktake.* TO default"]
     reader = declared["reader"]
     assert reader["rows"]["ingest_log"] > 3000
     assert all(n > 0 for t, n in reader["rows"].items() if t != "ingest_log"), reader["rows"]

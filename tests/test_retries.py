@@ -60,8 +60,8 @@ def test_sink_waits_for_the_store_to_come_back(caplog: pytest.LogCaptureFixture)
         assert asyncio.run(sink._retry(flaky, 21)) == 42
     assert calls == [21, 21, 21]
     assert [r.getMessage() for r in caplog.records if r.name == "stocktake.sink"] == [
-        "ClickHouse unavailable (Connection refused); retrying in 0.5s",
-        "ClickHouse unavailable (Connection refused); retrying in 1.0s"]
+        "ClickHouse unavailable (Connection refused): 0 partitions paused; retrying in 0.5s",
+        "ClickHouse unavailable (Connection refused): 0 partitions paused; retrying in 1.0s"]
 
 
 def test_sink_does_not_retry_other_failures() -> None:
