@@ -123,8 +123,8 @@ def create_app(
         app.agent(channel, name=f"stocktake.ingest.{stream}")(ingest)
 
     async def _assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
-        ours = [tp for tp in assigned if tp.topic in topics]
-        await sink.on_assigned([(tp.topic, tp.partition) for tp in ours], await _log_bounds(app, ours))
+        await sink.on_assigned([(tp.topic, tp.partition) for tp in assigned],
+                               lambda keys: _log_bounds(app, [TP(t, p) for t, p in keys]))
 
     async def _revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         await sink.on_revoked((tp.topic, tp.partition) for tp in revoked)

@@ -42,6 +42,7 @@ class SinkFailed(RuntimeError):
 Key = tuple[str, int]  # (topic, partition)
 PublishFn = Callable[[list[DeadLetter]], Awaitable[None]]
 PartitionsFn = Callable[[set[tuple[str, int]]], None]
+LogBoundsFn = Callable[[list[tuple[str, int]]], Awaitable[Mapping[tuple[str, int], tuple[int, int]] | None]]
 CommitFn = Callable[[dict[Key, int]], Awaitable[bool]]
 ValidHook = Callable[[str, list[Event]], None]
 
@@ -145,12 +146,16 @@ class Sink:
 
     # -- rebalance ------------------------------------------------------------------
 
-    async def on_assigned(self, tps: Iterable[Key], logs: Mapping[Key, tuple[int, int]] | None = None) -> None:
+    async def on_assigned(self, tps: Iterable[Key], log_bounds: LogBoundsFn | None = None) -> None:
         """Read watermarks and rebuild dedupe state from ClickHouse for our partitions.
-        ``logs``: Kafka's (log start, log end) per partition, to see a log that lost what we
-        stored from it (_rebase)."""
+        ``log_bounds``: asks Kafka the (log start, log end) per partition, to see a log that lost
+        what we stored from it (_rebase)."""
         tps = [tp for tp in tps if tp[0] in self.streams_by_topic]
+        # The lock first, before any await: a batch of a newly assigned partition fetched
+        # meanwhile must wait for this, not be dropped as "not ours" (its records would be lost:
+        # the consumer's position has moved past them).
         async with self._lock:
+            logs = await log_bounds(tps) if log_bounds is not None and tps else None
             by_stream: dict[str, list[int]] = {}
             for topic, partition in tps:
                 by_stream.setdefault(self.streams_by_topic[topic], []).append(partition)
