@@ -12,10 +12,11 @@ Other topics keep Faust's per-message path.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NamedTuple
 
 from aiokafka.errors import IllegalStateError
+from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
@@ -47,6 +48,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                 # here it crashed the Fetcher and the worker stopped consuming for good; the
                 # next pass seeks the new assignment, and the sink skips what is stored.
                 log.info("seek skipped: the assignment changed during a rebalance")
+            await self._rewind_uncommitted(records)
             return
         batch_topics = self.batch_topics
         for tp, tp_records in records.items():
@@ -61,6 +63,19 @@ class BatchingConsumer(faust_aiokafka.Consumer):
             else:
                 for record in tp_records:
                     yield tp, self._to_message(tp, record)
+
+    async def _rewind_uncommitted(self, records: Mapping[TP, list[Any]]) -> None:
+        """Fetched while flow was paused, these records are dropped. perform_seek rewinds only
+        partitions with a committed offset above 0 (aiokafka's seek_to_committed): a partition
+        never committed would go on after them and lose them. Seek it back to the first one
+        (seen in the rebalance test: offsets 0-1 of a partition nobody had committed)."""
+        for tp, tp_records in records.items():
+            if tp_records and not self._committed_offset.get(tp):
+                try:
+                    # aiokafka's seek wants its own TopicPartition type
+                    await self.seek(TopicPartition(tp.topic, tp.partition), tp_records[0].offset)  # type: ignore[arg-type]
+                except IllegalStateError:  # no longer ours: its next owner reads it
+                    continue
 
     def _batch_message(self, tp: TP, tp_records: list[Any], generation_id: int) -> Message:
         last = tp_records[-1]
