@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from aiokafka.errors import IllegalStateError
+from faust.types import TP
 
 from stocktake.streams.transport import BatchingConsumer
 
@@ -18,15 +19,24 @@ from stocktake.streams.transport import BatchingConsumer
 class _Paused:
     """What getmany touches on a consumer whose flow is paused mid-rebalance."""
 
-    def __init__(self, seek_error: Exception | None):
+    _rewind_uncommitted = BatchingConsumer._rewind_uncommitted
+
+    def __init__(self, seek_error: Exception | None, records: dict[Any, list[Any]] | None = None,
+                 committed: dict[Any, int] | None = None):
         self.app = SimpleNamespace(consumer_generation_id=3)
         self.should_stop = False
         self.flow_active = False
         self.seeks = 0
         self._seek_error = seek_error
+        self._records = records or {}
+        self._committed_offset = committed or {}
+        self.rewound: list[tuple[str, int, int]] = []
 
     async def _wait_next_records(self, timeout: float) -> tuple[dict[Any, Any], None]:
-        return {}, None
+        return self._records, None
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.rewound.append((tp.topic, tp.partition, offset))
 
     async def perform_seek(self) -> None:
         self.seeks += 1
@@ -54,3 +64,13 @@ def test_other_seek_errors_still_raise() -> None:
         assert str(exc) == "boom"
     else:
         raise AssertionError("a seek error that is not a revocation must not be swallowed")
+
+
+def test_records_dropped_while_paused_are_fetched_again_where_nothing_was_committed() -> None:
+    """perform_seek (aiokafka's seek_to_committed) skips partitions whose committed offset is
+    none or 0: the consumer would go on after the dropped records. Those are sought back."""
+    records = {TP("t", 0): [SimpleNamespace(offset=0), SimpleNamespace(offset=1)],
+               TP("t", 1): [SimpleNamespace(offset=7)], TP("t", 2): []}
+    consumer = _Paused(None, records, committed={TP("t", 1): 5})
+    assert _drain(consumer) == []
+    assert consumer.rewound == [("t", 0, 0)]   # t-1 was sought to its commit; t-2 fetched nothing
