@@ -161,11 +161,11 @@ class Store:
                 raise StoreError(_describe(exc, self.dsn)) from None
 
     def query(
-        self, sql: str, parameters: dict[str, Any] | None = None
+        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         with self._lock:
             try:
-                result = self.client.query(sql, parameters=parameters)
+                result = self.client.query(sql, parameters=parameters, settings=settings)
             except Exception as exc:
                 raise StoreError(_describe(exc, self.dsn)) from None
             return list(result.column_names), [tuple(r) for r in result.result_rows]
@@ -178,14 +178,9 @@ class Store:
         if refusal:
             raise StoreError(refusal)
         # readonly last: once it applies, no later setting of the same query may change.
-        settings = {"max_execution_time": max(1, round(timeout_s)), "max_result_rows": max_rows,
-                    "max_result_bytes": max_bytes, "result_overflow_mode": "throw", "readonly": 1}
-        with self._lock:
-            try:
-                result = self.client.query(sql, settings=settings)
-            except Exception as exc:
-                raise StoreError(_describe(exc, self.dsn)) from None
-            return list(result.column_names), [tuple(r) for r in result.result_rows]
+        return self.query(sql, settings={"max_execution_time": max(1, round(timeout_s)), "max_result_rows": max_rows,
+                                         "max_result_bytes": max_bytes, "result_overflow_mode": "throw",
+                                         "readonly": 1})
 
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.query(sql, parameters)[1]

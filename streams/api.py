@@ -96,6 +96,7 @@ def register(app: faust.App, store: Store, sink: Any, settings: Settings, alerti
             state = health(sink, app.consumer, settings)
             wanted = "ready" if request.query.get("ready", "") in ("1", "true") else "live"
             return _json(self, state, 200 if state[wanted] else 503)
+
     @app.page("/api/inventory")
     class Inventory(View):
         async def get(self, request: Request) -> Response:
