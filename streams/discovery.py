@@ -31,7 +31,7 @@ def write_worker_file(data_dir: Path, info: dict[str, Any]) -> None:
 
 
 def auth_headers(info: dict[str, Any]) -> dict[str, str]:
-    """What a client of the worker's API sends."""
+    """What a client of the worker's API sends, given its worker.json (or {"token": ...})."""
     return {"Authorization": f"Bearer {info.get('token', '')}"}
 
 

@@ -27,6 +27,7 @@ import orjson
 from stocktake import sources
 from stocktake.clickhouse import rollups
 from stocktake.settings import Settings
+from stocktake.streams.discovery import auth_headers
 from stocktake.streams.runtime import Runtime, wait_until_assigned
 from stocktake.tools import replay
 from stocktake.tools.bench import beside
@@ -134,7 +135,7 @@ class _Reader(threading.Thread):
         super().__init__(name="bench-inventory-reader", daemon=True)
         import urllib3
         self.http = urllib3.PoolManager(timeout=HTTP_TIMEOUT_S, retries=False,
-                                        headers={"Authorization": f"Bearer {token}"})
+                                        headers=auth_headers({"token": token}))
         self.url, self.every_s = url, every_s
         self.stopping = threading.Event()
         self.latencies: list[float] = []
@@ -288,7 +289,7 @@ def _measure_reads(runtime: Runtime, settings: Settings, repeat: int = 3) -> dic
     assert runtime.store is not None and runtime.http_url is not None
     store, url = runtime.store, runtime.http_url
     http = urllib3.PoolManager(timeout=HTTP_TIMEOUT_S, retries=False,
-                               headers={"Authorization": f"Bearer {runtime.api_token}"})
+                               headers=auth_headers({"token": runtime.api_token}))
     out: dict[str, Any] = {"inventory_via": "worker HTTP API (GET /api/inventory, /api/report-data)",
                            "sql_via": "in-process on the worker's store (the store's lock shared with it)"}
     inv = [_timed(lambda: _get(http, url + "/api/inventory"))[0] for _ in range(repeat)]
