@@ -12,9 +12,59 @@ from __future__ import annotations
 from typing import Any
 
 from stocktake.clickhouse.store import Store
-from stocktake.processors.contract import STREAM_SPECS
+from stocktake.processors.contract_spec import shipped
 
 OURS = "startsWith(topic, {prefix:String})"
+
+
+def _latest_contracts(prefix: str) -> str:
+    """contract_fields rows of the contract each stream is judged under now: the version the
+    worker published last (migration 012)."""
+    return (f"prefix = {prefix} AND (stream, version) IN (SELECT stream, argMax(version, published_at) "
+            f"FROM contract_fields WHERE prefix = {prefix} GROUP BY stream)")
+
+
+def contract_fields_sql(prefix: str, stream: str = "stream") -> str:
+    """The fields the contract in force of ``stream`` (a column in scope) names, as SQL."""
+    return ("(SELECT CAST((groupArray(s), groupArray(fs)), 'Map(String, Array(String))') FROM ("
+            "SELECT stream AS s, groupUniqArrayIf(field, field != '' AND rule = '') AS fs "
+            f"FROM contract_fields WHERE {_latest_contracts(prefix)} GROUP BY stream))[{stream}]")
+
+
+def expected_fields_sql(prefix: str, stream: str = "stream", asset: str = "asset") -> str:
+    """The fields an asset's completeness counts besides the ones observed on it, as SQL: the
+    required fields of its stream's contract, and the fields a `warn` rule found missing on
+    the asset (product_id on behaviour/event_type=view). ``prefix`` is the SQL of the
+    deployment's prefix ('stocktake.'); ``stream`` and ``asset`` name the columns in scope."""
+    required = ("(SELECT CAST((groupArray(s), groupArray(fs)), 'Map(String, Array(String))') FROM ("
+                "SELECT stream AS s, groupUniqArrayIf(field, required = 1 AND rule = '') AS fs "
+                f"FROM contract_fields WHERE {_latest_contracts(prefix)} GROUP BY stream))")
+    warned = ("(SELECT CAST((groupArray(a), groupArray(fs)), 'Map(String, Array(String))') FROM ("
+              "SELECT asset AS a, groupUniqArray(toString(field)) AS fs FROM breach_rollup "
+              f"WHERE startsWith(topic, {prefix}) AND severity = 'warn' AND startsWith(rule, 'missing_field:') "
+              "GROUP BY asset))")
+    return f"arrayConcat({required}[{stream}], {warned}[{asset}])"
+
+
+# The contracts in force: one row per field (rule '') and per field a rule requires.
+CONTRACTS_SQL = f"""
+SELECT stream, version, field, rule, any(type) AS type, max(required) AS required,
+       any(severity) AS severity, any(role) AS role, min(position) AS position, any(origin) AS origin
+FROM contract_fields
+WHERE {_latest_contracts("{prefix:String}")}
+GROUP BY stream, version, field, rule
+ORDER BY stream, rule != '', position, field
+"""
+
+# Breaches per asset and contract version: rejections (severity reject) and warnings.
+BREACHES_SQL = f"""
+SELECT asset, version, severity, rule, rule_name, field, sum(n) AS events,
+       min(ts_min) AS first_ts, max(ts_max) AS last_ts
+FROM breach_rollup
+WHERE {OURS}
+GROUP BY asset, version, severity, rule, rule_name, field
+ORDER BY asset, version, severity, events DESC, rule, rule_name
+"""
 
 
 def late_sql(lag_s: str = "lag_s", late_s: str = "{late_s:UInt32}") -> str:
@@ -149,7 +199,7 @@ _CHECKED_LINES = f"""
 """
 
 # Checked and failed per asset: the stream, its status sub-asset, its source sub-asset.
-_STATUS_ASSET = STREAM_SPECS["transaction"].kind_asset("")
+_STATUS_ASSET = shipped()["transaction"].kind_asset("")
 AMOUNT_BY_ASSET_SQL = f"""
 SELECT arrayJoin(arrayFilter(a -> a != '', ['transaction', if(kind = '', '', concat('{_STATUS_ASSET}', kind)),
                                             if(source = '', '', concat('transaction/source=', source))])) AS asset,

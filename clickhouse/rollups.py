@@ -19,6 +19,7 @@ from stocktake.clickhouse.store import Store, migrations
 log = logging.getLogger("stocktake.rollups")
 
 ROLLUP_MIGRATION = 8
+CONTRACTS_MIGRATION = 12  # 008 gained kind_key, contract versions and breach_rollup (#13)
 _VIEW = re.compile(r"CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+) TO (\w+) AS\s+(.*)", re.S)
 _FROM_LOG = re.compile(r"\bFROM ingest_log\b")
 
@@ -95,6 +96,22 @@ def log_progress(done: int, total: int) -> None:
                 f"{done:,}", f"{total:,}", 100 * done / total if total else 100)
 
 
+def upgrade_views(store: Store) -> None:
+    """Bring a store made before migration 008 gained its contract columns to 008's current
+    text: the columns and tables it adds, every view re-created (they now name sub-assets by
+    kind_key), and breach_rollup filled from the retained events. Only while nothing inserts
+    (migrations run at start, before the worker consumes); idempotent."""
+    for view in views():
+        store.command(f"DROP VIEW IF EXISTS {view.name}")
+    for version, _name, statements in migrations():
+        if version == ROLLUP_MIGRATION:
+            for statement in statements:
+                store.command(statement)
+    breach = next(v for v in views() if v.target == "breach_rollup")
+    store.command("TRUNCATE TABLE breach_rollup")
+    store.command(f"INSERT INTO breach_rollup {breach.over('1')}")
+
+
 def prepare(store: Store, *, raw_retention_s: float,
             progress: Callable[[int, int], None] | None = log_progress) -> list[int]:
     """Bring a store up to date at start: pending migrations (the rollups backfilled from the
@@ -102,6 +119,6 @@ def prepare(store: Store, *, raw_retention_s: float,
     def backfill(s: Store) -> None:
         rebuild(s, progress=progress)
 
-    applied = store.migrate({ROLLUP_MIGRATION: backfill})
+    applied = store.migrate({ROLLUP_MIGRATION: backfill, CONTRACTS_MIGRATION: upgrade_views})
     store.set_raw_retention(int(raw_retention_s))
     return applied

@@ -23,6 +23,9 @@ INGEST_LOG_SCHEMA = pa.schema([
     ("ts", pa.timestamp("ms", tz="UTC")),
     ("ingest_ts", pa.timestamp("ms", tz="UTC")),
     ("payload", pa.binary()),
+    ("contract_version", pa.string()),
+    ("kind_key", pa.string()),
+    ("warnings", pa.list_(pa.string())),
 ])
 
 

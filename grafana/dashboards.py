@@ -307,10 +307,12 @@ QUALITY = DashSpec(
                   description="1 − rejected/present, for fields a rejection blamed in the range "
                               "(invalid_type, invalid_value, invalid_ts)"),
         PanelSpec("Fields", S.FIELDS_TABLE, "table",
-                  ("stream", "field", "types", "completeness", "validity", "distinct_approx", "first_ts", "last_ts"),
+                  ("stream", "field", "in_contract", "types", "completeness", "validity", "distinct_approx",
+                   "first_ts", "last_ts"),
                   w=24, h=10, gauges=("completeness", "validity"),
                   description="Over the range (whole minutes), but distinct_approx: approximate distinct "
-                              "values over all history, whatever the range and source"),
+                              "values over all history, whatever the range and source; in_contract: the "
+                              "stream's contract in force names the field (1)"),
         Row("Drift and dead letters"),
         PanelSpec("Schema drift (from the data)", S.DRIFT, "table",
                   ("at", "stream", "field", "kind", "type", "details"), w=12, h=8, may_be_empty=True,
@@ -324,6 +326,12 @@ QUALITY = DashSpec(
         PanelSpec("Dead letters by reason", S.DEAD_LETTERS_BY_REASON, "table",
                   ("stream", "reason", "dead_letters", "share", "last_seen"), w=10, h=9,
                   columns_units=(("share", "percentunit"),)),
+        PanelSpec("Contract breaches by version", S.CONTRACT_BREACHES, "table",
+                  ("asset", "version", "severity", "breach", "events", "first_ts", "last_ts"), w=24, h=8,
+                  may_be_empty=True,
+                  description="Per asset and contract version: rejections (severity reject, the dead letter's "
+                              "reason) and warnings (severity warn: the event stayed valid; a conditional "
+                              "rule's name in brackets), over all history of the checks breached in the range"),
     ),
 )
 

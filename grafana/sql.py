@@ -21,9 +21,9 @@ they do.
 
 from __future__ import annotations
 
-from stocktake.clickhouse.queries import amount_mismatch_sql, late_sql
+from stocktake.clickhouse.queries import amount_mismatch_sql, contract_fields_sql, expected_fields_sql, late_sql
 from stocktake.grafana.macros import ALL
-from stocktake.processors.contract import STREAM_SPECS
+from stocktake.processors.contract_spec import shipped
 from stocktake.processors.quality import COMPONENTS, component_sql, freshness_sql, score_sql
 
 PREFIX = "${prefix:singlequote}"
@@ -59,19 +59,16 @@ OBJECTS = "sumIf(n_objects, status != 'duplicate')"
 PRESENT = "sumIf(n, type != 'null')"              # a field present with a non-null value
 
 
-def _array(values: tuple[str, ...]) -> str:
-    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
-
-
-# The contract's required fields per stream: their completeness always counts, seen or not.
-REQUIRED_FIELDS = ("multiIf(" + ", ".join(f"stream = '{s}', {_array(spec.required)}"
-                                          for s, spec in STREAM_SPECS.items())
-                   + ", CAST([] AS Array(String)))")
-# Completeness's counts (processors.quality) from `present` (field -> events carrying it) and
-# field_events, over the required and every observed field.
-COMPLETENESS_COUNTS = f"""arrayDistinct(arrayConcat(mapKeys(present), {REQUIRED_FIELDS})) AS fields,
+def _completeness_counts(asset: str) -> str:
+    """Completeness's counts (processors.quality) from `present` (field -> events carrying it)
+    and field_events, over every observed field and those always counted, seen or not (the
+    stream's required fields, as the worker published its contract, and those a warn rule
+    found missing on ``asset``)."""
+    return f"""arrayDistinct(arrayConcat(mapKeys(present), {expected_fields_sql(PREFIX, 'stream', asset)})) AS fields,
            length(fields) * field_events AS field_values,
            arraySum(f -> field_events - present[f], fields) AS missing_values"""
+
+
 # An asset (or stream and interval) has field events only where fields were seen, as the
 # inventory counts them (an object without fields, `{}`, carries none).
 _FIELD_EVENTS = "if(empty(p.present), 0, c.field_events)"
@@ -146,7 +143,7 @@ presence AS (
     GROUP BY asset
 ),
 completeness AS (
-    SELECT asset, {COMPLETENESS_COUNTS}
+    SELECT asset, {_completeness_counts('asset')}
     FROM (SELECT c.asset AS asset, c.asset_stream AS stream, {_FIELD_EVENTS} AS field_events, p.present AS present
           FROM counts AS c LEFT JOIN presence AS p ON c.asset = p.asset)
 ),
@@ -157,7 +154,7 @@ transactions AS (
 ),
 amounts AS (
     -- amount vs quantity × the catalog price in force at the transaction's time
-    SELECT arrayJoin(['transaction', concat('{STREAM_SPECS["transaction"].kind_asset("")}', t.kind),
+    SELECT arrayJoin(['transaction', concat('{shipped()["transaction"].kind_asset("")}', t.kind),
                       concat('transaction/source=', t.source)]) AS asset,
            count() AS checked,
            countIf({amount_mismatch_sql("${amount_tolerance}")}) AS failed
@@ -296,7 +293,8 @@ distincts AS (
         GROUP BY stream, field, type)
     GROUP BY stream, field
 )
-SELECT f.stream AS stream, f.field AS field, f.types AS types, f.present / t.objects AS completeness,
+SELECT f.stream AS stream, f.field AS field, has({contract_fields_sql(PREFIX, 'f.stream')}, f.field) AS in_contract,
+       f.types AS types, f.present / t.objects AS completeness,
        if(f.present = 0, NULL, 1 - f.bad / f.present) AS validity, d.distinct_approx AS distinct_approx,
        f.first_ts AS first_ts, f.last_ts AS last_ts
 FROM per_field AS f
@@ -356,7 +354,7 @@ presence AS (
     FROM per_field GROUP BY time, stream
 ),
 completeness AS (
-    SELECT time, stream, {COMPLETENESS_COUNTS}
+    SELECT time, stream, {_completeness_counts('stream')}
     FROM (SELECT c.time AS time, c.stream AS stream, {_FIELD_EVENTS} AS field_events, p.present AS present
           FROM (SELECT time, stream, objects AS field_events FROM per_stream) AS c
           LEFT JOIN presence AS p ON c.time = p.time AND c.stream = p.stream)
@@ -430,6 +428,17 @@ SELECT stream, reason, dead_letters, dead_letters / stream_events AS share, last
 )
 WHERE dead_letters > 0
 ORDER BY dead_letters DESC, stream, reason
+"""
+
+# Rejections and warnings per asset, contract version and check (breach_rollup: all history,
+# per check; a check counts when its first..last breach overlaps the range).
+CONTRACT_BREACHES = f"""
+SELECT asset, version, severity, if(rule_name = '', rule, concat(rule, ' (', rule_name, ')')) AS breach,
+       sum(n) AS events, min(ts_min) AS first_ts, max(ts_max) AS last_ts
+FROM breach_rollup
+WHERE {OURS} AND {pick('stream')} AND ts_max >= $__fromTime AND ts_min <= $__toTime
+GROUP BY asset, version, severity, rule, rule_name
+ORDER BY events DESC, asset, version, breach
 """
 
 # -- alerts and baselines (alerts: the stocktake.alerts topic's queryable copy) ----------------

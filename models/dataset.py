@@ -21,6 +21,7 @@ import numpy as np
 
 from stocktake.models.encoder import product_text
 from stocktake.processors.contract import Event, normalize
+from stocktake.processors.contract_spec import shipped
 from stocktake.processors.features import NEW_ORDER, PRODUCT_FEATURES, USER_FEATURES, FeatureState
 from stocktake.sources import load_events
 
@@ -29,6 +30,9 @@ log = logging.getLogger("stocktake.models.train")
 USER_MODEL = "user_propensity"
 PRODUCT_MODEL = "product_demand"
 HORIZON_S = {USER_MODEL: 30 * 60, PRODUCT_MODEL: 60 * 60}
+# The features are those of contract v1's streams: their events are judged under the shipped
+# contracts (read once); events of other streams (schemaless, or a file's own) are left out.
+CONTRACTS = shipped()
 
 
 # ------------------------------------------------------------------ history
@@ -38,13 +42,14 @@ def history(source: str, *, data_dir: Path | None = None, store: Any = None,
             topic_prefix: str | None = None) -> list[tuple[str, Event]]:
     """(stream, Event) pairs in event-time order (stable) from "rees46", "olist", a
     contract file, or "store": the valid events stored in ClickHouse (ingest_log), those of
-    ``topic_prefix`` (``Settings.topic_dot_prefix``; a prefix without its dot gets one) if given."""
+    ``topic_prefix`` (``Settings.topic_dot_prefix``; a prefix without its dot gets one) if given.
+    Only the streams of the shipped contracts (behaviour, product, transaction), judged under them."""
     items: list[tuple[str, Event]] = []
     if source == "store":
         if store is None:
             raise ValueError("source 'store' needs a store")
-        where = "status = 'valid'"
-        params: dict[str, Any] = {}
+        where = "status = 'valid' AND stream IN {streams:Array(String)}"
+        params: dict[str, Any] = {"streams": sorted(CONTRACTS)}
         if topic_prefix:
             where += " AND startsWith(topic, {p:String})"
             params["p"] = topic_prefix.rstrip(".") + "."
@@ -55,16 +60,22 @@ def history(source: str, *, data_dir: Path | None = None, store: Any = None,
             "multiIf(stream = 'product', 0, stream = 'behaviour', 1, 2), partition, offset, idx",
             params)
         for stream, payload in rows:
+            contract = CONTRACTS.get(stream)
+            if contract is None:
+                continue
             try:
                 obj = json.loads(payload)
             except (TypeError, ValueError):
                 continue
-            ev = normalize(stream, obj)
+            ev = normalize(contract, obj)
             if isinstance(ev, Event):
                 items.append((stream, ev))
     else:
         for rev in load_events(source, data_dir):
-            ev = normalize(rev.stream, rev.event)
+            contract = CONTRACTS.get(rev.stream)
+            if contract is None:
+                continue
+            ev = normalize(contract, rev.event)
             if isinstance(ev, Event):
                 items.append((rev.stream, ev))
     items.sort(key=lambda it: it[1].ts_ms)  # stable

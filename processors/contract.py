@@ -1,284 +1,146 @@
-"""Event contract v1: decode Kafka message values and validate/normalize events.
+"""Data contracts, compiled: what one stream's events must carry, judged per event.
 
-Pure logic (no Faust/Kafka/ClickHouse); the worker's hot path. Measured on this machine
-(one core, Python 3.11, orjson 3.13, ~200-byte behaviour event), decode_message + normalize:
-~380k events/s at one event per message with ISO ts strings (ts cache hits),
-~335k/s with epoch-ms ints, ~470k/s in 500-event array/NDJSON envelopes.
+A ``Contract`` is data (read from TOML by processors/contract_spec.py: the shipped contract
+v1 for behaviour/product/transaction, user files in STOCKTAKE_CONTRACTS). ``compile`` turns
+it into one function per stream, the worker's hot path: a list of field steps built once,
+so judging an event is a few closure calls, no lookups in the contract.
+
+Each check has a severity. ``reject`` raises (the event becomes a dead letter with a stable
+reason code: ``missing_field:<f>``, ``invalid_type:<f>``, ``invalid_value:<f>``,
+``invalid_ts``); ``warn`` keeps the event valid and adds the same code to its
+``warnings`` (a conditional rule's code also names the rule: ``missing_field:product_id@
+product_events_name_the_product``). A stream without a contract is judged schemaless:
+every JSON object is valid.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
-import reprlib
-import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple
 
-import orjson
-
-
-@dataclass(frozen=True)
-class Stream:
-    """What contract v1 says about one stream's events. The validator below and every reader
-    of per-stream facts (inventory, dashboards, gap evaluation) take them from STREAM_SPECS."""
-
-    name: str
-    sub_asset_key: str  # the field whose value names a sub-asset: behaviour/event_type=view
-    kinds: frozenset[str]  # the values of sub_asset_key the contract names
-    open_kinds: bool  # other values are accepted too (behaviour: any lowercase name)
-    required: tuple[str, ...]  # present and non-empty on every valid event
-    optional: tuple[str, ...]  # checked when present (some required by kind, e.g. query on search)
-    ids: tuple[str, ...]  # ids: numbers or strings, stored as strings
-    key_field: str  # what producers key (and so partition) messages by
-
-    @property
-    def fields(self) -> frozenset[str]:
-        """The contract's fields; any other field is an extra, kept and inventoried."""
-        return frozenset((*self.required, *self.optional))
-
-    def kind_asset(self, kind: str) -> str:
-        return f"{self.name}/{self.sub_asset_key}={kind}"
-
-
-STREAM_SPECS: dict[str, Stream] = {s.name: s for s in (
-    Stream("behaviour", "event_type",
-           frozenset({"view", "click", "cart", "remove_from_cart", "fav", "purchase", "search"}), True,
-           required=("event_id", "event_type", "user_id", "ts", "source"),
-           optional=("product_id", "session_id", "query"),
-           ids=("event_id", "user_id", "product_id", "session_id"), key_field="user_id"),
-    Stream("product", "op", frozenset({"upsert", "delete"}), False,
-           required=("event_id", "product_id", "op", "ts", "source"),
-           optional=("title", "category", "brand", "price", "currency", "stock"),
-           ids=("event_id", "product_id"), key_field="product_id"),
-    Stream("transaction", "status",
-           frozenset({"created", "paid", "shipped", "delivered", "canceled", "refunded"}), False,
-           required=("event_id", "order_id", "user_id", "product_id", "quantity", "amount", "status", "ts",
-                     "source"),
-           optional=("currency",),
-           ids=("event_id", "order_id", "user_id", "product_id"), key_field="order_id"),
-)}
-STREAMS = tuple(STREAM_SPECS)
+from stocktake.processors.decode import FLOAT_RE, INT_RE, Rejected, parse_ts_ms, show, ts_pair
 
 # Bounds on what one hostile event can make us keep. Ids and `source` are stored in their own
 # columns, remembered by the dedupe window and name assets: longer ones are rejected
-# (invalid_value:<name>). A ts string longer than MAX_TS_CHARS is never a timestamp (the
-# longest ISO form we read is ~35 characters) and is neither parsed nor cached.
+# (invalid_value:<name>).
 MAX_ID_CHARS = 256
 MAX_SOURCE_CHARS = 256
-MAX_TS_CHARS = 64
 # Ids sent as JSON numbers must be exact: orjson reads integers beyond 64 bits as floats, and
 # a float above 2**53 is not the number that was written (2**64 + 1 reads as 2**64).
 MAX_EXACT_FLOAT_ID = 2**53
 # Integer fields (quantity, stock): counts, at most a signed 64-bit integer.
 MAX_INT_FIELD = 2**63 - 1
 
+TYPES = ("id", "string", "number", "integer", "timestamp", "boolean", "object", "array", "any")
+ROLES = ("event_id", "time", "kind", "source", "user_id", "product_id", "order_id")
+SEVERITIES = ("reject", "warn")
+SCHEMALESS = "schemaless"  # the version of a stream judged without a contract
+# Where a schemaless event's time is looked for, in this order (first that parses wins);
+# without one, the Kafka record's timestamp.
+TIME_FIELDS = ("ts", "timestamp", "event_time", "eventTime", "time", "@timestamp", "created_at", "datetime")
 
-class Rejected(NamedTuple):
-    reason: str  # stable machine code (public contract), e.g. "missing_field:user_id"
-    detail: str  # short human text
+Condition = tuple[tuple[str, frozenset[str]], ...]  # every (field, values) holds
 
 
 class Event(NamedTuple):
-    event_id: str
-    kind: str  # the value of its stream's sub_asset_key (behaviour: event_type, ...)
+    event_id: str  # "" when the contract names none (no dedupe then)
+    kind: str  # the value of its contract's kind field (behaviour: event_type, ...); "" if none
     source: str
     user_id: str  # "" when absent / not applicable
     product_id: str  # "" when absent
     order_id: str  # "" when absent
-    ts_ms: int  # event time, epoch milliseconds UTC
+    ts_ms: int  # event time, epoch milliseconds UTC; -1: the event names none (judge fills it in)
     fields: dict[str, Any]  # whole event normalized; unknown extra fields kept as they came
+    warnings: tuple[str, ...] = ()  # codes of the `warn` checks it breached
 
 
-class Item(NamedTuple):
-    obj: Any | None  # parsed JSON value (None if the item failed to parse)
-    raw: bytes | None  # the item's original bytes; None for a JSON-array element (see item_bytes)
-    error: Rejected | None  # set when the item could not be parsed
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str = "any"
+    required: bool = False
+    severity: str = "reject"
+    role: str = ""
+    enum: frozenset[str] | None = None
+    case: str = ""  # "lower": values are lower-cased (and stored so) before enum/pattern
+    pattern: str = ""  # the whole (stripped) value must match
+    min: float | None = None
+    max: float | None = None
+    exclusive_min: bool = False
+    exclusive_max: bool = False
+    max_length: int | None = None
+    when: Condition = ()  # judged only on events where these hold (product attributes: op upsert)
+    description: str = ""
 
 
-def item_bytes(item: Item) -> bytes:
-    """The item's bytes. Array elements are written back out only when asked
-    (dead letters): doing it for every event halved envelope throughput; such an element's
-    bytes are then its compact JSON, not a byte-exact slice of the message."""
-    return item.raw if item.raw is not None else dump_json(item.obj)
+@dataclass(frozen=True)
+class Rule:
+    """A conditional requirement: events where ``when`` holds must carry ``require``."""
+
+    name: str
+    when: Condition
+    require: tuple[str, ...]
+    severity: str = "warn"
+    description: str = ""
 
 
-# ---------------------------------------------------------------- decoding
+@dataclass(frozen=True)
+class Contract:
+    stream: str
+    version: str
+    fields: tuple[Field, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    key: str = ""  # what producers key (and so partition) messages by
+    description: str = ""
+    origin: str = ""  # the file it came from ("shipped: …" for the defaults)
+    schemaless: bool = False
+    by_name: dict[str, Field] = field(default_factory=dict, init=False, compare=False, repr=False)
 
-_EMPTY = Rejected("empty_message", "message value is empty")
-# JSON null is no event; flag it here so every Item has exactly one of obj/error.
-_NULL = Rejected("not_an_object", "event is JSON null")
-_loads = orjson.loads
-_JSONError = orjson.JSONDecodeError
+    def __post_init__(self) -> None:
+        self.by_name.update((f.name, f) for f in self.fields)
 
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.required)
 
-def dump_json(x: Any) -> bytes:
-    """Compact JSON of a decoded value (or a normalized event); never raises. orjson's dump
-    depth limit (254) is below its load limit (1024), so what it loaded may be too deep for it
-    to write: that (and anything else orjson refuses) goes through an explicit-stack writer,
-    with no recursion at all. The result is exact-size: orjson's own bytes keep a buffer of
-    4 KiB or more however short the JSON (orjson 3.12+), and these are kept (dead letters)."""
-    try:
-        return bytes(memoryview(orjson.dumps(x)))
-    except TypeError:
-        return _dump_deep(x)
+    @property
+    def names(self) -> frozenset[str]:
+        """The contract's fields; any other field is an extra, kept and inventoried."""
+        return frozenset(self.by_name)
 
+    def role(self, role: str) -> str:
+        """The field holding ``role`` ("" if none)."""
+        return next((f.name for f in self.fields if f.role == role), "")
 
-_OPEN: dict[type, tuple[bytes, bytes]] = {dict: (b"{", b"}"), list: (b"[", b"]"), tuple: (b"[", b"]")}
+    @property
+    def kind_field(self) -> str:
+        """The field whose value names a sub-asset: behaviour/event_type=view."""
+        return self.role("kind")
 
+    def kind_asset(self, kind: str) -> str:
+        return f"{self.stream}/{self.kind_field}={kind}"
 
-def _dump_deep(x: Any) -> bytes:
-    out = bytearray()
-    stack: list[Any] = [x]  # values still to write; bytes on it are literal output
-    while stack:
-        v = stack.pop()
-        t = type(v)
-        if t is bytes:
-            out += v
-        elif t in _OPEN:
-            opening, closing = _OPEN[t]
-            out += opening
-            stack.append(closing)
-            todo: list[Any] = []
-            if t is dict:
-                for i, (k, val) in enumerate(v.items()):
-                    todo += ((b"," if i else b"") + _scalar(k if type(k) is str else str(k)) + b":", val)
-            else:
-                for i, val in enumerate(v):
-                    if i:
-                        todo.append(b",")
-                    todo.append(val)
-            stack.extend(reversed(todo))
-        else:
-            out += _scalar(v)
-    return bytes(out)
+    @cached_property
+    def judge(self) -> Callable[[dict[str, Any]], Event | Rejected]:
+        return _schemaless if self.schemaless else compile_contract(self)
 
 
-def _scalar(v: Any) -> bytes:
-    try:
-        return orjson.dumps(v)
-    except TypeError:  # never from orjson-loaded data: ints beyond 64 bits, lone surrogates, ...
-        if type(v) is int:
-            try:
-                return str(v).encode()
-            except ValueError:  # more digits than str() writes
-                return b"null"
-        text = v if type(v) is str else _show(v)
-        return orjson.dumps(text.encode("utf-8", "replace").decode())
+def schemaless(stream: str) -> Contract:
+    return Contract(stream, SCHEMALESS, origin="no contract", schemaless=True)
 
 
-def _parse_one(raw: bytes) -> Item:
-    try:
-        obj = _loads(raw)
-    except _JSONError as e:
-        return Item(None, raw, Rejected("invalid_json", f"invalid JSON: {e}"[:200]))
-    return Item(obj, raw, None) if obj is not None else Item(None, raw, _NULL)
+def normalize(contract: Contract, obj: Any) -> Event | Rejected:
+    """Validate and normalize one event under ``contract``."""
+    if type(obj) is not dict:
+        return Rejected("not_an_object", f"event is {type(obj).__name__}, not an object")
+    return contract.judge(obj)
 
 
-def decode_message(value: bytes | None) -> list[Item]:
-    """One Kafka message value -> its items: one object, a JSON array, or NDJSON lines."""
-    if not value:
-        return [Item(None, b"", _EMPTY)]
-    try:
-        obj = _loads(value)  # fast path: the whole value is one JSON document
-    except _JSONError:  # too deep (> 1024 levels) included: orjson refuses it without recursing
-        if value.isspace():  # no copy of a large value
-            return [Item(None, value, _EMPTY)]
-        if b"\n" not in value:
-            return [_parse_one(value)]  # garbage: parse again for the error text (rare)
-        # NDJSON: each non-blank line is one value (CRLF tolerated); a bad line loses only itself
-        return [_parse_one(ln) for ln in map(bytes.strip, value.split(b"\n")) if ln]
-    if type(obj) is list:  # batch envelope
-        return [Item(x, None, None) if x is not None else Item(None, b"null", _NULL)
-                for x in obj]
-    return [Item(obj, value, None) if obj is not None else Item(None, value, _NULL)]
-
-
-# ---------------------------------------------------------------- timestamps
-
-_CACHE_MAX = 100_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
-_MAX_MS = 4_133_980_800_000  # 2101-01-01T00:00:00Z (exclusive): years 1970..2100
-_INT_RE = re.compile(r"[+-]?[0-9]+")
-_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_BAD_TS = (-1, "")  # cached parse failure (keeps the cache value type simple)
-_TS_CACHE: dict[str, tuple[int, str]] = {}  # raw ts string -> (ms, iso); events share strings
-_SEC_CACHE: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS"
-
-
-def _num_ms(v: Any) -> int | None:
-    t = type(v)
-    if t is int:
-        ms = v if abs(v) >= 100_000_000_000 else v * 1000  # heuristic: >= 1e11 means millis
-    elif t is float:
-        if not math.isfinite(v):
-            return None
-        ms = round(v if abs(v) >= 1e11 else v * 1000)
-    else:  # bool, containers, ... are not timestamps
-        return None
-    return ms if 0 <= ms < _MAX_MS else None
-
-
-def _str_ms(s: str) -> int | None:
-    s = s.strip()
-    if _FLOAT_RE.fullmatch(s):  # numeric string: epoch s/ms
-        try:
-            return _num_ms(int(s) if _INT_RE.fullmatch(s) else float(s))
-        except ValueError:  # more digits than int() accepts
-            return None
-    if s[-3:].upper() == "UTC":  # "2019-10-01 00:00:00 UTC" (REES46 style)
-        s = s[:-3].rstrip() + "+00:00"
-    elif s[-1:] == "z":
-        s = s[:-1] + "Z"
-    # Extended calendar dates only; fromisoformat would also take week dates and any separator.
-    if len(s) < 10 or s[4] != "-" or s[7] != "-" or (len(s) > 10 and s[10] not in "Tt "):
-        return None
-    try:
-        dt = datetime.fromisoformat(s)
-        if dt.tzinfo is None:  # no zone means UTC
-            dt = dt.replace(tzinfo=UTC)
-        ms = (dt - _EPOCH) // _ONE_MS
-    except (ValueError, OverflowError):
-        return None
-    return ms if 0 <= ms < _MAX_MS else None
-
-
-def _iso(ms: int) -> str:
-    sec, milli = divmod(ms, 1000)
-    p = _SEC_CACHE.get(sec)
-    if p is None:  # neighbouring events share the second: format it once
-        if len(_SEC_CACHE) >= _CACHE_MAX:
-            _SEC_CACHE.clear()
-        p = _SEC_CACHE[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-    return f"{p}.{milli:03d}Z"
-
-
-def _ts(v: Any) -> tuple[int, str] | None:
-    if type(v) is str:
-        r = _TS_CACHE.get(v)
-        if r is None:
-            if len(v) > MAX_TS_CHARS:  # never a timestamp; not cached (the cache bounds entries)
-                return None
-            ms = _str_ms(v)
-            r = _BAD_TS if ms is None else (ms, _iso(ms))
-            if len(_TS_CACHE) >= _CACHE_MAX:
-                _TS_CACHE.clear()
-            _TS_CACHE[v] = r
-        return None if r is _BAD_TS else r
-    ms = _num_ms(v)
-    return None if ms is None else (ms, _iso(ms))
-
-
-def parse_ts_ms(value: Any) -> int | None:
-    """ISO-8601 (no zone = UTC) or epoch s/ms (number or numeric string) -> epoch ms UTC."""
-    r = _ts(value)
-    return None if r is None else r[0]
-
-
-# ---------------------------------------------------------------- field checks
+# ---------------------------------------------------------------- checks of one value
 
 class _Bad(Exception):
     # Internal control flow: the happy path pays nothing for try/except in 3.11.
@@ -286,37 +148,12 @@ class _Bad(Exception):
         self.rejected = Rejected(reason, detail)
 
 
-class _ShortRepr(reprlib.Repr):
-    def __init__(self) -> None:
-        super().__init__()
-        self.maxlevel, self.maxstring, self.maxother, self.maxlong = 3, 50, 50, 50
-        self.maxlist = self.maxtuple = self.maxdict = 4
-
-    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
-        # reprlib sorts the keys first: O(n log n) on a hostile dict; insertion order is free.
-        if not x:
-            return "{}"
-        if level <= 0:
-            return "{...}"
-        shown = [f"{self.repr1(k, level - 1)}: {self.repr1(x[k], level - 1)}"
-                 for k in itertools.islice(x, self.maxdict)]
-        return "{" + ", ".join(shown) + (", ..." if len(x) > self.maxdict else "") + "}"
-
-
-_REPR = _ShortRepr()
-
-
-def _show(v: Any) -> str:
-    """A short text of a value for a rejection's detail: bounded in size and depth, so a huge
-    or deeply nested value costs nothing (repr() would recurse through all of it)."""
-    try:
-        return _REPR.repr(v)[:60]
-    except (ValueError, RecursionError):  # an int with more digits than repr() writes
-        return f"<{type(v).__name__}>"
-
-
 def _missing(name: str) -> _Bad:
     return _Bad(f"missing_field:{name}", f"field {name!r} is missing or empty")
+
+
+def _too_long(name: str, limit: int) -> _Bad:
+    return _Bad(f"invalid_value:{name}", f"field {name!r}: longer than {limit} characters")
 
 
 _MAX_ID_INT = 10**MAX_ID_CHARS - 1  # larger ints have more digits than an id may
@@ -328,195 +165,301 @@ def _as_id(v: Any, name: str) -> str:
         s = v.strip()
     elif t is int:
         if not -_MAX_ID_INT <= v <= _MAX_ID_INT:  # str() would be too long (or refuse)
-            raise _Bad(f"invalid_value:{name}", f"field {name!r}: longer than {MAX_ID_CHARS} characters")
+            raise _too_long(name, MAX_ID_CHARS)
         s = str(v)
     elif t is float and v.is_integer():  # 12.0 -> "12"; bool is excluded by `type is`
         if not -MAX_EXACT_FLOAT_ID <= v <= MAX_EXACT_FLOAT_ID:
-            raise _Bad(f"invalid_value:{name}", f"field {name!r}: {_show(v)} is too large to be an exact "
+            raise _Bad(f"invalid_value:{name}", f"field {name!r}: {show(v)} is too large to be an exact "
                                                 "id as a JSON number (send it as a string)")
         return str(int(v))
     else:
-        raise _Bad(f"invalid_type:{name}", f"field {name!r}: {_show(v)} is not an id")
+        raise _Bad(f"invalid_type:{name}", f"field {name!r}: {show(v)} is not an id")
     if len(s) > MAX_ID_CHARS:
-        raise _Bad(f"invalid_value:{name}", f"field {name!r}: longer than {MAX_ID_CHARS} characters")
+        raise _too_long(name, MAX_ID_CHARS)
     return s
 
 
-def _req_id(v: Any, name: str) -> str:
-    s = _as_id(v, name) if v is not None else ""
-    if not s:
-        raise _missing(name)
-    return s
+def _str(v: Any, name: str) -> str:
+    if type(v) is not str:
+        raise _Bad(f"invalid_type:{name}", f"field {name!r}: {show(v)} is not a string")
+    return v.strip()
 
 
-def _opt_id(o: dict[str, Any], f: dict[str, Any], name: str) -> str:
-    v = o.get(name)
+def _number_reader(spec: Field) -> Callable[[Any], int | float]:
+    """A finite number (numeric strings accepted) within the field's bounds; int if integer."""
+    name, integer = spec.name, spec.type == "integer"
+    lo, hi, lo_open, hi_open = spec.min, spec.max, spec.exclusive_min, spec.exclusive_max
+
+    def read(v: Any) -> int | float:
+        x: Any = v
+        try:
+            if type(v) is str:
+                s = v.strip()
+                x = int(s) if INT_RE.fullmatch(s) else float(s) if FLOAT_RE.fullmatch(s) else None
+            t = type(x)  # bool/None/containers fall through to the error below
+            if t is float and math.isfinite(x) and (not integer or x.is_integer()):
+                x = int(x) if integer else x
+            elif t is int:
+                x = x if integer else float(x)
+            else:
+                x = None
+        except (ValueError, OverflowError):  # > 4300 digits, or an int too big for a float
+            x = None
+        if integer and x is not None and abs(x) > MAX_INT_FIELD:  # beyond 64 bits: no count is that large
+            x = None
+        if (x is None or (lo is not None and (x <= lo if lo_open else x < lo))
+                or (hi is not None and (x >= hi if hi_open else x > hi))):
+            raise _Bad(f"invalid_value:{name}", f"field {name!r}: {show(v)} is not a valid {name}")
+        return x
+    return read
+
+
+_KINDS_OF = {"boolean": (bool,), "object": (dict,), "array": (list,)}
+
+
+# ---------------------------------------------------------------- compiling a contract
+
+Step = Callable[[dict[str, Any], dict[str, Any], list[str]], Any]
+
+
+def _absent(v: Any) -> bool:
+    return v is None or (type(v) is str and not v.strip())
+
+
+def _string_step(spec: Field) -> Step:
+    """Strings: stripped; lower-cased if asked; enum, pattern and length checked; stored so.
+    A value seen before is one dict lookup (the vocabulary of kind fields is small; the
+    cache is bounded against garbage)."""
+    name, required = spec.name, spec.required
+    limit = spec.max_length if spec.max_length is not None else (MAX_SOURCE_CHARS if spec.role == "source" else None)
+    constrained = bool(spec.enum or spec.pattern or spec.case or limit is not None or spec.role)
+    if not constrained and not required:
+        def check_type(o: dict[str, Any], f: dict[str, Any], w: list[str]) -> str:
+            v = o.get(name)  # an optional free-text field is kept as it came
+            if v is not None and type(v) is not str:
+                raise _Bad(f"invalid_type:{name}", f"field {name!r}: {show(v)} is not a string")
+            return v or ""
+        return check_type
+    enum, lower = spec.enum, spec.case == "lower"
+    pattern = re.compile(spec.pattern) if spec.pattern else None
+    cache: dict[str, str] = {e: e for e in enum or ()}  # raw value -> canonical (enum values are)
+
+    def canonical(v: Any) -> str:
+        if v is None:
+            raise _missing(name)
+        s = _str(v, name)
+        if not s:
+            raise _missing(name)
+        if lower:
+            s = s.lower()
+        if limit is not None and len(s) > limit:
+            raise _too_long(name, limit)
+        if enum is not None and s not in enum:
+            raise _Bad(f"invalid_value:{name}", f"field {name!r}: {show(v)} not in {sorted(enum)}")
+        if pattern is not None and not pattern.fullmatch(s):
+            raise _Bad(f"invalid_value:{name}", f"field {name!r}: {show(v)} is not valid")
+        return s
+
+    def check(o: dict[str, Any], f: dict[str, Any], w: list[str]) -> str:
+        v: Any = o.get(name)
+        if type(v) is str:
+            s = cache.get(v)
+            if s is not None:
+                f[name] = s
+                return s
+        if not required and _absent(v):
+            return ""
+        s = f[name] = canonical(v)
+        # A small vocabulary is remembered; a long padded value is judged, not kept.
+        if (enum is not None or pattern is not None or lower) and len(v) <= 64:
+            if len(cache) >= 10_000:
+                cache.clear()
+            cache[v] = s
+        return s
+    return check
+
+
+def _id_step(spec: Field) -> Step:
+    name, required = spec.name, spec.required
+    pattern = re.compile(spec.pattern) if spec.pattern else None
+
+    def check(o: dict[str, Any], f: dict[str, Any], w: list[str]) -> str:
+        v = o.get(name)
+        if v is None:
+            if required:
+                raise _missing(name)
+            return ""
+        s = f[name] = _as_id(v, name)
+        if not s and required:
+            raise _missing(name)
+        if pattern is not None and s and not pattern.fullmatch(s):
+            raise _Bad(f"invalid_value:{name}", f"field {name!r}: {show(v)} is not valid")
+        return s
+    return check
+
+
+def _ts_step(spec: Field) -> Step:
+    name, required = spec.name, spec.required
+    bad = "invalid_ts" if name == "ts" else f"invalid_value:{name}"  # `invalid_ts`: contract v1's code
+
+    def check(o: dict[str, Any], f: dict[str, Any], w: list[str]) -> int:
+        v = o.get(name)
+        if v is None or v == "":
+            if required:
+                raise _missing(name)
+            return -1
+        r = ts_pair(v)
+        if r is None:
+            if type(v) is str and not v.strip():  # checked only on failure: keeps the hot path lean
+                if required:
+                    raise _missing(name)
+                return -1
+            raise _Bad(bad, f"field {name!r}: {show(v)} is not a timestamp")
+        f[name] = r[1]
+        return r[0]
+    return check
+
+
+def _number_step(spec: Field) -> Step:
+    name, required, read = spec.name, spec.required, _number_reader(spec)
+
+    def check(o: dict[str, Any], f: dict[str, Any], w: list[str]) -> Any:
+        v = o.get(name)
+        if v is None or v == "":
+            if required:
+                raise _missing(name)
+            return None
+        x = f[name] = read(v)
+        return x
+    return check
+
+
+def _plain_step(spec: Field) -> Step:
+    """boolean / object / array / any: presence and JSON type only."""
+    name, required = spec.name, spec.required
+    kinds = _KINDS_OF.get(spec.type)
+
+    def check(o: dict[str, Any], f: dict[str, Any], w: list[str]) -> Any:
+        v = o.get(name)
+        if v is None:
+            if required:
+                raise _missing(name)
+            return None
+        if kinds is not None and type(v) not in kinds:
+            raise _Bad(f"invalid_type:{name}", f"field {name!r}: {show(v)} is not {spec.type}")
+        return v
+    return check
+
+
+_STEPS: dict[str, Callable[[Field], Step]] = {
+    "id": _id_step, "string": _string_step, "timestamp": _ts_step, "number": _number_step,
+    "integer": _number_step, "boolean": _plain_step, "object": _plain_step, "array": _plain_step,
+    "any": _plain_step,
+}
+_EMPTY_OF = {"timestamp": -1, "id": "", "string": ""}
+
+
+def _step(spec: Field) -> Step:
+    step = _STEPS[spec.type](spec)
+    if spec.severity == "reject":
+        return step
+    empty = _EMPTY_OF.get(spec.type)
+
+    def warned(o: dict[str, Any], f: dict[str, Any], w: list[str]) -> Any:
+        try:
+            return step(o, f, w)
+        except _Bad as e:
+            w.append(e.rejected.reason)
+            return empty
+    return warned
+
+
+def _holds(when: Condition, f: dict[str, Any]) -> bool:
+    """Conditions name string values: a value of another type (a list, a number) never matches."""
+    return all(type(v := f.get(name)) is str and v in values for name, values in when)
+
+
+def _breach(require: tuple[str, ...], warn: bool, tag: str, f: dict[str, Any], w: list[str]) -> None:
+    for name in require:
+        if _absent(f.get(name)):
+            if not warn:  # a reject rule: the dead letter's reason code as contract v1 has it
+                raise _missing(name)
+            w.append(f"missing_field:{name}{tag}")
+
+
+def compile_contract(c: Contract) -> Callable[[dict[str, Any]], Event | Rejected]:
+    """The contract as one generated function: each field step called in turn, conditions
+    and rules inlined (a rule whose condition is one field is one dict lookup on its value),
+    so an event costs about what the hand-written checks of contract v1 cost."""
+    ns: dict[str, Any] = {"Event": Event, "_Bad": _Bad, "_holds": _holds, "_breach": _breach}
+    body = ["def judge(o):", "    f = dict(o)", "    w = []", "    try:"]
+    role_of: dict[str, str] = {}
+    # Plain fields first, in the file's order; then the conditional ones, whose conditions
+    # read the values the plain steps normalized (op "UPSERT" is "upsert" by then).
+    order = sorted(range(len(c.fields)), key=lambda i: bool(c.fields[i].when))  # stable: file order within
+    for i in order:
+        spec = c.fields[i]
+        if spec.role and spec.when:
+            raise ValueError(f"{c.stream}: role field {spec.name!r} cannot be conditional")
+        ns[f"s{i}"] = _step(spec)
+        if spec.when:
+            test = " and ".join(f"type(x := f.get({name!r})) is str and x in when{i}_{k}"
+                                for k, (name, _) in enumerate(spec.when))
+            ns.update((f"when{i}_{k}", values) for k, (_, values) in enumerate(spec.when))
+            body += [f"        if {test}:", f"            s{i}(o, f, w)"]
+        else:
+            body.append(f"        v{i} = s{i}(o, f, w)")
+            if spec.role:
+                role_of[spec.role] = f"v{i}"
+    by_value: dict[str, dict[str, list[tuple[tuple[str, ...], bool, str]]]] = {}
+    for j, rule in enumerate(c.rules):
+        entry = (rule.require, rule.severity == "warn", f"@{rule.name}")
+        if len(rule.when) == 1:
+            (name, values), = rule.when
+            table = by_value.setdefault(name, {})
+            for value in values:
+                table.setdefault(value, []).append(entry)
+        else:
+            ns[f"rule{j}"], ns[f"when_r{j}"] = entry, rule.when
+            body += [f"        if _holds(when_r{j}, f):", f"            _breach(*rule{j}, f, w)"]
+    for k, (name, table) in enumerate(by_value.items()):
+        ns[f"by{k}"] = {value: tuple(entries) for value, entries in table.items()}
+        body += [f"        x = f.get({name!r})",
+                 f"        for entry in (by{k}.get(x, ()) if type(x) is str else ()):",
+                 "            _breach(*entry, f, w)"]
+    body += ["    except _Bad as e:", "        return e.rejected"]
+    args = [role_of.get(r, '""') for r in ("event_id", "kind", "source", "user_id", "product_id", "order_id")]
+    args += [role_of.get("time", "-1"), "f", "tuple(w) if w else ()"]
+    body.append(f"    return Event({', '.join(args)})")
+    # The text is ours: names enter it only as repr() literals, every value through `ns`.
+    exec(compile("\n".join(body), f"<contract {c.stream} v{c.version}>", "exec"), ns)
+    judge: Callable[[dict[str, Any]], Event | Rejected] = ns["judge"]
+    return judge
+
+
+# ---------------------------------------------------------------- schemaless streams
+
+def _loose_id(v: Any) -> str:
     if v is None:
         return ""
-    s = f[name] = _as_id(v, name)
-    return s
-
-
-def _req_str(v: Any, name: str) -> str:
-    if v is None:
-        raise _missing(name)
-    if type(v) is not str:
-        raise _Bad(f"invalid_type:{name}", f"field {name!r}: {_show(v)} is not a string")
-    s = v.strip()
-    if not s:
-        raise _missing(name)
-    return s
-
-
-def _opt_str(o: dict[str, Any], name: str) -> None:
-    v = o.get(name)
-    if v is not None and type(v) is not str:
-        raise _Bad(f"invalid_type:{name}", f"field {name!r}: {_show(v)} is not a string")
-
-
-def _enum(v: Any, name: str, allowed: frozenset[str]) -> str:
-    if type(v) is str and v in allowed:  # fast path: already canonical
-        return v
-    s = _req_str(v, name).lower()
-    if s not in allowed:
-        raise _Bad(f"invalid_value:{name}", f"field {name!r}: {_show(v)} not in {sorted(allowed)}")
-    return s
-
-
-def _req_ts(v: Any) -> tuple[int, str]:
-    if v is None or v == "":
-        raise _missing("ts")
-    r = _ts(v)
-    if r is None:
-        if type(v) is str and not v.strip():  # checked only on failure: keeps the hot path lean
-            raise _missing("ts")
-        raise _Bad("invalid_ts", f"field 'ts': {_show(v)} is not a timestamp")
-    return r
-
-
-def _number(o: dict[str, Any], name: str, integer: bool, strict: bool, required: bool) -> Any:
-    """Finite number >= 0 (> 0 if strict); numeric strings accepted; int if integer.
-    Absent/null/"" -> None, or missing_field if required."""
-    x: Any = o.get(name)
-    v = x
-    if v is None or v == "":
-        if required:
-            raise _missing(name)
-        return None
     try:
-        if type(v) is str:
-            s = v.strip()
-            x = int(s) if _INT_RE.fullmatch(s) else float(s) if _FLOAT_RE.fullmatch(s) else None
-        t = type(x)  # bool/None/containers fall through to the error below
-        if t is float and math.isfinite(x) and (not integer or x.is_integer()):
-            x = int(x) if integer else x
-        elif t is int:
-            x = x if integer else float(x)
-        else:
-            x = None
-    except (ValueError, OverflowError):  # > 4300 digits, or an int too big for a float
-        x = None
-    if integer and x is not None and x > MAX_INT_FIELD:  # beyond 64 bits: no count is that large
-        x = None
-    if x is None or not (x > 0 if strict else x >= 0):
-        raise _Bad(f"invalid_value:{name}", f"field {name!r}: {_show(v)} is not a valid {name}")
-    return x
+        return _as_id(v, "")
+    except _Bad:
+        return ""
 
 
-# ---------------------------------------------------------------- streams
-
-# The checks are written out per stream (the hot path); tests/test_contract.py proves they
-# enforce STREAM_SPECS: every required field, optional field, id and kind.
-_ET_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
-_NEEDS_PRODUCT = STREAM_SPECS["behaviour"].kinds - {"search"}
-_ET_CACHE: dict[str, str] = {k: k for k in STREAM_SPECS["behaviour"].kinds}  # raw -> canonical
-_OPS = STREAM_SPECS["product"].kinds
-_STATUSES = STREAM_SPECS["transaction"].kinds
-
-
-def _event_type(v: Any) -> str:
-    if type(v) is str:
-        et = _ET_CACHE.get(v)
-        if et is not None:  # one dict lookup instead of strip/lower/regex per event
-            return et
-    et = _req_str(v, "event_type").lower()
-    if not _ET_RE.fullmatch(et):
-        raise _Bad("invalid_value:event_type", f"field 'event_type': {_show(v)} is not valid")
-    if len(v) <= 64:  # a long padded value is judged, not kept
-        if len(_ET_CACHE) >= 10_000:  # open vocabulary: bound it against garbage
-            _ET_CACHE.clear()
-        _ET_CACHE[v] = et
-    return et
-
-
-def _source(v: Any) -> str:
-    s = _req_str(v, "source")
-    if len(s) > MAX_SOURCE_CHARS:
-        raise _Bad("invalid_value:source", f"field 'source': longer than {MAX_SOURCE_CHARS} characters")
-    return s
-
-
-def _behaviour(o: dict[str, Any]) -> Event:
-    f = dict(o)  # the one copy: extra fields are kept as they came
-    eid = f["event_id"] = _req_id(o.get("event_id"), "event_id")
-    kind = f["event_type"] = _event_type(o.get("event_type"))
-    uid = f["user_id"] = _req_id(o.get("user_id"), "user_id")
-    pid = _opt_id(o, f, "product_id")
-    _opt_id(o, f, "session_id")
-    _opt_str(o, "query")
-    ms, f["ts"] = _req_ts(o.get("ts"))
-    src = f["source"] = _source(o.get("source"))
-    if kind in _NEEDS_PRODUCT:
-        if not pid:
-            raise _missing("product_id")
-    elif kind == "search" and not (o.get("query") or "").strip():
-        raise _missing("query")
-    return Event(eid, kind, src, uid, pid, "", ms, f)
-
-
-def _product(o: dict[str, Any]) -> Event:
-    f = dict(o)
-    eid = f["event_id"] = _req_id(o.get("event_id"), "event_id")
-    pid = f["product_id"] = _req_id(o.get("product_id"), "product_id")
-    op = f["op"] = _enum(o.get("op"), "op", _OPS)
-    ms, f["ts"] = _req_ts(o.get("ts"))
-    src = f["source"] = _source(o.get("source"))
-    if op == "upsert":  # a delete carries no attributes worth judging
-        for name in ("title", "category", "brand", "currency"):
-            _opt_str(o, name)
-        for name, integer in (("price", False), ("stock", True)):
-            x = _number(o, name, integer, False, False)
-            if x is not None:
-                f[name] = x
-    return Event(eid, op, src, "", pid, "", ms, f)
-
-
-def _transaction(o: dict[str, Any]) -> Event:
-    f = dict(o)
-    eid = f["event_id"] = _req_id(o.get("event_id"), "event_id")
-    oid = f["order_id"] = _req_id(o.get("order_id"), "order_id")
-    uid = f["user_id"] = _req_id(o.get("user_id"), "user_id")
-    pid = f["product_id"] = _req_id(o.get("product_id"), "product_id")
-    f["quantity"] = _number(o, "quantity", True, True, True)
-    f["amount"] = _number(o, "amount", False, False, True)
-    _opt_str(o, "currency")
-    status = f["status"] = _enum(o.get("status"), "status", _STATUSES)
-    ms, f["ts"] = _req_ts(o.get("ts"))
-    src = f["source"] = _source(o.get("source"))
-    return Event(eid, status, src, uid, pid, oid, ms, f)
-
-
-_NORMALIZERS = {"behaviour": _behaviour, "product": _product, "transaction": _transaction}
-
-
-def normalize(stream: str, obj: Any) -> Event | Rejected:
-    """Validate and normalize one event of `stream` per contract v1."""
-    fn = _NORMALIZERS.get(stream)
-    if fn is None:  # a wiring bug, not bad data
-        raise ValueError(f"unknown stream {stream!r}; expected one of {STREAMS}")
-    if not isinstance(obj, dict):
-        return Rejected("not_an_object", f"event is {type(obj).__name__}, not an object")
-    try:
-        return fn(obj)
-    except _Bad as e:
-        return e.rejected
+def _schemaless(o: dict[str, Any]) -> Event:
+    """Any JSON object is valid. Ids, source and time are taken where the usual names carry
+    usable values; the event is stored as it came."""
+    ts = -1
+    for name in TIME_FIELDS:
+        v = o.get(name)
+        if v is not None:
+            ms = parse_ts_ms(v)
+            if ms is not None:
+                ts = ms
+                break
+    src = o.get("source")
+    source = src.strip() if type(src) is str and len(src) <= MAX_SOURCE_CHARS else ""
+    return Event(_loose_id(o.get("event_id")), "", source, _loose_id(o.get("user_id")),
+                 _loose_id(o.get("product_id")), _loose_id(o.get("order_id")), ts, o)

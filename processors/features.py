@@ -45,6 +45,9 @@ OPEN_CART_CAP = 64
 ORDER_CAP = 64
 EMBED_DIM = 384
 NEW_ORDER = frozenset({"created", "paid"})  # transaction statuses that mean "bought"
+# The streams whose events make features: contract v1's. Events of any other stream (judged
+# schemaless, or under a file's own contract) have none to make; update() refuses them.
+STREAMS = frozenset({"behaviour", "product", "transaction"})
 
 
 def _label(seconds: int) -> str:

@@ -26,16 +26,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from stocktake.processors.contract import (
-    STREAM_SPECS,
-    Event,
-    Rejected,
-    decode_message,
-    dump_json,
-    item_bytes,
-    normalize,
-    parse_ts_ms,
-)
+from stocktake.processors.contract import Contract, Event, normalize
+from stocktake.processors.decode import Rejected, decode_message, dump_json, in_range_ms, item_bytes, parse_ts_ms
 from stocktake.processors.dedupe import DedupeWindow
 
 # The default of settings.deadletter_max_bytes (STOCKTAKE_DEADLETTER_MAX_BYTES): well under
@@ -54,6 +46,7 @@ TEXT_MAX_CHARS = 256        # event_id / kind / source of an invalid event, as i
 COLUMNS = (
     "stream", "topic", "partition", "offset", "idx", "status", "reason", "event_id", "kind",
     "source", "user_id", "product_id", "order_id", "ts", "ingest_ts", "payload",
+    "contract_version", "kind_key", "warnings",
 )
 
 
@@ -63,6 +56,7 @@ class Record(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int | None = None  # the record's Kafka timestamp: the time of events that name none
 
 
 class DeadLetter(NamedTuple):
@@ -100,7 +94,7 @@ def _cut(data: bytes, limit: int, names: tuple[str, str, str]) -> tuple[bytes, l
 
 
 def judge_batch(
-    stream: str,
+    contract: Contract,
     topic: str,
     partition: int,
     records: Iterable[Record],
@@ -112,10 +106,10 @@ def judge_batch(
 ) -> Judged:
     cols: dict[str, list[Any]] = {name: [] for name in COLUMNS}
     (c_offset, c_idx, c_status, c_reason, c_event_id, c_kind, c_source, c_user,
-     c_product, c_order, c_ts, c_payload) = (
+     c_product, c_order, c_ts, c_payload, c_warnings) = (
         cols["offset"], cols["idx"], cols["status"], cols["reason"], cols["event_id"],
         cols["kind"], cols["source"], cols["user_id"], cols["product_id"], cols["order_id"],
-        cols["ts"], cols["payload"],
+        cols["ts"], cols["payload"], cols["warnings"],
     )
     dead: list[DeadLetter] = []
     valid: list[Event] = []
@@ -123,31 +117,38 @@ def judge_batch(
     last_offset = -1
     truncated = 0
     dumps = orjson.dumps
-    kind_key = STREAM_SPECS[stream].sub_asset_key  # a rejected event's kind, read as it came
+    stream, kind_key = contract.stream, contract.kind_field  # a rejected event's kind: read as it came
+    # ... and its time, id and source, from the fields the contract gives those roles
+    ts_key, id_key, source_key = (contract.role("time") or "ts", contract.role("event_id") or "event_id",
+                                  contract.role("source") or "source")
+    judge = contract.judge
     coordinates = [("stocktake.topic", topic.encode()), ("stocktake.partition", str(partition).encode())]
     for record in records:
         last_offset = record.offset
         where: list[tuple[str, bytes]] = []  # made at the record's first dead letter, then shared
         key_cut: list[tuple[str, bytes]] = []
         key = record.key
+        kafka_ms = record.timestamp_ms
+        fallback_ms = kafka_ms if kafka_ms is not None and in_range_ms(kafka_ms) else ingest_ms
         for idx, item in enumerate(decode_message(record.value)):
+            obj = item.obj
             verdict: Event | Rejected = (
-                item.error if item.error is not None else normalize(stream, item.obj)
+                item.error if item.error is not None else judge(obj) if type(obj) is dict else normalize(contract, obj)
             )
             c_offset.append(record.offset)
             c_idx.append(idx)
             if isinstance(verdict, Rejected):
-                obj = item.obj
-                ts = parse_ts_ms(obj.get("ts")) if isinstance(obj, dict) else None
+                ts = parse_ts_ms(obj.get(ts_key)) if isinstance(obj, dict) else None
                 c_status.append("invalid")
                 c_reason.append(verdict.reason)
-                c_event_id.append(_text(obj, "event_id"))
-                c_kind.append(_text(obj, kind_key))
-                c_source.append(_text(obj, "source"))
+                c_event_id.append(_text(obj, id_key))
+                c_kind.append(_text(obj, kind_key) if kind_key else "")
+                c_source.append(_text(obj, source_key))
                 c_user.append("")
                 c_product.append("")
                 c_order.append("")
-                c_ts.append(ts if ts is not None else ingest_ms)
+                c_ts.append(ts if ts is not None else fallback_ms)
+                c_warnings.append(())
                 raw = item_bytes(item)
                 c_payload.append(raw[:payload_max_bytes])
                 counts["invalid"] += 1
@@ -164,7 +165,9 @@ def judge_batch(
                 ]))
                 continue
             event = verdict
-            if dedupe.is_duplicate(event.event_id, event.ts_ms, partition):
+            if event.ts_ms < 0:  # the event names no time of its own
+                event = event._replace(ts_ms=fallback_ms)
+            if event.event_id and dedupe.is_duplicate(event.event_id, event.ts_ms, partition):
                 c_status.append("duplicate")
                 c_reason.append("duplicate_event_id")
                 counts["duplicate"] += 1
@@ -180,6 +183,7 @@ def judge_batch(
             c_product.append(event.product_id)
             c_order.append(event.order_id)
             c_ts.append(event.ts_ms)
+            c_warnings.append(event.warnings)
             try:
                 # orjson's bytes keep their whole buffer (4 KiB for a 150-byte event): a copy of
                 # the exact size is what waits in the sink's buffer until the flush.
@@ -192,6 +196,8 @@ def judge_batch(
     cols["topic"] = [topic] * n
     cols["partition"] = [partition] * n
     cols["ingest_ts"] = [ingest_ms] * n
+    cols["contract_version"] = [contract.version] * n
+    cols["kind_key"] = [kind_key] * n
     dedupe.expire()
     return Judged(cols, dead, valid, counts, last_offset, truncated)
 
@@ -210,7 +216,7 @@ def skip_stored(records: Sequence[Record], watermark: int | None) -> Sequence[Re
 
 
 def judge_each(
-    stream: str, topic: str, partition: int, records: Sequence[Record], dedupe: DedupeWindow, ingest_ms: int,
+    contract: Contract, topic: str, partition: int, records: Sequence[Record], dedupe: DedupeWindow, ingest_ms: int,
     *, deadletter_max_bytes: int = DEADLETTER_MAX_BYTES,
 ) -> Judged:
     """``judge_batch`` record by record, for a batch it raised on (a bug, not the data's fault):
@@ -220,20 +226,21 @@ def judge_each(
     parts = []
     for record in records:
         try:
-            parts.append(judge_batch(stream, topic, partition, [record], dedupe, ingest_ms,
+            parts.append(judge_batch(contract, topic, partition, [record], dedupe, ingest_ms,
                                      deadletter_max_bytes=deadletter_max_bytes))
         except Exception as exc:
-            parts.append(_unjudgeable(stream, topic, partition, record, exc, dedupe, ingest_ms, deadletter_max_bytes))
+            parts.append(_unjudgeable(contract, topic, partition, record, exc, dedupe, ingest_ms, deadletter_max_bytes))
     columns: dict[str, list[Any]] = {name: [v for part in parts for v in part.columns[name]] for name in COLUMNS}
     return Judged(columns, [d for p in parts for d in p.dead_letters], [e for p in parts for e in p.valid],
                   {k: sum(p.counts[k] for p in parts) for k in ("valid", "duplicate", "invalid")},
                   max((p.last_offset for p in parts), default=-1), sum(p.truncated for p in parts))
 
 
-def _unjudgeable(stream: str, topic: str, partition: int, record: Record, exc: Exception, dedupe: DedupeWindow,
+def _unjudgeable(contract: Contract, topic: str, partition: int, record: Record, exc: Exception, dedupe: DedupeWindow,
                  ingest_ms: int, deadletter_max_bytes: int) -> Judged:
     # The shape of a rejected record (an empty one's), with this record's reason and bytes.
-    empty = judge_batch(stream, topic, partition, [Record(record.offset, None, b"")], dedupe, ingest_ms)
+    empty = judge_batch(contract, topic, partition, [Record(record.offset, None, b"", record.timestamp_ms)],
+                        dedupe, ingest_ms)
     reason = "internal_error"
     value, cut = _cut(record.value or b"", deadletter_max_bytes, _VALUE_CUT)
     key, key_cut = _cut(record.key, KEY_MAX_BYTES, _KEY_CUT) if record.key is not None else (None, [])

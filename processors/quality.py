@@ -139,7 +139,7 @@ def _value(c: Component, counts: Mapping[str, int], fresh: float | None) -> floa
 
 
 def quality_score(summary: Mapping[str, Any], *, required_fields: Sequence[str], now_ms: int,
-                  freshness_target_ms: int) -> dict[str, Any]:
+                  freshness_target_ms: int, warnings: Mapping[str, int] | None = None) -> dict[str, Any]:
     """0-100 score = 100 * sum(w_c * c) / sum(w_c) over the COMPONENTS c with data (each 0..1);
     a component without data is None and its weight is shared by the rest; with no data at all
     the score is None.
@@ -149,6 +149,11 @@ def quality_score(summary: Mapping[str, Any], *, required_fields: Sequence[str],
     field_events (events that carried fields), fields ({name: {"present": n}}),
     consistency_checked and consistency_failed. explain lists each component that costs points,
     biggest loss first, then the ones without data; losses holds the same as data.
+
+    warnings: breaches of the contract's `warn` checks by code (missing_field:product_id@rule,
+    invalid_value:price). The events stay valid, so validity does not count them; a field a
+    warn rule found missing is among required_fields (the caller adds it), so completeness
+    does, and explain says which rule. Other warnings get an explain line of their own.
     """
     if freshness_target_ms <= 0:
         raise ValueError("freshness_target_ms must be > 0")
@@ -171,6 +176,11 @@ def quality_score(summary: Mapping[str, Any], *, required_fields: Sequence[str],
     if shares:
         worst = sorted((v, f) for f, v in shares.items() if v < 1)[:3]
         why["completeness"] = ", ".join(f"{f} present on {_pct(v)} of events" for v, f in worst)
+    warnings = warnings or {}
+    missing = {c: n for c, n in warnings.items() if c.startswith("missing_field:")}
+    if missing and events and "completeness" in why:
+        why["completeness"] += "; warn rules: " + ", ".join(
+            f"{c} on {_pct(n / events)} of events" for c, n in sorted(missing.items(), key=lambda kv: -kv[1])[:3])
     if events:
         top = sorted(s["invalid_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         why["validity"] = (f"{_pct(invalid / events)} of events rejected ("
@@ -197,11 +207,16 @@ def quality_score(summary: Mapping[str, Any], *, required_fields: Sequence[str],
     explain = [f"{loss['text']}; -{loss['points']:.1f} points" for loss in losses]
     explain += [f"{c}: no data ({_NO_DATA[c]}); its weight {WEIGHTS[c]:g} is shared by the others"
                 for c, v in comp.items() if v is None]
+    values = {c: n for c, n in warnings.items() if c not in missing}
+    if values and events:
+        explain.append("warnings (the events stay valid): " + ", ".join(
+            f"{c} on {_pct(n / events)} of events" for c, n in sorted(values.items(), key=lambda kv: -kv[1])[:3]))
     evidence = {"events": events, "valid": valid, "invalid": invalid, "duplicates": dups, "late": late,
                 "invalid_by_reason": s["invalid_by_reason"], "field_events": fe, "field_present_share": shares,
                 "newest_ts_ms": newest, "now_ms": now_ms, "age_ms": age, "freshness_target_ms": freshness_target_ms,
                 "freshness": fresh, "on_time_share": on_time, "consistency_checked": checked,
-                "consistency_failed": failed, "effective_weights": eff, "points_lost": lost}
+                "consistency_failed": failed, "effective_weights": eff, "points_lost": lost,
+                "warnings": dict(warnings)}
     return {"score": score, "components": comp, "weights": dict(WEIGHTS), "explain": explain, "losses": losses,
             "evidence": evidence}
 

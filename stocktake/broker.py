@@ -182,3 +182,14 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0,
                 raise BrokerError(f"cannot create topic {name}: {exc}") from None
 
 
+
+
+def list_topics(bootstrap: str, timeout: float = 5.0) -> dict[str, int]:
+    """Every topic the broker has, with its partition count (one metadata request)."""
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000, "logger": KAFKA_LOG}
+    admin = AdminClient(config)
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except Exception as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {_kafka_reason(exc)}") from None
+    return {name: len(topic.partitions) for name, topic in metadata.topics.items()}

@@ -8,9 +8,10 @@ when printed. ``Settings()`` is the defaults (dashboards are built from them);
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -53,6 +54,12 @@ class Settings(BaseSettings):
     clickhouse: str = ""
     data_dir: Path = DEFAULT_DATA_DIR
     topic_prefix: str = "stocktake"
+    # Topic discovery: the worker consumes every topic under the prefix (PREFIX.NAME is the
+    # stream NAME) but stocktake's own outputs (own_topics), plus every topic one of these
+    # comma-separated regexes matches whole (one outside the prefix is the stream named by the
+    # whole topic name). Topics created later are found within discovery_interval_s (+ a rejoin).
+    topics: str = ""
+    discovery_interval_s: Annotated[Positive, _env("DISCOVERY_INTERVAL")] = 5.0
     # Dead letters (PREFIX.deadletter) carry at most this many bytes of the failing event; a
     # longer one is cut and names the whole (stocktake.truncated/original_bytes/sha256 headers).
     # The producer refuses requests over 1,000,000 bytes: the bound leaves room for key/headers.
@@ -65,6 +72,9 @@ class Settings(BaseSettings):
     # Source-side duplicate window (event time) and its hard size bound.
     dedupe_window_s: Annotated[NonNegative, _env("DEDUPE_WINDOW")] = 3600.0
     dedupe_max_keys: int = 2_000_000
+    # A directory of data contracts (TOML, one per stream) added to or replacing the shipped
+    # ones; re-read when a file in it changes.
+    contracts: str = ""
     # Inventory judgement (event time): lateness bound for "late" events, the
     # freshness a stream should keep, drift grace and vanish spans, and the
     # relative tolerance of amount vs quantity × catalog price.
@@ -117,6 +127,20 @@ class Settings(BaseSettings):
     def _webhook_is_http(cls, value: str) -> str:
         if value and not re.match(r"^https?://", value):
             raise ValueError("must be an http(s):// URL")
+        return value
+
+    @field_validator("topics")
+    @classmethod
+    def _topics_are_regexes(cls, value: str) -> str:
+        for pattern in split_patterns(value):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression ({exc})") from None
+        try:
+            re.compile(_subscription_regex("p.", (), split_patterns(value), ()))
+        except re.error as exc:  # e.g. a group name used twice: the patterns are joined in one
+            raise ValueError(f"the patterns cannot be combined in one regular expression ({exc})") from None
         return value
 
     @field_validator("clickhouse")
@@ -187,9 +211,92 @@ class Settings(BaseSettings):
     def score_topics(self) -> tuple[str, str]:
         return self.topic("scores.users"), self.topic("scores.products")
 
+    @property
+    def contracts_dir(self) -> Path | None:
+        """STOCKTAKE_CONTRACTS as a directory (None: the shipped contracts alone)."""
+        return Path(self.contracts) if self.contracts else None
+
+    @property
+    def own_topics(self) -> frozenset[str]:
+        """The topics stocktake itself produces: never consumed as streams."""
+        return frozenset((self.deadletter_topic, self.alerts_topic, *self.score_topics))
+
+    @property
+    def topic_patterns(self) -> tuple[re.Pattern[str], ...]:
+        """STOCKTAKE_TOPICS, compiled: each must match a topic's whole name."""
+        return _compiled(self.topics)
+
+    def stream_of(self, topic: str) -> str | None:
+        """The stream a topic carries, or None when the worker does not consume it. THE rule
+        (use it wherever a topic is mapped to a stream): ``PREFIX.NAME`` is the stream ``NAME``,
+        except stocktake's own outputs (own_topics); a topic outside the prefix that a
+        STOCKTAKE_TOPICS pattern matches whole is the stream named by the whole topic name
+        (Kafka's internal ``__*`` topics never are)."""
+        if topic in self.own_topics:
+            return None
+        prefix = self.topic_dot_prefix
+        if topic.startswith(prefix):
+            return topic[len(prefix):] or None
+        if topic.startswith("__"):
+            return None
+        return topic if any(p.fullmatch(topic) for p in self.topic_patterns) else None
+
+    def subscription_pattern(self, also: Iterable[str] = ()) -> str:
+        """One regex (the consumer subscribes by pattern) matching exactly the topics
+        stream_of names, and the topics ``also`` (Faust's own, by name)."""
+        return _subscription_regex(self.topic_dot_prefix, sorted(self.own_topics), split_patterns(self.topics),
+                                   sorted(also))
+
     def masked(self) -> dict[str, str]:
         """Printable view, keyed by environment variable: passwords in URLs replaced by ***."""
         return {self.env_name(name): mask_url(str(getattr(self, name))) for name in type(self).model_fields}
+
+
+def split_patterns(text: str) -> list[str]:
+    """Comma-separated regexes -> the regexes. A comma inside brackets, braces or parentheses
+    or after a backslash belongs to its regex (``a{1,3}`` stays one); blanks are dropped."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    escaped = in_class = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char in "({":
+            depth += 1
+        elif char in ")}":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(text: str) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p) for p in split_patterns(text))
+
+
+def _subscription_regex(prefix: str, own: Iterable[str], patterns: Iterable[str], also: Iterable[str]) -> str:
+    """stream_of as one regex: (Faust's topics) or (not an own topic and (under the prefix with
+    a name, or not ``__*`` and matched whole by a pattern))."""
+    ours = [re.escape(prefix) + ".+"]
+    extra = [f"(?:{p})" for p in patterns]
+    if extra:
+        ours.append("(?!__)(?:" + "|".join(extra) + ")")
+    own_names = "|".join(re.escape(t) for t in own)
+    regex = ("(?!(?:" + own_names + ")$)" if own_names else "") + "(?:" + "|".join(ours) + ")"
+    names = [re.escape(t) for t in also]
+    return "^(?:" + "|".join([*names, regex]) + ")$"
 
 
 def mask_url(text: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,9 +23,13 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+# The streams of the shipped contracts, which the REES46 and olist conversions produce, and the
+# field each is keyed (and partitioned) by: the contracts' `key` (tests/test_contract.py checks
+# they agree; this layer cannot read processors/). A file may name any other stream.
 STREAMS = ("behaviour", "product", "transaction")
-# The field each stream is keyed (and partitioned) by.
 KEY_FIELD = {"behaviour": "user_id", "product": "product_id", "transaction": "order_id"}
+# A stream's name: what follows the deployment's prefix in a topic name.
+STREAM_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 REES46_FILE = "rees46/2019-Oct-sample.csv"
 OLIST_FILES = {
@@ -52,14 +57,16 @@ OLIST_FINAL_STATUS: dict[str, str | None] = {
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 class ReplayEvent(NamedTuple):
-    stream: str  # behaviour | product | transaction
-    key: str | None  # user_id / product_id / order_id, as a string
+    stream: str  # behaviour | product | transaction | any other stream a file names
+    key: str | None  # user_id / product_id / order_id (other streams: see tools/replay.py), as a string
     event: dict[str, Any]  # the contract event (JSON-serialisable)
 
 
 def make_event(stream: str, event: dict[str, Any]) -> ReplayEvent:
-    """Wrap an event with its stream and message key (None when the key field is missing)."""
-    value = event.get(KEY_FIELD[stream])
+    """Wrap an event with its stream and message key (None when the key field is missing, or
+    the stream is not one of STREAMS)."""
+    key_field = KEY_FIELD.get(stream)
+    value = event.get(key_field) if key_field else None
     return ReplayEvent(stream, None if value is None else str(value), event)
 
 
@@ -292,25 +299,25 @@ def is_contract_file(path: Path) -> bool:
 
 
 def _stream_from_name(path: Path) -> str | None:
+    """The stream a file name names: one of STREAMS it contains (2019-Oct-behavior.csv), else
+    its name up to the first dot (impressions.jsonl.gz -> impressions)."""
     name = path.name.lower().replace("behavior", "behaviour")
     found = [s for s in STREAMS if s in name]
-    return found[0] if len(found) == 1 else None
+    if found:
+        return found[0] if len(found) == 1 else None
+    stem = path.name.split(".", 1)[0]
+    return stem if STREAM_NAME.fullmatch(stem) else None
 
 
 def _resolve_stream(value: Any, default: str | None, where: str) -> str:
     stream = value if value not in (None, "") else default
     if stream == "behavior":
         stream = "behaviour"
-    if stream not in STREAMS:
-        if stream is None:
-            raise ValueError(
-                f"{where}: no 'stream' field and the file name names no stream "
-                f"(expected one of {', '.join(STREAMS)})"
-            )
-        raise ValueError(
-            f"{where}: unknown stream {stream!r} (expected one of {', '.join(STREAMS)})"
-        )
-    return str(stream)
+    if stream is None:
+        raise ValueError(f"{where}: no 'stream' field, and the file name names no stream")
+    if not isinstance(stream, str) or not STREAM_NAME.fullmatch(stream):
+        raise ValueError(f"{where}: {stream!r} is not a stream name (letters, digits, '.', '_', '-')")
+    return stream
 
 
 def _csv_cell(field: str, text: str) -> Any:

@@ -1,4 +1,8 @@
-"""The Faust app: topics, thin agents, rebalance hooks and the worker's HTTP API.
+"""The Faust app: topic discovery, rebalance hooks, timers and the worker's HTTP API.
+
+The consumer subscribes by pattern to every stream topic (settings.stream_of, found again
+as topics are created) and hands each fetched partition batch straight to the sink
+(streams/transport.py): no agents, so a topic discovered at run time needs no channel.
 
 No module-level app: ``create_app`` builds one per worker, so a test can run
 two workers (two apps, one consumer group) in one process sharing one store.
@@ -16,7 +20,6 @@ from faust.types import TP
 
 from stocktake.broker import KAFKA_LOG
 from stocktake.clickhouse.store import Store, StoreError
-from stocktake.processors.contract import STREAMS
 from stocktake.processors.judge import DeadLetter
 from stocktake.services.alerting import AlertRunner
 from stocktake.services.gapconfig import load_monitor
@@ -24,18 +27,18 @@ from stocktake.services.outbox import BATCH, CONCURRENCY, POLL_S, Outbox
 from stocktake.settings import Settings
 from stocktake.streams import api
 from stocktake.streams.sink import Key, Sink
-from stocktake.streams.transport import FetchBatch, batching_transport
+from stocktake.streams.transport import FetchBatch, Routing, batching_transport
 
 log = logging.getLogger("stocktake.worker")
 
 
 class StocktakeApp(faust.App):
-    """faust.App whose consumer transport delivers fetch batches for our topics."""
+    """faust.App whose consumer subscribes by pattern and delivers fetch batches of stream topics."""
 
-    batch_topics: frozenset[str] = frozenset()
+    routing: Routing
 
     def _new_transport(self) -> Any:
-        cls = batching_transport(self.batch_topics)
+        cls = batching_transport(self.routing)
         return cls(self.conf.broker_consumer, self)
 
 
@@ -47,7 +50,6 @@ def create_app(
     web_port: int | None = None,
     api_token: str = "",
 ) -> tuple[StocktakeApp, Sink]:
-    topics = {settings.topic(s): s for s in STREAMS}
     web = web_port is not None
     app = StocktakeApp(
         settings.group_id,
@@ -76,11 +78,14 @@ def create_app(
         topic_disable_leader=True,
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
+        # How often the consumer's metadata (the cluster's topics) is refreshed: a topic created
+        # meanwhile that the subscription pattern matches is then assigned (discovery).
+        consumer_metadata_max_age_ms=int(settings.discovery_interval_s * 1000),
         producer_linger_ms=5,
         stream_wait_empty=False,
         table_standby_replicas=0,
     )
-    app.batch_topics = frozenset(topics)
+    app.routing = Routing(settings.stream_of, settings.subscription_pattern)
     deadletter = settings.deadletter_topic
 
     async def publish(dead_letters: list[DeadLetter]) -> None:
@@ -104,23 +109,21 @@ def create_app(
     def tps(keys: set[tuple[str, int]]) -> set[TP]:
         return {TP(t, p) for t, p in keys}  # Faust's own TP: its active-partition set asserts the type
 
-    sink = Sink(settings, store, topics, publish, commit,
+    sink = Sink(settings, store, publish, commit,
                 generation=lambda: app.consumer_generation_id, name=f"worker-{id(app) % 10000}",
                 pause=lambda keys: app.consumer.pause_partitions(tps(keys)),
                 resume=lambda keys: app.consumer.resume_partitions(tps(keys)))
 
-    for topic_name, stream in topics.items():
-        channel = app.topic(topic_name, value_serializer="raw", key_serializer="raw", acks=False)
+    async def ingest(batch: FetchBatch) -> None:
+        """Every fetched batch of every stream topic, in the consumer's fetch loop."""
+        if sink.closed:
+            return
+        try:
+            await sink.add(batch)
+        except Exception as exc:  # never dies quietly: the sink stops for good and the worker exits
+            sink.fail(exc)
 
-        async def ingest(batches: Any) -> None:
-            async for batch in batches:
-                if isinstance(batch, FetchBatch) and not sink.closed:
-                    try:
-                        await sink.add(batch)
-                    except Exception as exc:  # the agent never dies quietly: the worker exits
-                        sink.fail(exc)
-
-        app.agent(channel, name=f"stocktake.ingest.{stream}")(ingest)
+    app.routing.deliver = ingest
 
     async def _assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         await sink.on_assigned([(tp.topic, tp.partition) for tp in assigned],

@@ -13,11 +13,12 @@ import gc
 import logging
 import os
 import secrets
+from collections.abc import Iterable, Mapping
 
-from stocktake.broker import EmbeddedBroker, create_topics, free_port
+from stocktake.broker import EmbeddedBroker, create_topics, free_port, list_topics
 from stocktake.clickhouse import rollups
 from stocktake.clickhouse.store import Store
-from stocktake.processors.contract import STREAMS
+from stocktake.processors.contract_spec import shipped
 from stocktake.settings import Settings
 from stocktake.streams.app import StocktakeApp, create_app
 from stocktake.streams.discovery import worker_file, write_worker_file
@@ -82,14 +83,20 @@ class Runtime:
         return True
 
     def open_topics(self) -> None:
-        """Create the settings' topics (the three streams and the dead-letter topic)."""
+        """Create the settings' topics: the three default streams and stocktake's own outputs.
+        Workers consume every stream topic there is (discovery), not only these."""
         s = self.settings
-        topics = {s.topic(stream): s.partitions for stream in STREAMS}
+        topics = dict.fromkeys(default_stream_topics(s), s.partitions)
         topics[s.deadletter_topic] = s.partitions
         topics[s.alerts_topic] = 1  # one ordered history of alert transitions
         for topic in s.score_topics:
             topics[topic] = s.partitions
         create_topics(self.bootstrap, topics, connect_timeout=s.connect_timeout_s)
+
+    def stream_topics(self) -> dict[str, int]:
+        """The broker's topics that are streams (settings.stream_of), with their partition
+        counts: what the workers consume now (wait_until_assigned(..., topics=this))."""
+        return {topic: n for topic, n in list_topics(self.bootstrap).items() if self.settings.stream_of(topic)}
 
     async def start_worker(self, *, web: bool = False) -> tuple[StocktakeApp, Sink]:
         assert self.store is not None, "open() first"
@@ -144,12 +151,24 @@ def tune_gc() -> None:
     gc.set_threshold(200_000, 50, 50)
 
 
-async def wait_until_assigned(sinks: list[Sink], partitions: int, timeout: float = 60) -> None:
-    """Wait until the group owns every partition of our three topics."""
-    want = partitions * len(STREAMS)
+def default_stream_topics(settings: Settings) -> tuple[str, ...]:
+    """The topics of the shipped contracts' streams: created at start-up (the demo's)."""
+    return tuple(settings.topic(stream) for stream in shipped())
+
+
+async def wait_until_assigned(sinks: list[Sink], partitions: int, timeout: float = 60,
+                              *, topics: Mapping[str, int] | Iterable[str] | None = None) -> None:
+    """Wait until the group owns every partition of ``topics``: names (``partitions`` partitions
+    each) or name -> partition count (Runtime.stream_topics(): the streams actually there). By
+    default the three default stream topics of the sinks' settings."""
+    if topics is None:
+        topics = default_stream_topics(sinks[0].settings) if sinks else ()
+    counts = topics if isinstance(topics, Mapping) else dict.fromkeys(topics, partitions)
+    want = {(topic, p) for topic, n in counts.items() for p in range(n)}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while sum(len(s.assigned) for s in sinks) < want:
+    while missing := want.difference(*(s.assigned for s in sinks)):
         if loop.time() > deadline:
-            raise TimeoutError(f"partitions not assigned within {timeout:.0f}s")
+            raise TimeoutError(f"partitions not assigned within {timeout:.0f}s: {len(missing)} missing, "
+                               f"e.g. {sorted(missing)[:3]}")
         await asyncio.sleep(0.1)

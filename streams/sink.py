@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import logging
 import time
@@ -27,7 +28,8 @@ import tenacity
 
 from stocktake.clickhouse.rows import ingest_log_table
 from stocktake.clickhouse.store import Store, StoreError
-from stocktake.processors.contract import Event
+from stocktake.processors.contract import Contract, Event
+from stocktake.processors.contract_spec import CONTRACT_FIELD_COLUMNS, ContractBook, contract_rows
 from stocktake.processors.dedupe import DedupeWindow
 from stocktake.processors.judge import COLUMNS, DeadLetter, Judged, judge_batch, judge_each, skip_stored
 from stocktake.settings import Settings
@@ -108,7 +110,6 @@ class Sink:
         self,
         settings: Settings,
         store: Store,
-        streams_by_topic: dict[str, str],
         publish: PublishFn,
         commit: CommitFn,
         generation: Callable[[], int] = lambda: 0,
@@ -118,7 +119,8 @@ class Sink:
     ):
         self.settings = settings
         self.store = store
-        self.streams_by_topic = streams_by_topic
+        # topic -> stream, as settings.stream_of says (the one rule), remembered per topic seen
+        self._streams: dict[str, str | None] = {}
         self._publish = publish
         self._commit = commit
         self._generation = generation
@@ -130,6 +132,11 @@ class Sink:
         self.dedupe: dict[str, DedupeWindow] = {}
         self.buffers: dict[Key, PartitionBuffer] = {}
         self.stats = SinkStats()
+        # The contract each stream is judged under; the store learns each one before the first
+        # insert judged under it (contract_fields: what the inventory and dashboards read).
+        self.contracts = ContractBook(settings.contracts_dir)
+        self._published: dict[str, Contract] = {}
+        self._unpublished: dict[str, Contract] = {}
         self.valid_hooks: list[ValidHook] = []
         self.closed = False
         # Health (GET /api/health): the failure that stopped the sink, when the last insert
@@ -144,47 +151,59 @@ class Sink:
         self._lock = asyncio.Lock()
         self._in_flight: asyncio.Task[None] | None = None
 
+    def stream_of(self, topic: str) -> str | None:
+        """The stream ``topic`` carries (settings.stream_of), None: not one we consume."""
+        try:
+            return self._streams[topic]
+        except KeyError:
+            stream = self._streams[topic] = self.settings.stream_of(topic)
+            return stream
+
     # -- rebalance ------------------------------------------------------------------
 
     async def on_assigned(self, tps: Iterable[Key], log_bounds: LogBoundsFn | None = None) -> None:
         """Read watermarks and rebuild dedupe state from ClickHouse for our partitions.
         ``log_bounds``: asks Kafka the (log start, log end) per partition, to see a log that lost
         what we stored from it (_rebase)."""
-        tps = [tp for tp in tps if tp[0] in self.streams_by_topic]
+        tps = [tp for tp in tps if self.stream_of(tp[0]) is not None]
         # The lock first, before any await: a batch of a newly assigned partition fetched
         # meanwhile must wait for this, not be dropped as "not ours" (its records would be lost:
         # the consumer's position has moved past them).
         async with self._lock:
             logs = await log_bounds(tps) if log_bounds is not None and tps else None
-            by_stream: dict[str, list[int]] = {}
+            # stream -> its topics -> their partitions: a stream is usually one topic, but a
+            # STOCKTAKE_TOPICS topic outside the prefix may carry the name of one inside it.
+            by_stream: dict[str, dict[str, list[int]]] = {}
             for topic, partition in tps:
-                by_stream.setdefault(self.streams_by_topic[topic], []).append(partition)
-            for stream, partitions in by_stream.items():
-                topic = self.settings.topic(stream)
-                marks = await self._retry(self.store.watermarks, topic, partitions)
-                bases = await self._retry(self.store.log_bases, topic, partitions)
-                for p in partitions:
-                    self.stored[(topic, p)] = marks.get(p, -1)
-                    self.bases[(topic, p)] = bases.get(p, 0)
-                    if logs and (topic, p) in logs:
-                        await self._rebase((topic, p), *logs[(topic, p)])
-                    if p in marks:
-                        self.watermarks[(topic, p)] = marks[p]
-                    else:
-                        self.watermarks.pop((topic, p), None)
+                stream = self.stream_of(topic)
+                assert stream is not None
+                by_stream.setdefault(stream, {}).setdefault(topic, []).append(partition)
+            for stream, topics in by_stream.items():
                 # Everything we judged before is flushed (revoke flushes all), so the
                 # store is the whole truth: replace, don't merge.
                 window = DedupeWindow(
                     int(self.settings.dedupe_window_s * 1000), self.settings.dedupe_max_keys
                 )
-                window.load(
-                    await self._retry(self.store.recent_event_ids, topic, self.settings.dedupe_window_s,
-                                      self.settings.dedupe_max_keys, partitions),
-                    await self._retry(self.store.event_time_progress, topic, partitions),
-                )
+                for topic, partitions in topics.items():
+                    marks = await self._retry(self.store.watermarks, topic, partitions)
+                    bases = await self._retry(self.store.log_bases, topic, partitions)
+                    for p in partitions:
+                        self.stored[(topic, p)] = marks.get(p, -1)
+                        self.bases[(topic, p)] = bases.get(p, 0)
+                        if logs and (topic, p) in logs:
+                            await self._rebase((topic, p), *logs[(topic, p)])
+                        if p in marks:
+                            self.watermarks[(topic, p)] = marks[p]
+                        else:
+                            self.watermarks.pop((topic, p), None)
+                    window.load(
+                        await self._retry(self.store.recent_event_ids, topic, self.settings.dedupe_window_s,
+                                          self.settings.dedupe_max_keys, partitions),
+                        await self._retry(self.store.event_time_progress, topic, partitions),
+                    )
+                    log.info("%s assigned %s[%s] (stream %s): watermarks %s, dedupe ids loaded %d (newest ts %d)",
+                             self.name, topic, partitions, stream, marks, len(window), window.newest_ms)
                 self.dedupe[stream] = window
-                log.info("%s assigned %s[%s]: watermarks %s, dedupe ids loaded %d (newest ts %d)",
-                         self.name, topic, partitions, marks, len(window), window.newest_ms)
             self.assigned.update(tps)
             self.progress_at = time.monotonic()
 
@@ -207,7 +226,7 @@ class Sink:
                     self.name, tp[0], tp[1], end, stored - base + 1, stored + 1, new_base)
 
     async def on_revoked(self, tps: Iterable[Key]) -> None:
-        tps = [tp for tp in tps if tp[0] in self.streams_by_topic]
+        tps = [tp for tp in tps if self.stream_of(tp[0]) is not None]
         async with self._lock:
             log.info("%s revoked %s", self.name, sorted(tps))
             if not self.closed:
@@ -251,7 +270,8 @@ class Sink:
                          batch.records[0].offset, batch.records[-1].offset, self.closed,
                          tp in self.assigned, batch.generation_id, self._generation())
                 return
-            stream = self.streams_by_topic[batch.topic]
+            stream = self.stream_of(batch.topic)
+            assert stream is not None  # assigned: on_assigned took only stream topics
             buffer = self.buffers.get(tp)
             floor = max(self.watermarks.get(tp, -1), buffer.last_offset if buffer else -1)
             base = self.bases.get(tp, 0)
@@ -261,7 +281,11 @@ class Sink:
             self.stats.skipped_stored += len(batch.records) - len(records)
             if not records:
                 return
-            args = (stream, batch.topic, batch.partition, records, self.dedupe[stream], int(time.time() * 1000))
+            contract = self.contracts.get(stream)
+            if self._published.get(stream) is not contract:
+                self._published[stream] = contract
+                self._unpublished[stream] = contract
+            args = (contract, batch.topic, batch.partition, records, self.dedupe[stream], int(time.time() * 1000))
             limit = self.settings.deadletter_max_bytes
             try:
                 judged = judge_batch(*args, deadletter_max_bytes=limit)
@@ -328,6 +352,11 @@ class Sink:
             self.fail(exc)
 
     async def _store(self, due: dict[Key, PartitionBuffer]) -> None:
+        if self._unpublished:
+            at = dt.datetime.now(dt.UTC)
+            rows = [r for c in self._unpublished.values() for r in contract_rows(self.settings.topic_dot_prefix, c, at)]
+            await self._retry(self.store.insert_rows, "contract_fields", rows, CONTRACT_FIELD_COLUMNS)
+            self._unpublished.clear()
         dead = [d for b in due.values() for d in b.dead_letters]
         if dead:
             await self._publish(dead)

@@ -1,18 +1,28 @@
-"""A Faust transport that hands agents whole fetch batches.
+"""A Faust transport that subscribes by pattern and hands whole fetch batches to the sink.
 
 Faust's cost is per Kafka message (~200 µs of task scheduling here, see
-DESIGN.md), far above the ~5 µs the bare client needs. For topics listed in
-``batch_topics`` this consumer turns each fetched partition batch into ONE
-Faust message whose value is a ``FetchBatch``; the ``raw`` codec passes it
-through untouched. Those topics are declared with ``acks=False``: the sink
-commits their offsets itself, after the ClickHouse insert succeeded.
-Other topics keep Faust's per-message path.
+DESIGN.md), far above the ~5 µs the bare client needs. For every topic that is a
+stream (``Routing.stream_of``) this consumer turns each fetched partition batch into
+ONE ``FetchBatch`` and awaits ``Routing.deliver`` with it, in the fetch loop: no
+Faust message, conductor or agent in between (Faust's conductor routes only topics
+named by its channels, and discovered topics are not). The sink commits their
+offsets itself, after the ClickHouse insert succeeded. Other topics (Faust's own
+channels, if any) keep Faust's per-message path.
+
+Discovery: Faust's aiokafka driver subscribes by topic list only ("pattern does not
+work"); ``subscribe`` here subscribes aiokafka by ONE regex (``Routing.pattern``, which
+also matches the topics Faust asked for), with Faust's rebalance listener. aiokafka
+matches it against the cluster's metadata, refreshed every ``metadata_max_age_ms``
+(STOCKTAKE_DISCOVERY_INTERVAL), and rejoins the group when the matching set changes:
+a topic created later is assigned without a restart, through Faust's usual
+on_partitions_assigned path.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from aiokafka.errors import IllegalStateError
@@ -32,8 +42,34 @@ class FetchBatch(NamedTuple):
     generation_id: int
 
 
+BatchHandler = Callable[[FetchBatch], Awaitable[None]]
+
+
+@dataclass
+class Routing:
+    """What the consumer needs of the worker: which topics are streams (settings.stream_of),
+    the subscription regex given the topics Faust asks for (settings.subscription_pattern), and
+    who takes the batches (set once the sink exists; it must not raise: see app.create_app)."""
+
+    stream_of: Callable[[str], str | None]
+    pattern: Callable[[Iterable[str]], str]
+    deliver: BatchHandler | None = None
+
+
 class BatchingConsumer(faust_aiokafka.Consumer):
-    batch_topics: frozenset[str] = frozenset()
+    routing: Routing   # set by batching_transport
+
+    async def subscribe(self, topics: Iterable[str]) -> None:
+        """Subscribe aiokafka by pattern: every stream topic, found and re-found as topics are
+        created (aiokafka takes topics or a pattern, never both: Faust's are in the pattern)."""
+        pattern = self.routing.pattern(topics)
+        log.info("subscribing to topics matching %s", pattern)
+        thread = self._thread
+        await thread.call_thread(
+            thread._ensure_consumer().subscribe,
+            pattern=pattern,
+            listener=thread._rebalance_listener,
+        )
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         records, active_partitions = await self._wait_next_records(timeout)
@@ -50,7 +86,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                 log.info("seek skipped: the assignment changed during a rebalance")
             await self._rewind_uncommitted(records)
             return
-        batch_topics = self.batch_topics
+        stream_of, deliver = self.routing.stream_of, self.routing.deliver
         for tp, tp_records in records.items():
             if self.app.consumer_generation_id != generation_id:
                 break  # a rebalance started: what we fetched may no longer be ours
@@ -64,8 +100,10 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                 await self._seek_back(tp, tp_records[0].offset)
                 continue
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            if tp.topic in batch_topics:
-                yield tp, self._batch_message(tp, tp_records, generation_id)
+            if stream_of(tp.topic) is not None:
+                if deliver is None:
+                    raise RuntimeError("the batching consumer has no Routing.deliver: its records would be lost")
+                await deliver(self._fetch_batch(tp, tp_records, generation_id))
             else:
                 for record in tp_records:
                     yield tp, self._to_message(tp, record)
@@ -87,24 +125,18 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         except IllegalStateError:
             pass
 
-    def _batch_message(self, tp: TP, tp_records: list[Any], generation_id: int) -> Message:
-        last = tp_records[-1]
-        batch = FetchBatch(
+    @staticmethod
+    def _fetch_batch(tp: TP, tp_records: list[Any], generation_id: int) -> FetchBatch:
+        return FetchBatch(
             tp.topic, tp.partition,
-            [Record(r.offset, r.key, r.value) for r in tp_records],
+            # Kafka's record timestamp (CreateTime or LogAppendTime, ms); -1/None: the record has none.
+            [Record(r.offset, r.key, r.value, r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None)
+             for r in tp_records],
             generation_id,
         )
-        # Offset of the last record keeps Faust's read-offset bookkeeping monotonic.
-        timestamp = last.timestamp / 1000.0 if last.timestamp is not None else 0.0
-        return faust_aiokafka.ConsumerMessage(
-            last.topic, last.partition, last.offset, timestamp,
-            last.timestamp_type, [], None, batch,  # type: ignore[arg-type]  # raw codec passes it on
-            None, 0, 0, tp,
-            generation_id=generation_id,
-        )
 
 
-def batching_transport(batch_topics: frozenset[str]) -> type[faust_aiokafka.Transport]:
-    """A Transport class whose consumer batches ``batch_topics``."""
-    consumer_cls = type("BatchingConsumer", (BatchingConsumer,), {"batch_topics": batch_topics})
+def batching_transport(routing: Routing) -> type[faust_aiokafka.Transport]:
+    """A Transport class whose consumer subscribes and delivers as ``routing`` says."""
+    consumer_cls = type("BatchingConsumer", (BatchingConsumer,), {"routing": routing})
     return type("BatchingTransport", (faust_aiokafka.Transport,), {"Consumer": consumer_cls})

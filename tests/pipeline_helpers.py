@@ -15,8 +15,20 @@ from confluent_kafka import Consumer, TopicPartition
 
 from stocktake.clickhouse.store import Store
 from stocktake.settings import Settings
+from stocktake.sources import ReplayEvent
 from stocktake.streams.runtime import Runtime, wait_until_assigned
 from stocktake.tools import replay
+
+DISCOVERED = "impressions"   # a stream no contract names: found under the prefix, judged schemaless
+
+
+def impressions(events: list[ReplayEvent]) -> list[ReplayEvent]:
+    """A schemaless stream beside the shipped ones: one impression per behaviour event (an id,
+    the user and product, a slot, the time), as a recommendations service would log it."""
+    return [ReplayEvent(DISCOVERED, e.key, {
+        "event_id": "imp-" + str(e.event["event_id"]), "user_id": e.event.get("user_id"),
+        "product_id": e.event.get("product_id"), "slot": ("top", "side")[i % 2], "ts": e.event["ts"]})
+        for i, e in enumerate(events) if e.stream == "behaviour"]
 
 
 def retopic(messages: list[replay.Message], prefix: str) -> list[replay.Message]:

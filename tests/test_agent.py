@@ -1,4 +1,5 @@
-"""The behaviour agent through Faust's test_context: no broker is contacted.
+"""The worker's ingest path (the transport hands each fetched batch to Routing.deliver, which
+feeds the sink): no broker is contacted.
 
 The app is built by streams.app.create_app against the session chDB store;
 every test uses its own uuid topic prefix (make_settings), so it sees only its rows.
@@ -7,8 +8,9 @@ every test uses its own uuid topic prefix (make_settings), so it sees only its r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -21,7 +23,6 @@ from stocktake.streams.sink import Sink
 from stocktake.streams.transport import FetchBatch
 
 T0 = 1569888000000  # 2019-10-01T00:00:00Z
-AGENT = "stocktake.ingest.behaviour"
 
 
 def ev(event_id: str, ts: int) -> bytes:
@@ -46,10 +47,10 @@ def stored(store: Store, topic: str) -> list[tuple[int, int, str, str]]:
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """The agent runs in its own task: wait for it to have handled what we put."""
+    """Wait for the sink to have handled what was delivered."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "the agent did not handle the batch in time"
+        assert time.monotonic() < deadline, "the sink did not handle the batch in time"
         await asyncio.sleep(0.01)
 
 
@@ -57,16 +58,58 @@ async def build(settings: Settings, store: Store) -> tuple[StocktakeApp, Sink, A
     app, sink = create_app(settings, store, "127.0.0.1:1")  # unreachable: nothing may connect
     topic = settings.topic("behaviour")
     await sink.on_assigned([(topic, 0)])
-    return app, sink, app.agents[AGENT], topic
+    return app, sink, _Deliver(app), topic
 
 
-def test_agents_are_keyed_by_name(make_settings: Callable[..., Settings], store: Store) -> None:
+class _Deliver:
+    """What the transport does with a fetched batch of a stream topic: app.routing.deliver."""
+
+    def __init__(self, app: StocktakeApp):
+        self.app = app
+
+    @contextlib.asynccontextmanager
+    async def test_context(self) -> AsyncIterator[_Deliver]:
+        yield self
+
+    async def put(self, batch: FetchBatch) -> None:
+        assert self.app.routing.deliver is not None
+        await self.app.routing.deliver(batch)
+
+
+def test_the_app_has_no_agents_and_routes_every_stream_topic_to_the_sink(
+        make_settings: Callable[..., Settings], store: Store) -> None:
+    """Discovered topics have no Faust channel: batches go from the consumer to the sink."""
+    settings = make_settings(commit_offsets=False, topics=r"ext\..+")
+
     async def run() -> None:
-        app, _sink = create_app(make_settings(commit_offsets=False), store, "127.0.0.1:1")
-        assert sorted(app.agents) == [
-            "stocktake.ingest.behaviour", "stocktake.ingest.product", "stocktake.ingest.transaction"]
+        app, _sink = create_app(settings, store, "127.0.0.1:1")
+        assert not app.agents
+        routing = app.routing
+        assert routing.deliver is not None
+        topics = (settings.topic("impressions"), "ext.clicks", settings.deadletter_topic)
+        assert [routing.stream_of(t) for t in topics] == ["impressions", "ext.clicks", None]
+        assert routing.pattern([]) == settings.subscription_pattern()
+        assert app.conf.consumer_metadata_max_age_ms == int(settings.discovery_interval_s * 1000)
 
     asyncio.run(run())
+
+
+def test_an_error_in_the_sink_stops_it_for_good_instead_of_vanishing(
+        make_settings: Callable[..., Settings], store: Store, monkeypatch: Any) -> None:
+    settings = make_settings(commit_offsets=False)
+
+    async def run() -> Sink:
+        app, sink, deliver, topic = await build(settings, store)
+
+        async def broken(_batch: FetchBatch) -> None:
+            raise RuntimeError("a bug in the sink")
+
+        monkeypatch.setattr(sink, "add", broken)
+        await deliver.put(FetchBatch(topic, 0, RECORDS, generation_id=app.consumer_generation_id))
+        return sink
+
+    sink = asyncio.run(run())
+    assert isinstance(sink.failure, RuntimeError) and sink.closed
 
 
 def test_agent_stores_batch_then_skips_redelivery(

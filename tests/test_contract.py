@@ -1,4 +1,6 @@
-"""Tests for processors.contract (event contract v1)."""
+"""Tests for processors.contract judging under the shipped contract v1 (processors/contracts/*.toml),
+and for processors.decode (messages -> items, timestamps). The contract files themselves,
+ContractBook and schemaless streams: tests/test_contract_spec.py."""
 
 from __future__ import annotations
 
@@ -15,18 +17,17 @@ from hypothesis import strategies as st
 
 from stocktake import sources
 from stocktake.clickhouse.store import Store
-from stocktake.processors import contract
-from stocktake.processors.contract import (
-    STREAM_SPECS,
-    STREAMS,
-    Event,
-    Item,
-    Rejected,
-    decode_message,
-    item_bytes,
-    normalize,
-    parse_ts_ms,
-)
+from stocktake.processors import decode
+from stocktake.processors.contract import Contract, Event, normalize
+from stocktake.processors.contract_spec import ContractBook, shipped
+from stocktake.processors.decode import Item, Rejected, decode_message, item_bytes, parse_ts_ms
+
+CONTRACTS: dict[str, Contract] = shipped()
+STREAMS = tuple(CONTRACTS)
+BEHAVIOUR = CONTRACTS["behaviour"]
+# The codes of contract v1's two `warn` rules (behaviour): the event stays valid.
+NO_PRODUCT = "missing_field:product_id@product_events_name_the_product"
+NO_QUERY = "missing_field:query@searches_carry_the_query"
 
 T0 = 1569888000000  # 2019-10-01T00:00:00Z
 T0_ISO = "2019-10-01T00:00:00.000Z"
@@ -62,13 +63,13 @@ def without(ev: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def reason(stream: str, obj: Any) -> str:
-    r = normalize(stream, obj)
+    r = normalize(CONTRACTS[stream], obj)
     assert isinstance(r, Rejected), r
     return r.reason
 
 
 def ok(stream: str, obj: Any) -> Event:
-    r = normalize(stream, obj)
+    r = normalize(CONTRACTS[stream], obj)
     assert isinstance(r, Event), r
     return r
 
@@ -80,7 +81,7 @@ def test_behaviour_normalized() -> None:
     ev = behaviour(session_id=" s-1 ", extra={"nested": [1, 2]}, price="35.79")
     before = copy.deepcopy(ev)
     e = ok("behaviour", ev)
-    assert e == Event("e1", "view", "web", "42", "7", "", T0, e.fields)
+    assert e == Event("e1", "view", "web", "42", "7", "", T0, e.fields, ())
     assert e.fields == {**before, "user_id": "42", "product_id": "7", "session_id": "s-1",
                         "ts": T0_ISO}
     assert ev == before  # the caller's dict is not mutated
@@ -116,12 +117,12 @@ def test_id_variants(raw: Any, want: str) -> None:
 def test_open_event_type_accepted(et: str) -> None:
     e = ok("behaviour", without(behaviour(event_type=et), "product_id"))
     assert e.kind == et.strip().lower() == e.fields["event_type"]
-    assert e.product_id == ""
+    assert e.product_id == "" and e.warnings == ()  # only the well-known product events name one
 
 
 def test_search_and_known_types() -> None:
     s = ok("behaviour", without(behaviour(event_type="search", query="red shoes"), "product_id"))
-    assert s.kind == "search" and s.fields["query"] == "red shoes"
+    assert s.kind == "search" and s.fields["query"] == "red shoes" and s.warnings == ()
     assert ok("behaviour", behaviour(event_type="PURCHASE")).kind == "purchase"
 
 
@@ -165,10 +166,10 @@ def test_parse_ts_ms_rejects(value: Any) -> None:
 
 
 def test_ts_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(contract, "_CACHE_MAX", 5)
+    monkeypatch.setattr(decode, "_CACHE_MAX", 5)
     for i in range(50):
         assert parse_ts_ms(f"2019-10-01T00:00:{i % 60:02d}Z") == T0 + (i % 60) * 1000
-    assert len(contract._TS_CACHE) <= 5
+    assert len(decode._TS_CACHE) <= 5
 
 
 def test_ts_normalized_to_iso_millis() -> None:
@@ -186,6 +187,7 @@ def test_not_an_object(stream: str, obj: Any) -> None:
     assert reason(stream, obj) == "not_an_object"
 
 
+# DESIGN.md, "Event contract v1": the fields each stream lists without `?`, in its order.
 REQUIRED = {
     "behaviour": ["event_id", "event_type", "user_id", "ts", "source"],
     "product": ["event_id", "product_id", "op", "ts", "source"],
@@ -194,8 +196,8 @@ REQUIRED = {
 }
 
 
-def test_specs_name_the_required_fields() -> None:
-    assert {s: list(spec.required) for s, spec in STREAM_SPECS.items()} == REQUIRED
+def test_contracts_name_the_required_fields() -> None:
+    assert {s: list(c.required) for s, c in CONTRACTS.items()} == REQUIRED
 
 
 @pytest.mark.parametrize(("stream", "name"),
@@ -210,20 +212,35 @@ def test_missing_field(stream: str, name: str) -> None:
         assert reason(stream, {**ev, name: "   "}) == want
 
 
+# Contract v1 (DESIGN.md) lists product_id and query as optional (`?`): a product event without
+# its product, a search without its query, stay valid and carry a warning (they used to be
+# rejected as missing_field:product_id / missing_field:query).
 @pytest.mark.parametrize("et", ["view", "click", "cart", "remove_from_cart", "fav", "purchase"])
-def test_well_known_types_need_product(et: str) -> None:
-    assert reason("behaviour", without(behaviour(event_type=et), "product_id")) == \
-        "missing_field:product_id"
-    assert reason("behaviour", behaviour(event_type=et, product_id=" ")) == \
-        "missing_field:product_id"
+def test_well_known_types_without_product_are_valid_and_warned(et: str) -> None:
+    for ev in (without(behaviour(event_type=et.upper()), "product_id"), behaviour(event_type=et, product_id=" "),
+               behaviour(event_type=et, product_id=None)):
+        e = ok("behaviour", ev)
+        assert (e.kind, e.product_id, e.warnings) == (et, "", (NO_PRODUCT,))
+    assert ok("behaviour", behaviour(event_type=et)).warnings == ()
 
 
 @pytest.mark.parametrize("q", [None, "", "  ", "absent"])
-def test_search_needs_query(q: Any) -> None:
-    ev = behaviour(event_type="search", query=q)
+def test_search_without_query_is_valid_and_warned(q: Any) -> None:
+    ev = without(behaviour(event_type="search", query=q), "product_id")
     if q == "absent":
         ev = without(ev, "query")
-    assert reason("behaviour", ev) == "missing_field:query"
+    e = ok("behaviour", ev)
+    assert (e.kind, e.warnings) == ("search", (NO_QUERY,))
+
+
+def test_warn_rules_apply_to_their_kinds_only() -> None:
+    # A search naming a product is fine; a view carrying a query too; a search is no product event.
+    assert ok("behaviour", behaviour(event_type="search", query="kettle")).warnings == ()
+    assert ok("behaviour", behaviour(query="kettle")).warnings == ()
+    assert ok("behaviour", without(behaviour(event_type="search"), "product_id")).warnings == (NO_QUERY,)
+    # A warning never hides a rejection: a bad type of the optional field is still invalid.
+    assert reason("behaviour", without(behaviour(event_type="search", query=5), "product_id")) == "invalid_type:query"
+    assert reason("behaviour", behaviour(product_id=[7])) == "invalid_type:product_id"
 
 
 @pytest.mark.parametrize("bad", [True, False, 1.5, float("nan"), float("inf"), [1], {"a": 1}])
@@ -250,7 +267,7 @@ def test_invalid_type_other(stream: str, name: str, bad: Any) -> None:
 @pytest.mark.parametrize("value", ["2019-13-01", "yesterday", True, -1, "1969-12-31", [T0]])
 @pytest.mark.parametrize("stream", STREAMS)
 def test_invalid_ts(stream: str, value: Any) -> None:
-    r = normalize(stream, MAKERS[stream](ts=value))
+    r = normalize(CONTRACTS[stream], MAKERS[stream](ts=value))
     assert isinstance(r, Rejected) and r.reason == "invalid_ts"
     assert "'ts'" in r.detail
 
@@ -273,7 +290,7 @@ def test_invalid_ts(stream: str, value: Any) -> None:
     ("transaction", "status", "lost"), ("transaction", "status", "paid!"),
 ])
 def test_invalid_value(stream: str, name: str, bad: Any) -> None:
-    r = normalize(stream, MAKERS[stream](**{name: bad}))
+    r = normalize(CONTRACTS[stream], MAKERS[stream](**{name: bad}))
     assert isinstance(r, Rejected) and r.reason == f"invalid_value:{name}", r
     assert name in r.detail
 
@@ -285,9 +302,14 @@ def test_unknown_extra_fields_never_reject() -> None:
         assert all(e.fields[k] is v for k, v in weird.items())
 
 
-def test_unknown_stream_is_a_programming_error() -> None:
-    with pytest.raises(ValueError):
-        normalize("clicks", behaviour())
+def test_a_stream_without_a_contract_is_judged_schemaless() -> None:
+    # It used to be a programming error (ValueError); a stream without a contract now has
+    # the schemaless one: any object is valid.
+    c = ContractBook(None).get("clicks")
+    assert c.schemaless and c.stream == "clicks" and "clicks" not in CONTRACTS
+    e = normalize(c, {"whatever": [1], "user_id": 42})
+    assert isinstance(e, Event) and e.user_id == "42" and e.fields == {"whatever": [1], "user_id": 42}
+    assert ok("behaviour", behaviour()).kind == "view"  # the shipped ones are unaffected
 
 
 # ------------------------------------------------------------------ decoding
@@ -315,8 +337,8 @@ def test_decode_invalid_json(value: bytes) -> None:
 
 def test_decode_null_is_not_an_object() -> None:
     [item] = decode_message(b"null")
-    assert item.obj is None and item.error == contract._NULL
-    assert [i.error for i in decode_message(b'[null, {"a": 1}]')] == [contract._NULL, None]
+    assert item.obj is None and item.error == decode._NULL
+    assert [i.error for i in decode_message(b'[null, {"a": 1}]')] == [decode._NULL, None]
 
 
 def test_decode_array_envelope() -> None:
@@ -426,8 +448,9 @@ def _as_str(v: Any) -> str:
 @given(behaviour_events())
 def test_prop_valid_behaviour_round_trips(case: tuple[dict[str, Any], int]) -> None:
     ev, ms = case
-    e = normalize("behaviour", ev)
+    e = normalize(BEHAVIOUR, ev)
     assert isinstance(e, Event), (e, ev)
+    assert e.warnings == ()  # product events name their product, searches their query
     assert e.event_id == _as_str(ev["event_id"]) and e.user_id == _as_str(ev["user_id"])
     assert e.product_id == (_as_str(ev["product_id"]) if "product_id" in ev else "")
     assert e.kind == ev["event_type"].strip().lower() and e.source == ev["source"].strip()
@@ -472,7 +495,7 @@ def test_prop_envelope_keeps_count_and_order(cases: list[tuple[dict[str, Any], i
     assert len(items) == len(evs)
     for it, ev in zip(items, evs, strict=True):
         assert it.error is None and it.obj == ev and orjson.loads(item_bytes(it)) == ev
-        e = normalize("behaviour", it.obj)
+        e = normalize(BEHAVIOUR, it.obj)
         assert isinstance(e, Event) and e.event_id == _as_str(ev["event_id"])
 
 
@@ -482,68 +505,164 @@ def test_floats_are_finite_in_fields() -> None:
     assert math.isfinite(e.fields["price"])
 
 
-# ------------------------------------------------------------------ STREAM_SPECS is what the validator enforces
+# ------------------------------------------------------------------ the shipped files are DESIGN.md's contract v1
+
+# DESIGN.md, "Event contract v1", written out: per stream its required fields (no `?`), its
+# optional ones (`?`), the field whose values name sub-assets with the values DESIGN.md lists
+# (closed: no other value is valid; open: any lower-case name matching the pattern is), the
+# id fields (numbers or strings, stored as strings) and the key producers partition by.
+DESIGN_V1: dict[str, dict[str, Any]] = {
+    "behaviour": {
+        "required": ["event_id", "event_type", "user_id", "ts", "source"],
+        "optional": {"product_id", "session_id", "query"},
+        "kind": "event_type",
+        "kinds": {"view", "click", "cart", "remove_from_cart", "fav", "purchase", "search"},
+        "closed": False,
+        "ids": {"event_id", "user_id", "product_id", "session_id"},
+        "key": "user_id",
+    },
+    "product": {
+        "required": ["event_id", "product_id", "op", "ts", "source"],
+        "optional": {"title", "category", "brand", "price", "currency", "stock"},
+        "kind": "op",
+        "kinds": {"upsert", "delete"},
+        "closed": True,
+        "ids": {"event_id", "product_id"},
+        "key": "product_id",
+    },
+    "transaction": {
+        "required": ["event_id", "order_id", "user_id", "product_id", "quantity", "amount", "status", "ts",
+                     "source"],
+        "optional": {"currency"},
+        "kind": "status",
+        "kinds": {"created", "paid", "shipped", "delivered", "canceled", "refunded"},
+        "closed": True,
+        "ids": {"event_id", "order_id", "user_id", "product_id"},
+        "key": "order_id",
+    },
+}
+EVENT_TYPE_PATTERN = "[a-z][a-z0-9_]{0,39}"  # README: event_type is open, ^[a-z][a-z0-9_]{0,39}$
+
+
+def test_shipped_contracts_are_the_three_streams_of_v1() -> None:
+    assert set(CONTRACTS) == set(DESIGN_V1)
+    for c in CONTRACTS.values():
+        assert c.version == "1" and not c.schemaless and c.origin.endswith(f"{c.stream}.toml")
+
+
+@pytest.mark.parametrize("stream", DESIGN_V1)
+def test_shipped_contract_says_what_design_says(stream: str) -> None:
+    c, want = CONTRACTS[stream], DESIGN_V1[stream]
+    assert list(c.required) == want["required"]
+    assert c.names - set(c.required) == want["optional"]
+    assert c.names == {*want["required"], *want["optional"]}
+    assert c.kind_field == want["kind"] and c.key == want["key"]
+    assert {f.name for f in c.fields if f.type == "id"} == want["ids"]
+    assert c.by_name["ts"].type == "timestamp" and c.role("time") == "ts"
+    assert c.role("event_id") == "event_id" and c.role("source") == "source"
+    assert all(f.severity == "reject" for f in c.fields)  # a field's mistakes reject; only rules warn
+    kind = c.by_name[want["kind"]]
+    assert (kind.type, kind.required, kind.case) == ("string", True, "lower")
+    if want["closed"]:
+        assert kind.enum == want["kinds"] and not kind.pattern
+    else:
+        assert kind.enum is None and kind.pattern == EVENT_TYPE_PATTERN
+
+
+def test_shipped_value_rules_are_designs() -> None:
+    """README's table: on upsert price >= 0, stock an integer >= 0, title/category/brand/currency
+    strings; quantity an integer > 0, amount >= 0; behaviour's product events should name the
+    product and searches their query (warned, not rejected: both are optional in DESIGN.md)."""
+    def bounds(stream: str, name: str) -> tuple[str, float | None, bool, float | None]:
+        f = CONTRACTS[stream].by_name[name]
+        return f.type, f.min, f.exclusive_min, f.max
+
+    assert bounds("product", "price") == ("number", 0, False, None)
+    assert bounds("product", "stock") == ("integer", 0, False, None)
+    assert bounds("transaction", "quantity") == ("integer", 0, True, None)
+    assert bounds("transaction", "amount") == ("number", 0, False, None)
+    upsert = (("op", frozenset({"upsert"})),)
+    product = CONTRACTS["product"]
+    assert {f.name: (f.type, f.when) for f in product.fields if f.when} == {
+        "title": ("string", upsert), "category": ("string", upsert), "brand": ("string", upsert),
+        "currency": ("string", upsert), "price": ("number", upsert), "stock": ("integer", upsert)}
+    assert product.rules == () and CONTRACTS["transaction"].rules == ()
+    assert {(r.name, r.when, r.require, r.severity) for r in BEHAVIOUR.rules} == {
+        ("product_events_name_the_product",
+         (("event_type", frozenset({"view", "click", "cart", "remove_from_cart", "fav", "purchase"})),),
+         ("product_id",), "warn"),
+        ("searches_carry_the_query", (("event_type", frozenset({"search"})),), ("query",), "warn"),
+    }
 
 
 @pytest.mark.parametrize("stream", STREAMS)
 def test_every_contract_field_is_checked_and_no_other(stream: str) -> None:
-    spec = STREAM_SPECS[stream]
+    c = CONTRACTS[stream]
     ev = MAKERS[stream]()
-    assert set(ev) <= spec.fields and set(spec.required) <= set(ev)
+    assert set(ev) <= c.names and set(c.required) <= set(ev)
     garbage = {"not": ["a", "value"]}
-    checked = {name for name in (*spec.fields, "extra")
-               if isinstance(normalize(stream, {**ev, name: garbage}), Rejected)}
-    assert checked == spec.fields
+    checked = {name for name in (*c.names, "extra")
+               if isinstance(normalize(c, {**ev, name: garbage}), Rejected)}
+    assert checked == c.names
 
 
 @pytest.mark.parametrize("stream", STREAMS)
 def test_optional_fields_may_be_absent(stream: str) -> None:
-    spec = STREAM_SPECS[stream]
-    # behaviour's product_id is required by most event types, its query by search
-    bases = [MAKERS[stream](), *([behaviour(event_type="search", query="kettle")] if stream == "behaviour" else [])]
-    for name in spec.optional:
-        assert any(isinstance(normalize(stream, without(b, name)), Event) for b in bases), name
+    c = CONTRACTS[stream]
+    for name in c.names - set(c.required):
+        e = ok(stream, without(MAKERS[stream](), name))
+        # behaviour's view without product_id is warned (product_events_name_the_product)
+        assert e.warnings == ((NO_PRODUCT,) if (stream, name) == ("behaviour", "product_id") else ()), name
 
 
 @pytest.mark.parametrize("stream", STREAMS)
 def test_ids_are_stored_as_strings(stream: str) -> None:
-    spec = STREAM_SPECS[stream]
-    assert spec.key_field in spec.ids
-    for name in spec.ids:
+    c = CONTRACTS[stream]
+    ids = DESIGN_V1[stream]["ids"]
+    assert c.key in ids
+    for name in ids:
         assert ok(stream, MAKERS[stream](**{name: 12})).fields[name] == "12"
         assert ok(stream, MAKERS[stream](**{name: " a7 "})).fields[name] == "a7"
 
 
 @pytest.mark.parametrize("stream", STREAMS)
 def test_kinds_are_the_values_of_the_sub_asset_key(stream: str) -> None:
-    spec = STREAM_SPECS[stream]
-    key = spec.sub_asset_key
-    extra = {"query": "kettle"} if stream == "behaviour" else {}   # search needs one
-    for kind in spec.kinds:
+    c, want = CONTRACTS[stream], DESIGN_V1[stream]
+    key = c.kind_field
+    extra = {"query": "kettle"} if stream == "behaviour" else {}   # a search carries one
+    for kind in want["kinds"]:
         e = ok(stream, MAKERS[stream](**{key: kind.upper(), **extra}))
-        assert e.kind == e.fields[key] == kind
-    other = normalize(stream, MAKERS[stream](**{key: "restocked"}))
-    if spec.open_kinds:
-        assert isinstance(other, Event) and other.kind == "restocked"
-    else:
+        assert e.kind == e.fields[key] == kind and e.warnings == ()
+    other = normalize(c, MAKERS[stream](**{key: "restocked"}))
+    if want["closed"]:
         assert isinstance(other, Rejected) and other.reason == f"invalid_value:{key}"
+    else:
+        assert isinstance(other, Event) and other.kind == "restocked" and other.warnings == ()
 
 
 def test_replay_keys_messages_as_the_contract_says() -> None:
     assert sources.STREAMS == STREAMS
-    assert {name: spec.key_field for name, spec in STREAM_SPECS.items()} == sources.KEY_FIELD
+    assert {name: c.key for name, c in CONTRACTS.items()} == sources.KEY_FIELD
 
 
 def test_store_names_sub_assets_by_the_contracts_key(store: Store) -> None:
-    """Migration 003's prefixed_assets view writes the sub-asset key itself (migrations are
-    history): it must name them as STREAM_SPECS does."""
-    prefix = f"c{uuid.uuid4().hex[:10]}."
-    # Times of now, like the other tests sharing this store: a part dated 1970 merged with
-    # theirs would span the 2003 rows test_migrations_index expects the skip index to prune.
-    now = datetime.now(UTC)
-    rows = [[spec.name, prefix + spec.name, kind, "src", now, now]
-            for spec in STREAM_SPECS.values() for kind in spec.kinds]
-    store.insert_rows("ingest_log", rows, ["stream", "topic", "kind", "source", "ts", "ingest_ts"])
-    got = {a for a, in store.rows("SELECT DISTINCT asset FROM prefixed_assets(prefix = {p:String})", {"p": prefix})}
-    assert got == {*STREAM_SPECS, *(f"{s}/source=src" for s in STREAM_SPECS),
-                   *(spec.kind_asset(kind) for spec in STREAM_SPECS.values() for kind in spec.kinds)}
+    """The prefixed_assets view (migration 012) names sub-assets by each row's kind_key: the
+    worker writes its contract's kind field; rows stored before contracts were files get
+    the key contract v1 named from the column's DEFAULT (migration 008). Both must name them as
+    the shipped contracts do; a schemaless stream has no sub-assets by kind."""
+    now = datetime.now(UTC)  # times of now, like the other tests sharing this store (see test_migrations_index)
+    rows = [[name, kind, "src", now, now] for name, want in DESIGN_V1.items() for kind in want["kinds"]]
+    want = {*CONTRACTS, *(f"{s}/source=src" for s in CONTRACTS),
+            *(CONTRACTS[s].kind_asset(kind) for s, w in DESIGN_V1.items() for kind in w["kinds"])}
+    columns = ["stream", "topic", "kind", "source", "ts", "ingest_ts"]
+    for written in (False, True):
+        prefix = f"c{uuid.uuid4().hex[:10]}."
+        if written:
+            keyed = [[s, prefix + s, kind, src, ts, its, CONTRACTS[s].kind_field] for s, kind, src, ts, its in rows]
+            keyed.append(["clicks", prefix + "clicks", "", "src", now, now, ""])
+            store.insert_rows("ingest_log", keyed, [*columns, "kind_key"])
+        else:
+            store.insert_rows("ingest_log", [[s, prefix + s, *rest] for s, *rest in rows], columns)
+        got = {a for a, in store.rows("SELECT DISTINCT asset FROM prefixed_assets(prefix = {p:String})",
+                                      {"p": prefix})}
+        assert got == (want | {"clicks", "clicks/source=src"} if written else want)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stocktake.clickhouse.rows import INGEST_LOG_SCHEMA, ingest_log_table
+from stocktake.processors.contract_spec import shipped
 from stocktake.processors.dedupe import DedupeWindow
 from stocktake.processors.judge import COLUMNS, Judged, Record, judge_batch, skip_stored
 
@@ -19,6 +20,7 @@ T0 = 1569888000000  # 2019-10-01T00:00:00Z
 INGEST_MS = T0 + 3_600_000  # 2019-10-01T01:00:00Z
 TOPIC = "stocktake.behaviour"
 HOUR_MS = 3_600_000
+BEHAVIOUR = shipped()["behaviour"]
 
 
 def behaviour(**kw: Any) -> dict[str, Any]:
@@ -172,7 +174,7 @@ BATCH = [
 def judge(records: list[Record], window: DedupeWindow | None = None) -> Judged:
     if window is None:  # not `or`: an empty window is falsy (it has __len__)
         window = DedupeWindow(HOUR_MS, 1000)
-    return judge_batch("behaviour", TOPIC, 3, records, window, INGEST_MS)
+    return judge_batch(BEHAVIOUR, TOPIC, 3, records, window, INGEST_MS)
 
 
 def test_judge_batch_columns_per_row() -> None:
@@ -199,6 +201,23 @@ def test_judge_batch_columns_per_row() -> None:
     assert cols["partition"] == [3] * 8
     assert cols["ingest_ts"] == [INGEST_MS] * 8
     assert all(isinstance(p, bytes) for p in cols["payload"])
+    # What each row was judged under; no event of this batch breached a `warn` rule.
+    assert cols["contract_version"] == ["1"] * 8
+    assert cols["kind_key"] == ["event_type"] * 8
+    assert cols["warnings"] == [()] * 8
+
+
+def test_judge_batch_warned_events_are_valid_with_their_codes() -> None:
+    no_product = {k: v for k, v in behaviour(event_id="w1").items() if k != "product_id"}
+    no_query = behaviour(event_id="w2", event_type="search", product_id=None)
+    j = judge([Record(0, None, dumps([no_product, no_query, E1]))])
+    assert j.columns["status"] == ["valid"] * 3 and j.dead_letters == []
+    assert j.columns["warnings"] == [("missing_field:product_id@product_events_name_the_product",),
+                                     ("missing_field:query@searches_carry_the_query",), ()]
+    assert [e.warnings for e in j.valid] == j.columns["warnings"]
+    assert ingest_log_table(j.columns).column("warnings").to_pylist() == [
+        ["missing_field:product_id@product_events_name_the_product"],
+        ["missing_field:query@searches_carry_the_query"], []]
 
 
 def test_judge_batch_payloads() -> None:
@@ -315,6 +334,8 @@ def test_ingest_log_table_from_judged_columns() -> None:
     assert table.column("status").to_pylist() == j.columns["status"]
     assert table.column("offset").to_pylist() == j.columns["offset"]
     assert table.column("payload").to_pylist() == j.columns["payload"]
+    assert table.column("contract_version").to_pylist() == ["1"] * 8
+    assert table.column("kind_key").to_pylist() == ["event_type"] * 8
 
 
 def test_ingest_log_table_rejects_missing_columns() -> None:

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from stocktake.processors.contract import Event, normalize
+from stocktake.processors.contract_spec import shipped
 from stocktake.processors.features import (
     CAP_S,
     EMBED_DIM,
@@ -21,6 +22,7 @@ from stocktake.processors.features import (
 )
 
 T0 = 1_569_888_000_000  # 2019-10-01T00:00:00Z
+CONTRACTS = shipped()
 
 
 def beh(i: int, kind: str, user: str, product: str, ts: int, session: str | None = "s1",
@@ -274,7 +276,7 @@ def test_rebuild_from_real_events_matches_streaming_batches() -> None:
 
     items = []
     for rev in load_events("rees46")[:4000]:
-        ev = normalize(rev.stream, rev.event)
+        ev = normalize(CONTRACTS[rev.stream], rev.event)
         assert isinstance(ev, Event)
         items.append((rev.stream, ev))
     streamed = FeatureState()

@@ -24,6 +24,7 @@ Rules these tests pin down:
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import tracemalloc
 from typing import Any
@@ -33,6 +34,7 @@ import pytest
 
 from stocktake.clickhouse.rows import ingest_log_table
 from stocktake.processors.contract import MAX_ID_CHARS
+from stocktake.processors.contract_spec import shipped
 from stocktake.processors.dedupe import DedupeWindow
 from stocktake.processors.judge import (
     DEADLETTER_MAX_BYTES,
@@ -48,6 +50,7 @@ T0 = 1569888000000  # 2019-10-01T00:00:00Z
 INGEST_MS = T0 + 3_600_000
 TOPIC = "stocktake.behaviour"
 MB = 1_000_000
+CONTRACTS = shipped()
 
 
 def ev(i: int = 0, **kw: Any) -> dict[str, Any]:
@@ -64,8 +67,8 @@ def raw(i: int = 0, **kw: Any) -> bytes:
 def judge(*values: bytes | None, key: bytes | None = b"k", stream: str = "behaviour",
           **limits: int) -> Judged:
     records = [Record(100 + n, key, v) for n, v in enumerate(values)]
-    j = judge_batch(stream, f"stocktake.{stream}", 0, records, DedupeWindow(3_600_000, 100_000), INGEST_MS,
-                    **limits)
+    j = judge_batch(CONTRACTS[stream], f"stocktake.{stream}", 0, records, DedupeWindow(3_600_000, 100_000),
+                    INGEST_MS, **limits)
     ingest_log_table(j.columns)  # every row still fits the store's columns
     assert len(j.dead_letters) == j.counts["invalid"]
     return j
@@ -337,9 +340,10 @@ def test_short_keys_pass_through() -> None:
 
 
 def test_record_headers_never_reach_the_judge() -> None:
-    """Records carry no headers (streams/transport.py builds Record(offset, key, value)): junk
-    headers on a message cannot change a verdict. The integration test sends some."""
-    assert Record._fields == ("offset", "key", "value")
+    """Records carry no headers (streams/transport.py builds Record(offset, key, value,
+    timestamp_ms)): junk headers on a message cannot change a verdict. The integration test
+    sends some."""
+    assert Record._fields == ("offset", "key", "value", "timestamp_ms")
 
 
 # ------------------------------------------------------------------ long texts
@@ -362,7 +366,7 @@ def test_long_ids_and_source_are_invalid_and_invalid_rows_keep_short_texts() -> 
 def _peak(value: bytes) -> tuple[float, Judged]:
     tracemalloc.start()
     try:
-        j = judge_batch("behaviour", TOPIC, 0, [Record(0, b"k", value)], DedupeWindow(3_600_000, 100_000),
+        j = judge_batch(CONTRACTS["behaviour"], TOPIC, 0, [Record(0, b"k", value)], DedupeWindow(3_600_000, 100_000),
                         INGEST_MS)
         return tracemalloc.get_traced_memory()[1] / MB, j
     finally:
@@ -404,7 +408,8 @@ def _hostile() -> list[tuple[str, bytes | None, bytes, str]]:
     ]
 
 
-JUNK_HEADERS = [("\x00junk", bytes(range(256))), ("stocktake.reason", b"\xff\xfe"), ("", b"")]
+JUNK_HEADERS: list[tuple[str, str | bytes | None]] = [
+    ("\x00junk", bytes(range(256))), ("stocktake.reason", b"\xff\xfe"), ("", b"")]
 
 
 async def _run_pipeline(broker: Any, store: Any, settings: Settings,
@@ -509,22 +514,23 @@ def test_an_event_that_makes_the_judge_raise_is_dead_lettered_not_fatal(monkeypa
     from stocktake.processors import judge as judge_module
     from stocktake.processors.dedupe import DedupeWindow
 
-    real = judge_module.normalize
+    contract = copy.copy(shipped()["behaviour"])  # its own judge: the shipped one stays as it is
+    real = contract.judge
 
-    def buggy(stream: str, obj: Any) -> Any:
+    def buggy(obj: Any) -> Any:
         if isinstance(obj, dict) and obj.get("event_id") == "boom":
             raise ZeroDivisionError("a bug")
-        return real(stream, obj)
+        return real(obj)
 
-    monkeypatch.setattr(judge_module, "normalize", buggy)
+    monkeypatch.setitem(contract.__dict__, "judge", buggy)  # Contract.judge is a cached_property
     good = [b'{"event_id":"a%d","event_type":"view","user_id":1,"product_id":2,"ts":1569888000000,"source":"web"}' % i
             for i in range(3)]
     records = [judge_module.Record(0, b"k", good[0]), judge_module.Record(1, b"k", b'{"event_id":"boom"}' + b" " * 10),
                judge_module.Record(2, None, good[1] + b"\n" + good[2])]
     window = DedupeWindow(3_600_000, 1000)
     with pytest.raises(ZeroDivisionError):
-        judge_module.judge_batch("behaviour", "t", 0, records, window, 1)
-    judged = judge_module.judge_each("behaviour", "t", 0, records, DedupeWindow(3_600_000, 1000), 1)
+        judge_module.judge_batch(contract, "t", 0, records, window, 1)
+    judged = judge_module.judge_each(contract, "t", 0, records, DedupeWindow(3_600_000, 1000), 1)
     assert judged.columns["status"] == ["valid", "invalid", "valid", "valid"]
     assert judged.columns["reason"][1] == "internal_error"
     assert judged.counts == {"valid": 3, "duplicate": 0, "invalid": 1} and judged.last_offset == 2

@@ -184,23 +184,28 @@ def test_history_from_the_store(store: Any) -> None:
     import orjson
 
     from stocktake.clickhouse.rows import ingest_log_table
-    from stocktake.sources import load_events
+    from stocktake.sources import ReplayEvent, load_events
 
     events = load_events("rees46")[:600]
     prefix = f"m{uuid.uuid4().hex[:8]}"
     cols: dict[str, list[Any]] = {k: [] for k in ("stream", "topic", "partition", "offset", "idx", "status",
                                                    "reason", "event_id", "kind", "source", "user_id",
-                                                   "product_id", "order_id", "ts", "ingest_ts", "payload")}
+                                                   "product_id", "order_id", "ts", "ingest_ts", "payload",
+                                                   "contract_version", "kind_key", "warnings")}
     now = datetime.now(UTC)
-    for i, rev in enumerate(events):
+    # A stream without a contract (judged schemaless) is stored too; training leaves it out.
+    clicks = ReplayEvent("clicks", "1", {"event_id": "c1", "user_id": 1, "ts": events[0].event["ts"], "source": "w"})
+    for i, rev in enumerate([*events, clicks]):
         e = rev.event
+        kind_key = {"behaviour": "event_type", "product": "op", "transaction": "status"}.get(rev.stream, "")
         for k, v in (("stream", rev.stream), ("topic", f"{prefix}.{rev.stream}"), ("partition", 0), ("offset", i),
                      ("idx", 0), ("status", "valid"), ("reason", ""), ("event_id", e["event_id"]),
-                     ("kind", e.get("event_type") or e.get("op") or e.get("status")), ("source", e["source"]),
+                     ("kind", e.get(kind_key, "")), ("source", e["source"]),
                      ("user_id", str(e.get("user_id") or "")), ("product_id", str(e.get("product_id") or "")),
                      ("order_id", str(e.get("order_id") or "")),
                      ("ts", datetime.fromisoformat(e["ts"].replace("Z", "+00:00"))), ("ingest_ts", now),
-                     ("payload", orjson.dumps(e))):
+                     ("payload", orjson.dumps(e)), ("contract_version", "1" if kind_key else "schemaless"),
+                     ("kind_key", kind_key), ("warnings", ())):
             cols[k].append(v)
     store.insert_arrow("ingest_log", ingest_log_table(cols))
     got = T.history("store", store=store, topic_prefix=prefix)

@@ -121,7 +121,7 @@ def test_a_failure_retrying_cannot_fix_stops_the_sink_for_good(
         return True
 
     async def run() -> Sink:
-        sink = Sink(settings, store, {topic: "behaviour"}, refuse, commit)
+        sink = Sink(settings, store, refuse, commit)
         await sink.on_assigned([(topic, 0)])
         await sink.add(FetchBatch(topic, 0, [Record(0, None, b"{not json"), Record(1, None, _event("a"))], 0))
         with pytest.raises(SinkFailed):
@@ -167,7 +167,7 @@ def test_a_retried_insert_is_stored_once_in_the_log_and_every_rollup(
     lossy = LostAnswer()
 
     async def run() -> None:
-        sink = Sink(settings, lossy, {topic: "behaviour"}, nothing, nothing)  # type: ignore[arg-type]
+        sink = Sink(settings, lossy, nothing, nothing)  # type: ignore[arg-type]
         await sink.on_assigned([(topic, 0)])
         await sink.add(FetchBatch(topic, 0, [Record(i, None, _event(f"e{i}")) for i in range(5)], 0))
         await sink.flush_all()

@@ -9,13 +9,16 @@ import time
 import pytest
 
 from stocktake import sources
+from stocktake.broker import create_topics
 from stocktake.services import inventory
 from stocktake.streams.runtime import Runtime, wait_until_assigned
 from stocktake.tools import replay
 from tests.pipeline_helpers import (
+    DISCOVERED,
     coordinates_unique,
     doubly_valid,
     expected_counts,
+    impressions,
     read_topic,
     retopic,
     run_pipeline,
@@ -75,9 +78,13 @@ def test_rebalance_mid_stream_loses_nothing_and_counts_once(broker, store, make_
     process (one consumer group) share the one chDB store."""
     settings = make_settings(partitions=4)
     prefix = settings.topic_prefix
+    # with a stream no contract names, discovered under the prefix (created before the workers)
+    create_topics(broker.bootstrap, {settings.topic(DISCOVERED): 3})
     messages = retopic(list(replay.to_messages(
-        rees46_slice, faults={"duplicates": 0.03, "malformed": 0.01}, seed=11)), prefix)
+        rees46_slice + impressions(rees46_slice[:1500]), faults={"duplicates": 0.03, "malformed": 0.01},
+        seed=11)), prefix)
     want = expected_counts(messages)
+    assert want[(DISCOVERED, "valid")] > 0 and want[(DISCOVERED, "duplicate")] > 0
     total = sum(want.values())
 
     def produce_paced() -> None:
@@ -90,8 +97,9 @@ def test_rebalance_mid_stream_loses_nothing_and_counts_once(broker, store, make_
     async def run() -> tuple[int, int]:
         runtime = Runtime(settings, store=store, bootstrap=broker.bootstrap).open()
         _app1, sink1 = await runtime.start_worker()
+        topics = runtime.stream_topics()
         try:
-            await wait_until_assigned([sink1], settings.partitions)
+            await wait_until_assigned([sink1], settings.partitions, topics=topics)
             producer = threading.Thread(target=produce_paced)
             producer.start()
             await asyncio.sleep(2.0)
@@ -103,7 +111,7 @@ def test_rebalance_mid_stream_loses_nothing_and_counts_once(broker, store, make_
             await asyncio.sleep(3.0)
             stored_mid = sum(stored_counts(store, prefix).values())
             await runtime.stop_worker(app2, sink2)
-            await wait_until_assigned([sink1], settings.partitions)
+            await wait_until_assigned([sink1], settings.partitions, topics=topics)
             await asyncio.to_thread(producer.join)
             await wait_rows(store, prefix, total, timeout=120)
             await asyncio.sleep(1.0)

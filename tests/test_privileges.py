@@ -280,6 +280,7 @@ if "writer" in steps:
     from stocktake.clickhouse import rollups
     from stocktake.clickhouse.rows import ingest_log_table
     from stocktake.processors.dedupe import DedupeWindow
+    from stocktake.processors.contract_spec import shipped
     from stocktake.processors.judge import Record, judge_batch
 
     def ingest():
@@ -290,7 +291,7 @@ if "writer" in steps:
         by_stream["behaviour"].append(b'{"event_type": "view"}')   # one invalid
         for stream, values in by_stream.items():
             records = [Record(i, None, v) for i, v in enumerate(values)]
-            judged = judge_batch(stream, "stocktake." + stream, 0, records, dedupe, int(time.time() * 1000))
+            judged = judge_batch(shipped()[stream], "stocktake." + stream, 0, records, dedupe, int(time.time() * 1000))
             store.insert_arrow("ingest_log", ingest_log_table(judged.columns))
 
     step("migrations", lambda: rollups.prepare(store, raw_retention_s=7 * 86400))   # MODIFY TTL

@@ -21,10 +21,10 @@ import orjson
 import pytest
 
 from stocktake import sources
-from stocktake.broker import free_port
+from stocktake.broker import create_topics, free_port
 from stocktake.streams.discovery import auth_headers, running_worker
 from stocktake.tools import replay
-from tests.pipeline_helpers import expected_counts, retopic
+from tests.pipeline_helpers import DISCOVERED, expected_counts, impressions, retopic
 
 pytestmark = pytest.mark.integration
 
@@ -86,9 +86,12 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ig
         "STOCKTAKE_COMMIT_OFFSETS": "false",
     }
     events = sources.load_events("rees46")[:6000]
+    # with a stream no contract names, discovered under the prefix
+    create_topics(broker.bootstrap, {f"{prefix}.{DISCOVERED}": 3})
     messages = retopic(list(replay.to_messages(
-        events, faults={"duplicates": 0.03, "malformed": 0.01}, seed=3)), prefix)
+        events + impressions(events[:1500]), faults={"duplicates": 0.03, "malformed": 0.01}, seed=3)), prefix)
     want = expected_counts(messages)
+    assert want[(DISCOVERED, "valid")] > 0
     total = sum(want.values())
     where = f"startsWith(topic, '{prefix}.')"
 

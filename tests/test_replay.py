@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stocktake import sources
+from stocktake.settings import Settings
 from stocktake.sources import DATA_DIR, OLIST_FINAL_STATUS, ReplayEvent, load_events, olist_local_to_utc
 from stocktake.tools import replay
 from stocktake.tools.replay import (
@@ -233,10 +234,18 @@ def test_contract_jsonl_and_csv_files(tmp_path: Path) -> None:
                              "status": "paid", "ts": "2024-01-01T00:00:00Z", "source": "t"}
     assert rows[1].stream == "behaviour" and "order_id" not in rows[1].event
 
-    anonymous = tmp_path / "events.jsonl"
+    # a file of another stream: its name up to the first dot names it (any stream, #13)
+    other = tmp_path / "impressions.jsonl"
+    other.write_text('{"event_id": "x", "ts": 1}\n{"stream": "search.queries", "q": "kettle"}\n')
+    assert [(e.stream, e.key) for e in load_events(str(other))] == [("impressions", None), ("search.queries", None)]
+    anonymous = tmp_path / "my events!.jsonl"
     anonymous.write_text('{"event_id": "x", "ts": 1}\n')
     with pytest.raises(ValueError, match="no 'stream'"):
         load_events(str(anonymous))
+    bad = tmp_path / "x.jsonl"
+    bad.write_text('{"stream": "a/b"}\n')
+    with pytest.raises(ValueError, match="not a stream name"):
+        load_events(str(bad))
 
 
 @pytest.mark.parametrize("source", ["kaggle", "events.parquet", "/nonexistent/x.jsonl"])
@@ -560,3 +569,14 @@ def test_play_paces_a_live_replay_on_the_wall_clock(monkeypatch: pytest.MonkeyPa
     messages, kwargs = calls[-1]
     assert kwargs["speed"] == 60.0 and "start_s" not in kwargs  # own times, capped gaps
     assert [m.value for m in messages] == [m.value for m in to_messages(events)]
+
+
+def test_other_streams_are_keyed_by_their_contract(tmp_path: Path) -> None:
+    directory = tmp_path / "contracts"
+    directory.mkdir()
+    (directory / "impressions.toml").write_text(
+        'stream = "impressions"\nversion = "1"\nkey = "user_id"\n[fields.user_id]\ntype = "id"\n')
+    events = [ReplayEvent("impressions", None, {"user_id": 7}), ReplayEvent("clicks", None, {"user_id": 8}),
+              ReplayEvent("behaviour", "u1", {"user_id": "u1"})]
+    conf = Settings.from_env({"STOCKTAKE_CONTRACTS": str(directory)})
+    assert [e.key for e in replay.key_by_contract(events, conf)] == ["7", None, "u1"]   # clicks: no contract

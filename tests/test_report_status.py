@@ -237,13 +237,15 @@ def test_status_rates_trends_and_width() -> None:
 def test_stored_rates_read_the_last_five_minutes_of_ingest_only(store, make_settings) -> None:  # type: ignore[no-untyped-def]
     """Eight granules of behaviour, an event every 100 ms of ingest time (dated 2080, after every
     other test's rows): the rate counts the 3,001 events of the newest 5 minutes, and
-    ingest_log is read at those granules only."""
+    ingest_log is read at those granules only. A partition no other test uses keeps the rows
+    together in the table's order (stream, partition, offset) when merges join other tests'
+    parts: at partition 0 they interleaved with other behaviour rows and took 2 granules + 6 rows."""
     import datetime as dt
     settings = make_settings()
     n = 8 * 8192
     store.command(
         "INSERT INTO ingest_log (stream, topic, partition, offset, idx, status, kind, source, ts, ingest_ts, payload)"
-        " SELECT 'behaviour', {t:String}, 0, number, 0, 'valid', 'view', 'web',"
+        " SELECT 'behaviour', {t:String}, 977, number, 0, 'valid', 'view', 'web',"
         " {base:DateTime64(3, 'UTC')} + toIntervalMillisecond(number * 100 - 1000),"
         " {base:DateTime64(3, 'UTC')} + toIntervalMillisecond(number * 100), '{}' FROM numbers({n:UInt64})",
         {"t": settings.topic("behaviour"), "base": dt.datetime(2080, 1, 1, tzinfo=dt.UTC), "n": n})

@@ -55,7 +55,7 @@ def test_sink_waits_for_the_store_to_come_back(caplog: pytest.LogCaptureFixture)
     async def noop(*_args: object) -> bool:
         return True
 
-    sink = Sink(Settings(), store=None, streams_by_topic={}, publish=noop, commit=noop)  # type: ignore[arg-type]
+    sink = Sink(Settings(), store=None, publish=noop, commit=noop)  # type: ignore[arg-type]
     with caplog.at_level(logging.ERROR, "stocktake.sink"):
         assert asyncio.run(sink._retry(flaky, 21)) == 42
     assert calls == [21, 21, 21]
@@ -71,6 +71,6 @@ def test_sink_does_not_retry_other_failures() -> None:
     def broken() -> None:
         raise KeyError("bug")
 
-    sink = Sink(Settings(), store=None, streams_by_topic={}, publish=noop, commit=noop)  # type: ignore[arg-type]
+    sink = Sink(Settings(), store=None, publish=noop, commit=noop)  # type: ignore[arg-type]
     with pytest.raises(KeyError):
         asyncio.run(sink._retry(broken))

@@ -27,11 +27,13 @@ from stocktake.clickhouse import rollups
 from stocktake.clickhouse.queries import late_sql
 from stocktake.clickhouse.rows import ingest_log_table
 from stocktake.clickhouse.store import Store
+from stocktake.processors.contract_spec import shipped
 from stocktake.processors.dedupe import DedupeWindow
 from stocktake.processors.judge import Record, judge_batch
 from stocktake.processors.quality import bad_field
 
 LATE_S = 300
+CONTRACTS = shipped()
 
 
 def _ingest(store: Store, prefix: str, events: list[sources.ReplayEvent], seed: int = 7) -> None:
@@ -49,7 +51,7 @@ def _ingest(store: Store, prefix: str, events: list[sources.ReplayEvent], seed: 
             newest = max((t for t in times if t is not None), default=0.0)
             ingest_ms = int(newest * 1000) + rng.randrange(0, 600_000)
             records = [Record(start + i, None, v) for i, v in enumerate(chunk)]
-            judged = judge_batch(stream, prefix + stream, 0, records, dedupe, ingest_ms)
+            judged = judge_batch(CONTRACTS[stream], prefix + stream, 0, records, dedupe, ingest_ms)
             store.insert_arrow("ingest_log", ingest_log_table(judged.columns))
 
 
@@ -222,6 +224,32 @@ _CHILD = textwrap.dedent("""
         out["applied"] = rollups.prepare(store, raw_retention_s=0, progress=lambda d, t: seen.append([d, t]))
         out["progress"] = seen[-1]
         out["again"] = rollups.prepare(store, raw_retention_s=0)
+    elif sys.argv[2] == "contracts":
+        # a store written before contracts were files (migration 012): no contract columns, no
+        # breach rollup, views naming sub-assets by stream
+        store.migrate()
+        for v in rollups.views():
+            store.command(f"DROP VIEW IF EXISTS {v.name}")
+        store.command("DROP TABLE breach_rollup")
+        for column in ("contract_version", "kind_key", "warnings"):
+            store.command(f"ALTER TABLE ingest_log DROP COLUMN {column}")
+        store.command("DELETE FROM schema_migrations WHERE version = 12")
+        bad = [["behaviour", "s.behaviour", 2, o, "invalid", "missing_field:user_id", "view", now, now, "{}"]
+               for o in range(4)]
+        store.insert_rows("ingest_log", bad, ["stream", "topic", "partition", "offset", "status", "reason", "kind",
+                                              "ts", "ingest_ts", "payload"])
+        out["applied"] = rollups.prepare(store, raw_retention_s=0)
+        out["again"] = rollups.prepare(store, raw_retention_s=0)
+        out["breaches"] = store.rows("SELECT asset, version, severity, rule, field, sum(n) FROM breach_rollup "
+                                     "GROUP BY ALL ORDER BY asset")
+        new = [[*r[:4], "valid", "", "view", "1", "event_type", ["missing_field:product_id@r"], r[-2], r[-2], "{}"]
+               for r in bad]
+        store.insert_rows("ingest_log", [[r[0], r[1], 3, *r[3:]] for r in new],
+                          ["stream", "topic", "partition", "offset", "status", "reason", "kind", "contract_version",
+                           "kind_key", "warnings", "ts", "ingest_ts", "payload"])
+        out["warned"] = store.rows("SELECT asset, version, rule, rule_name, sum(n) FROM breach_rollup "
+                                   "WHERE severity = 'warn' GROUP BY ALL ORDER BY asset")
+        store.insert_rows("ingest_log", rows, cols)
     else:
         rollups.prepare(store, raw_retention_s=7 * 86400)
         store.insert_rows("ingest_log", rows, cols)
@@ -241,6 +269,20 @@ def _child(tmp_path: Path, mode: str) -> dict[str, Any]:
                           capture_output=True, text=True, timeout=120, check=True)
     result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def test_a_store_from_before_contract_files_gets_their_columns_views_and_breaches(tmp_path: Path) -> None:
+    """Migration 012's step: the contract columns added (old rows get contract v1's sub-asset
+    key), every rollup view re-created, breach_rollup filled from the retained events."""
+    out = _child(tmp_path, "contracts")
+    assert out["applied"] == [12] and out["again"] == []
+    old = [["behaviour", "", "reject", "missing_field:user_id", "user_id", 4],
+           ["behaviour/event_type=view", "", "reject", "missing_field:user_id", "user_id", 4]]
+    assert out["breaches"] == old
+    assert out["warned"] == [["behaviour", "1", "missing_field:product_id", "r", 4],
+                             ["behaviour/event_type=view", "1", "missing_field:product_id", "r", 4]]
+    # the views run again on what comes after (the old rows came while they were away)
+    assert out["assets"] == [["behaviour", 12], ["behaviour/event_type=view", 4]]
 
 
 def test_raw_events_past_retention_go_and_the_inventory_keeps_them(tmp_path: Path) -> None:

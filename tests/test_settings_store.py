@@ -18,9 +18,12 @@ from stocktake.clickhouse import queries
 from stocktake.clickhouse import store as store_module
 from stocktake.clickhouse.rows import ingest_log_table
 from stocktake.clickhouse.store import Store, StoreError, migrations
+from stocktake.processors.contract_spec import shipped
 from stocktake.processors.dedupe import DedupeWindow
 from stocktake.processors.judge import Record, judge_batch
 from stocktake.settings import Settings, SettingsError
+
+BEHAVIOUR = shipped()["behaviour"]
 
 T0 = 1569888000000  # 2019-10-01T00:00:00Z
 MIN_MS = 60_000
@@ -178,7 +181,7 @@ def test_every_documented_variable_is_read() -> None:
         "LOG_LEVEL", "CONNECT_TIMEOUT", "COMMIT_OFFSETS", "RAW_RETENTION", "QUERY_TIMEOUT", "QUERY_MAX_ROWS",
         "QUERY_MAX_BYTES", "STALL_AFTER", "ALERT_WEBHOOK_SECRET", "ALERT_WEBHOOK_TIMEOUT",
         "ALERT_PAGE_MAX_ATTEMPTS", "ALERT_PAGE_MAX_AGE", "ALERT_OUTBOX_MAX_PENDING",
-        "DEADLETTER_MAX_BYTES")}
+        "DEADLETTER_MAX_BYTES", "TOPICS", "DISCOVERY_INTERVAL", "CONTRACTS")}
     s = Settings.from_env({"STOCKTAKE_FIELD_VANISH_AFTER": "60", "STOCKTAKE_SCORE_INTERVAL": "2",
                            "STOCKTAKE_MINUTE_CLOSE_DELAY": "5", "STOCKTAKE_CONNECT_TIMEOUT": "0"})
     assert (s.field_vanish_after_s, s.score_interval_s, s.minute_close_delay_s, s.connect_timeout_s) == (
@@ -236,7 +239,7 @@ def insert(store: Store, topic: str, partition: int, values: list[bytes], first_
     records = [Record(first_offset + i, None, v) for i, v in enumerate(values)]
     if window is None:
         window = DedupeWindow(10**12, 10**6)
-    judged = judge_batch("behaviour", topic, partition, records, window, ingest_ms)
+    judged = judge_batch(BEHAVIOUR, topic, partition, records, window, ingest_ms)
     store.insert_arrow("ingest_log", ingest_log_table(judged.columns))
     return judged.counts
 
@@ -368,7 +371,7 @@ def test_bad_sql_raises_store_error_with_one_line(store: Store) -> None:
 
 
 def test_insert_of_wrong_table_raises_store_error(store: Store) -> None:
-    judged = judge_batch("behaviour", new_topic(), 0, [Record(0, None, ev("z", T0))],
+    judged = judge_batch(BEHAVIOUR, new_topic(), 0, [Record(0, None, ev("z", T0))],
                          DedupeWindow(1000, 10), T0)
     with pytest.raises(StoreError, match="insert into no_such_table failed"):
         store.insert_arrow("no_such_table", ingest_log_table(judged.columns))

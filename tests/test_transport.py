@@ -13,7 +13,8 @@ from typing import Any
 from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
-from stocktake.streams.transport import BatchingConsumer
+from stocktake.processors.judge import Record
+from stocktake.streams.transport import BatchingConsumer, FetchBatch, Routing
 
 
 class _Paused:
@@ -80,15 +81,23 @@ def test_records_dropped_while_paused_are_fetched_again_where_nothing_was_commit
 class _PausedMidFetch(_Paused):
     """Flow active, but the sink paused ``paused`` while the fetch was in flight."""
 
-    _batch_message = BatchingConsumer._batch_message
+    _fetch_batch = staticmethod(BatchingConsumer._fetch_batch)
 
-    def __init__(self, records: dict[Any, list[Any]], paused: set[Any]):
+    def __init__(self, records: dict[Any, list[Any]], paused: set[Any] = frozenset()):  # type: ignore[assignment]
         super().__init__(None, records)
         self.flow_active = True
         self._active = set(records) - paused
         self._buffered_partitions: set[Any] = set()
         self.app.monitor = SimpleNamespace(track_tp_end_offset=lambda tp, offset: None)
-        self.batch_topics = frozenset({"t"})
+        self.delivered: list[FetchBatch] = []
+
+        async def deliver(batch: FetchBatch) -> None:
+            self.delivered.append(batch)
+
+        self.routing = Routing(lambda topic: topic if topic != "faust-own" else None, lambda _topics: "", deliver)
+
+    def _to_message(self, tp: Any, record: Any) -> Any:
+        return record.offset
 
     async def _wait_next_records(self, timeout: float) -> tuple[dict[Any, Any], set[Any]]:
         return self._records, self._active
@@ -97,9 +106,9 @@ class _PausedMidFetch(_Paused):
         return 0
 
 
-def _record(offset: int) -> SimpleNamespace:
+def _record(offset: int, timestamp: int | None = None) -> SimpleNamespace:
     return SimpleNamespace(offset=offset, key=None, value=b"{}", topic="t", partition=0,
-                           timestamp=None, timestamp_type=0)
+                           timestamp=timestamp, timestamp_type=0)
 
 
 def test_records_of_a_partition_paused_during_the_fetch_are_read_again() -> None:
@@ -107,6 +116,49 @@ def test_records_of_a_partition_paused_during_the_fetch_are_read_again() -> None
     (CI: a ClickHouse outage paused every partition mid-fetch, 680 events never stored)."""
     records = {TP("t", 0): [_record(4), _record(5)], TP("t", 1): [_record(9)]}
     consumer = _PausedMidFetch(records, paused={TP("t", 0)})
-    delivered = _drain(consumer)
-    assert [tp for tp, _ in delivered] == [TP("t", 1)]
+    assert _drain(consumer) == []
+    assert [(b.topic, b.partition) for b in consumer.delivered] == [("t", 1)]
     assert consumer.rewound == [("t", 0, 4)]
+
+
+def test_each_partition_batch_of_a_stream_topic_goes_to_the_handler_with_its_timestamps() -> None:
+    """Stream topics (any name Routing.stream_of accepts, discovered or not) never reach Faust's
+    conductor: one FetchBatch per partition, awaited in the fetch loop; Faust's own topics keep
+    its per-message path."""
+    records = {TP("clicks", 0): [_record(4, 1_700_000_000_123), _record(5, -1)],
+               TP("faust-own", 0): [_record(1), _record(2)],
+               TP("stocktake.impressions", 2): [_record(9)]}
+    consumer = _PausedMidFetch(records)
+    assert _drain(consumer) == [(TP("faust-own", 0), 1), (TP("faust-own", 0), 2)]   # through Faust
+    assert consumer.delivered == [
+        FetchBatch("clicks", 0, [Record(4, None, b"{}", 1_700_000_000_123), Record(5, None, b"{}", None)], 3),
+        FetchBatch("stocktake.impressions", 2, [Record(9, None, b"{}", None)], 3),
+    ]
+
+
+def test_a_rebalance_during_delivery_stops_delivering_what_was_fetched_before() -> None:
+    records = {TP("a", 0): [_record(1)], TP("b", 0): [_record(2)]}
+    consumer = _PausedMidFetch(records)
+
+    async def deliver(batch: FetchBatch) -> None:
+        consumer.delivered.append(batch)
+        consumer.app.consumer_generation_id += 1   # a rebalance finished meanwhile
+
+    consumer.routing.deliver = deliver
+    _drain(consumer)
+    assert [b.topic for b in consumer.delivered] == ["a"]
+
+
+def test_subscribe_is_by_one_pattern_with_fausts_topics_in_it() -> None:
+    """aiokafka takes topics or a pattern, never both: the pattern must cover Faust's topics."""
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    aiokafka_consumer = SimpleNamespace(subscribe="aiokafka.subscribe")
+
+    async def call_thread(fn: Any, **kwargs: Any) -> None:
+        calls.append((fn, kwargs))
+
+    thread = SimpleNamespace(call_thread=call_thread, _ensure_consumer=lambda: aiokafka_consumer,
+                             _rebalance_listener="listener")
+    fake = SimpleNamespace(_thread=thread, routing=Routing(lambda t: None, lambda topics: f"^({'|'.join(topics)})$"))
+    asyncio.run(BatchingConsumer.subscribe(fake, ["x-own"]))  # type: ignore[arg-type]
+    assert calls == [("aiokafka.subscribe", {"pattern": "^(x-own)$", "listener": "listener"})]

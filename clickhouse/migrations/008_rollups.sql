@@ -17,6 +17,18 @@
 -- a day or a whole hour under 30 days; at most ~5,800 buckets, whatever the history. Stores written before this migration are backfilled
 -- from ingest_log at start (clickhouse/backfill.py).
 
+-- What each stored event was judged under (#13, data contracts): the contract's version,
+-- the field its stream's sub-assets are named by (the contract's `kind` role) and the
+-- `warn` checks it breached. The views below name sub-assets by kind_key, so no rule of any
+-- contract is written down here. Rows stored before contracts were files were judged by
+-- contract v1 as it was built in: the DEFAULT gives those old parts the key it named (the
+-- worker writes kind_key on every row); their version is ''. Migration 012 brings stores
+-- made before these columns to this file's views.
+ALTER TABLE ingest_log ADD COLUMN IF NOT EXISTS contract_version LowCardinality(String) DEFAULT '';
+ALTER TABLE ingest_log ADD COLUMN IF NOT EXISTS kind_key LowCardinality(String)
+    DEFAULT multiIf(stream = 'product', 'op', stream = 'transaction', 'status', stream = 'behaviour', 'event_type', '');
+ALTER TABLE ingest_log ADD COLUMN IF NOT EXISTS warnings Array(LowCardinality(String)) DEFAULT [];
+
 -- Per asset, minute, source, status and reason: the counts, clocks and lags.
 CREATE TABLE IF NOT EXISTS asset_minute_rollup
 (
@@ -198,6 +210,27 @@ CREATE TABLE IF NOT EXISTS partition_rollup
 ENGINE = AggregatingMergeTree
 ORDER BY (topic, partition);
 
+-- Breaches per asset, contract version, check and severity: every rejection (reject
+-- severity, the reason) and every warning (warn severity). `rule` is the check's code
+-- without the rule name: missing_field:product_id; `rule_name` names a conditional rule.
+CREATE TABLE IF NOT EXISTS breach_rollup
+(
+    topic      LowCardinality(String),
+    stream     LowCardinality(String),
+    asset      LowCardinality(String),
+    version    LowCardinality(String),
+    severity   LowCardinality(String),
+    rule       LowCardinality(String),
+    rule_name  LowCardinality(String),
+    field      LowCardinality(String),
+    n          SimpleAggregateFunction(sum, UInt64),
+    ts_min     SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    ts_max     SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (topic, stream, asset, version, severity, rule, rule_name, field)
+SETTINGS non_replicated_deduplication_window = 1000;
+
 -- ---------------------------------------------------------------- the views that fill them
 --
 -- ingest_log -> *_facts (Null tables: they store nothing, they hand each insert's
@@ -217,7 +250,7 @@ SELECT topic, stream, asset, minute, source, status, reason,
        uniqCombinedMergeStateIf(products, asset = stream) AS products,
        uniqCombinedMergeStateIf(orders, asset = stream) AS orders
 FROM (
-    SELECT topic, stream, kind, source, toStartOfMinute(ts) AS minute, status, reason,
+    SELECT topic, stream, kind, kind_key, source, toStartOfMinute(ts) AS minute, status, reason,
            count() AS events, countIf(JSONType(payload) = 'Object') AS objects,
            countIf(stream != 'product' AND product_id != '') AS product_refs,
            min(ts) AS min_ts, max(ts) AS max_ts, min(ingest_ts) AS first_seen, max(ingest_ts) AS last_seen,
@@ -232,12 +265,11 @@ FROM (
                                  lag_whole_s < 86400, lag_whole_s - lag_whole_s % 60,
                                  lag_whole_s < 2592000, lag_whole_s - lag_whole_s % 3600, 2592000)) AS lag_bucket
           FROM ingest_log)
-    GROUP BY topic, stream, kind, source, minute, status, reason
+    GROUP BY topic, stream, kind, kind_key, source, minute, status, reason
 )
 ARRAY JOIN arrayFilter(a -> a != '', [
                stream,
-               if(kind = '', '', concat(stream, '/',
-                   multiIf(stream = 'product', 'op', stream = 'transaction', 'status', 'event_type'), '=', kind)),
+               if(kind = '' OR kind_key = '', '', concat(stream, '/', kind_key, '=', kind)),
                if(source = '', '', concat(stream, '/source=', source))
            ]) AS asset
 GROUP BY topic, stream, asset, minute, source, status, reason;
@@ -284,7 +316,7 @@ SELECT topic, stream, asset, minute, source, status, field, type,
        uniqCombinedMergeStateIf(distinct_values, asset = stream) AS distinct_values,
        groupUniqArrayMergeStateIf(5)(examples, asset = stream) AS example_values
 FROM (
-    SELECT topic, stream, kind, source, toStartOfMinute(ts) AS minute, status, kv.1 AS field,
+    SELECT topic, stream, kind, kind_key, source, toStartOfMinute(ts) AS minute, status, kv.1 AS field,
            multiIf(substring(kv.2, 1, 1) = '"', 'string', substring(kv.2, 1, 1) IN ('t', 'f'), 'boolean',
                    substring(kv.2, 1, 1) = 'n', 'null', substring(kv.2, 1, 1) = '[', 'array',
                    substring(kv.2, 1, 1) = '{', 'object', 'number') AS type,
@@ -297,12 +329,11 @@ FROM (
     FROM ingest_log
     ARRAY JOIN JSONExtractKeysAndValuesRaw(payload) AS kv
     WHERE status != 'duplicate'
-    GROUP BY topic, stream, kind, source, minute, status, field, type
+    GROUP BY topic, stream, kind, kind_key, source, minute, status, field, type
 )
 ARRAY JOIN arrayFilter(a -> a != '', [
                stream,
-               if(kind = '', '', concat(stream, '/',
-                   multiIf(stream = 'product', 'op', stream = 'transaction', 'status', 'event_type'), '=', kind)),
+               if(kind = '' OR kind_key = '', '', concat(stream, '/', kind_key, '=', kind)),
                if(source = '', '', concat(stream, '/source=', source))
            ]) AS asset
 GROUP BY topic, stream, asset, minute, source, status, field, type;
@@ -345,8 +376,7 @@ FROM (
               toUInt8(0)) AS catalog_bits,
            arrayFilter(a -> a != '', [
                stream,
-               if(kind = '', '', concat(stream, '/',
-                   multiIf(stream = 'product', 'op', stream = 'transaction', 'status', 'event_type'), '=', kind)),
+               if(kind = '' OR kind_key = '', '', concat(stream, '/', kind_key, '=', kind)),
                if(source = '', '', concat(stream, '/source=', source))
            ]) AS assets
     FROM ingest_log WHERE status = 'valid' AND product_id != ''
@@ -368,3 +398,24 @@ SELECT topic, partition, count() AS n, countIf(idx = 0) AS n_messages, min(offse
        max(offset) AS offset_max, maxIfOrNull(ts, status = 'valid') AS valid_ts_max, max(ingest_ts) AS ingest_max
 FROM ingest_log
 GROUP BY topic, partition;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS breach_mv TO breach_rollup AS
+SELECT topic, stream, asset, version, severity, splitByChar('@', code)[1] AS rule,
+       if(position(code, '@') > 0, substring(code, position(code, '@') + 1), '') AS rule_name,
+       if(position(rule, ':') > 0, substring(rule, position(rule, ':') + 1), if(rule = 'invalid_ts', 'ts', '')) AS field,
+       sum(events) AS n, min(min_ts) AS ts_min, max(max_ts) AS ts_max
+FROM (
+    SELECT topic, stream, kind, kind_key, source, contract_version AS version,
+           if(status = 'invalid', 'reject', 'warn') AS severity, code,
+           count() AS events, min(ts) AS min_ts, max(ts) AS max_ts
+    FROM ingest_log
+    ARRAY JOIN if(status = 'invalid', [toString(reason)], arrayMap(w -> toString(w), warnings)) AS code
+    WHERE status = 'invalid' OR (status = 'valid' AND notEmpty(warnings))
+    GROUP BY topic, stream, kind, kind_key, source, version, severity, code
+)
+ARRAY JOIN arrayFilter(a -> a != '', [
+               stream,
+               if(kind = '' OR kind_key = '', '', concat(stream, '/', kind_key, '=', kind)),
+               if(source = '', '', concat(stream, '/source=', source))
+           ]) AS asset
+GROUP BY topic, stream, asset, version, severity, rule, rule_name, field;

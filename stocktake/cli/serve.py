@@ -30,7 +30,7 @@ def up(settings: Settings, kafka_port: int | None, source: str, speed: float | N
     from stocktake import sources
     from stocktake.cli.foreground import serve
     from stocktake.tools import replay
-    events = [] if source == "none" else sources.load_events(source)
+    events = [] if source == "none" else replay.key_by_contract(sources.load_events(source), settings)
     faults = replay.parse_faults(inject) if inject else None
     return serve(settings, kafka_port, duration, events=events,
                  replay_opts={"faults": faults, "speed": speed, "envelope": envelope, "live": not original_time})
@@ -63,7 +63,7 @@ def replay(settings: Settings, source: str, kafka: str | None, speed: float | No
     bootstrap = kafka or settings.kafka
     if not bootstrap:
         raise CliError("no Kafka: pass --kafka HOST:PORT or set STOCKTAKE_KAFKA")
-    events = sources.load_events(source)
+    events = replay_tool.key_by_contract(sources.load_events(source), settings)
     faults = replay_tool.parse_faults(inject) if inject else None
     counts = replay_tool.play(bootstrap, events, topics=replay_tool.stream_topics(settings), speed=speed,
                               live=not original_time, envelope=envelope, faults=faults)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from stocktake.processors.contract import STREAMS
+from stocktake.processors.contract_spec import shipped
 
 
 def _table(sink: Any, replay_state: dict[str, Any], elapsed: float, rate: float) -> Table:
@@ -20,7 +20,8 @@ def _table(sink: Any, replay_state: dict[str, Any], elapsed: float, rate: float)
     table = Table(title=f"stocktake · {elapsed:,.0f}s · {rate:,.0f} events/s", title_justify="left")
     for column in ("stream", "valid", "duplicates", "invalid"):
         table.add_column(column, justify="right" if column != "stream" else "left")
-    for stream in STREAMS:
+    # The shipped streams first (the demo's), then every other stream seen, as they come.
+    for stream in dict.fromkeys([*shipped(), *stats.per_stream]):
         counts = stats.per_stream.get(stream, {})
         table.add_row(stream, f"{counts.get('valid', 0):,}", f"{counts.get('duplicate', 0):,}",
                       f"{counts.get('invalid', 0):,}")

@@ -19,7 +19,6 @@ from stocktake.clickhouse import queries as Q
 from stocktake.clickhouse.store import Store
 from stocktake.clickhouse.values import jsonable
 from stocktake.processors.assets import Asset, is_stream
-from stocktake.processors.contract import STREAM_SPECS
 from stocktake.processors.drift import DriftEvent, FieldType, detect_drift
 from stocktake.processors.quality import WEIGHTS, quality_score
 from stocktake.processors.sensitive import classify_field, mask
@@ -60,10 +59,50 @@ def _example(raw: str) -> Any:
         return raw
 
 
+def contract_inventory(store: Store, settings: Settings) -> dict[str, dict[str, Any]]:
+    """The contract each stream is judged under (as the worker published it), by stream."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in Q.rows_as_dicts(store, Q.CONTRACTS_SQL, _scope(settings)):
+        c = out.setdefault(r["stream"], {"stream": r["stream"], "version": r["version"], "origin": r["origin"],
+                                         "schemaless": not r["field"], "fields": [], "rules": {}})
+        if not r["field"]:
+            continue
+        if r["rule"]:
+            rule = c["rules"].setdefault(r["rule"], {"name": r["rule"], "severity": r["severity"], "require": []})
+            rule["require"].append(r["field"])
+        else:
+            c["fields"].append({"field": r["field"], "type": r["type"], "required": bool(r["required"]),
+                                "severity": r["severity"], "role": r["role"]})
+    for c in out.values():
+        c["rules"] = list(c["rules"].values())
+    return out
+
+
+def breaches_by_asset(store: Store, settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    """Rejections and warnings per asset and contract version (breach_rollup)."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in Q.rows_as_dicts(store, Q.BREACHES_SQL, _scope(settings)):
+        out[r.pop("asset")].append(r)
+    return out
+
+
+def _code(breach: dict[str, Any]) -> str:
+    return f"{breach['rule']}@{breach['rule_name']}" if breach["rule_name"] else breach["rule"]
+
+
+def _warned_missing(breaches: list[dict[str, Any]]) -> list[str]:
+    """Fields a warn rule found missing on an asset: completeness counts them, seen or not."""
+    return sorted({b["field"] for b in breaches if b["severity"] == "warn" and b["rule"].startswith("missing_field:")})
+
+
 def field_inventory(assets: list[dict[str, Any]], rows: list[dict[str, Any]],
+                    contracts: dict[str, dict[str, Any]] | None = None,
+                    breaches: dict[str, list[dict[str, Any]]] | None = None,
                     ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """(fields of every stream, per-asset field presence for completeness) from asset_rows
-    and the FIELDS_SQL rows."""
+    and the FIELDS_SQL rows; ``contracts`` flags the fields their stream's contract names,
+    ``breaches`` adds warned values to a field's validity."""
+    contracts, breaches = contracts or {}, breaches or {}
     spans = {r["asset"]: {"events": r["object_events"]} for r in assets}
     per_asset: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(lambda: {
         "types": {}, "present": 0, "bad": 0, "distinct_approx": 0, "examples": [],
@@ -83,15 +122,21 @@ def field_inventory(assets: list[dict[str, Any]], rows: list[dict[str, Any]],
         if not is_stream(asset):
             continue
         events = int(spans[asset]["events"]) if asset in spans else 0
+        named = {f["field"] for f in contracts.get(asset, {}).get("fields", [])}
+        warned: dict[str, int] = defaultdict(int)
+        for b in breaches.get(asset, []):
+            if b["severity"] == "warn" and not b["rule"].startswith("missing_field:"):
+                warned[b["field"]] += int(b["events"])
         for name, f in sorted(by_field.items()):
             examples = f["examples"][:5]
             sensitive = classify_field(name, examples)
+            bad = min(f["present"], f["bad"] + warned.get(name, 0))
             fields.append({
                 "stream": asset, "field": name,
-                "contract": asset in STREAM_SPECS and name in STREAM_SPECS[asset].fields,
+                "contract": name in named,
                 "types": f["types"],
                 "completeness": round(f["present"] / events, 4) if events else None,
-                "validity": round(1 - f["bad"] / f["present"], 4) if f["present"] else None,
+                "validity": round(1 - bad / f["present"], 4) if f["present"] else None,
                 "distinct_approx": f["distinct_approx"],
                 "sensitive": sensitive,
                 "examples": [mask(x, sensitive) for x in examples],
@@ -196,7 +241,9 @@ def build(store: Store, settings: Settings, now_ms: int | None = None) -> dict[s
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     rows = asset_rows(store, settings)
     field_rows = Q.rows_as_dicts(store, Q.FIELDS_SQL, _scope(settings))
-    fields, presence = field_inventory(rows, field_rows)
+    contracts = contract_inventory(store, settings)
+    breaches = breaches_by_asset(store, settings)
+    fields, presence = field_inventory(rows, field_rows, contracts, breaches)
     entities, consistency = entity_inventory(store, settings)
     assets = []
     for r in rows:
@@ -213,9 +260,12 @@ def build(store: Store, settings: Settings, now_ms: int | None = None) -> dict[s
             "consistency_checked": r["product_refs"] + amount_checked,
             "consistency_failed": consistency["orphan_refs"].get(asset, 0) + amount_failed,
         }
-        spec = STREAM_SPECS.get(stream)
-        quality = quality_score(summary, required_fields=spec.required if spec else (), now_ms=now_ms,
-                                freshness_target_ms=int(settings.freshness_target_s * 1000))
+        contract = contracts.get(stream, {})
+        required = [f["field"] for f in contract.get("fields", []) if f["required"]]
+        found = breaches.get(asset, [])
+        quality = quality_score(summary, required_fields=[*required, *_warned_missing(found)], now_ms=now_ms,
+                                freshness_target_ms=int(settings.freshness_target_s * 1000),
+                                warnings={_code(b): int(b["events"]) for b in found if b["severity"] == "warn"})
         lag = r["lag_ms"] if r["valid"] else [None, None, None]
         assets.append({
             "asset_id": asset_id(asset), "asset": asset, "kind": Asset.parse(asset).kind, "stream": stream,
@@ -224,12 +274,16 @@ def build(store: Store, settings: Settings, now_ms: int | None = None) -> dict[s
             "last_event_ts": r["last_event_ts"], "first_seen": r["first_seen"], "last_seen": r["last_seen"],
             "freshness_s": round((now_ms - last_ms) / 1000, 3) if last_ms is not None else None,
             "lag_ms": {"p50": lag[0], "p95": lag[1], "p99": lag[2]}, "late": r["late"],
+            "contract_version": contract.get("version"),
+            "warnings": sum(int(b["events"]) for b in found if b["severity"] == "warn"),
+            "breaches": found,
             "quality": quality,
         })
     return jsonable({
         "generated_at": dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC),
         "as_of_event_ts": consistency["as_of"],
         "quality_weights": WEIGHTS,
+        "contracts": list(contracts.values()),
         "assets": assets,
         "fields": fields,
         "entities": entities,

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from stocktake.clickhouse.rollups import View, views
 from stocktake.clickhouse.store import Store
 from stocktake.clickhouse.values import iso_ms, iso_utc, jsonable
-from stocktake.processors.contract import STREAM_SPECS
+from stocktake.processors.contract_spec import shipped
 from stocktake.settings import Settings
 
 # A minute's rows must stay this far from expiry to be recounted: a TTL merge can delete
@@ -590,8 +590,13 @@ def log_bases(store: Store, topics: list[str]) -> dict[tuple[str, int], int]:
         {"t": topics})}
 
 
-def deployment_topics(settings: Settings) -> list[str]:
-    return [settings.topic(stream) for stream in STREAM_SPECS]
+def deployment_topics(store: Store, settings: Settings) -> list[str]:
+    """The shipped streams' topics and every other topic of the deployment's prefix the store
+    holds events of (discovered streams)."""
+    stored = [str(t) for t, in store.rows(
+        "SELECT DISTINCT topic FROM partition_rollup WHERE startsWith(topic, {p:String})",
+        {"p": settings.topic_dot_prefix})]
+    return sorted({*(settings.topic(stream) for stream in shipped()), *stored})
 
 
 def retention_s(store: Store, settings: Settings) -> float:
@@ -607,7 +612,7 @@ async def reconcile(store: Store, settings: Settings, window: Window | None = No
     """The report: the store checks, then the partitions with Kafka's offsets when
     ``bootstrap`` is given and answers. Store calls run in a thread (the worker's loop goes on)."""
     started = time.monotonic()
-    topics = deployment_topics(settings)
+    topics = await asyncio.to_thread(deployment_topics, store, settings)
     kafka_error = None if bootstrap else "no Kafka to ask (the embedded broker runs only with the worker)"
     committed: dict[tuple[str, int], int | None] = {}
     if bootstrap:

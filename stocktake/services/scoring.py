@@ -44,12 +44,13 @@ class ScoringService:
     def __init__(self, settings: Settings, store: Store, publish: Publish, *, max_queue: int = 200_000,
                  max_batch: int = 4096):
         from stocktake.models.registry import ModelRegistry, Scorer
-        from stocktake.processors.features import FeatureState
+        from stocktake.processors.features import STREAMS, FeatureState
 
         self.settings = settings
         self.store = store
         self.publish = publish
         self.features = FeatureState()
+        self.streams = STREAMS
         self.registry = ModelRegistry(Path(settings.models_dir) if settings.models_dir
                                       else settings.data_dir / "models")
         self.registry.ensure_defaults()
@@ -63,7 +64,7 @@ class ScoringService:
 
     # The sink calls this at judge time with each batch's valid events: O(1), never blocks.
     def on_valid(self, stream: str, events: list[Event]) -> None:
-        if not events:
+        if not events or stream not in self.streams:  # a stream without features (schemaless, a user's own)
             return
         self.queue.append((stream, events))
         self.queued_events += len(events)

@@ -94,7 +94,8 @@ from typing import Any, NamedTuple
 from stocktake.processors.alerts import Alert
 from stocktake.processors.assets import Asset
 from stocktake.processors.baseline import MINUTE_MS
-from stocktake.processors.contract import STREAM_SPECS, Event, normalize
+from stocktake.processors.contract import Event, normalize
+from stocktake.processors.contract_spec import shipped
 from stocktake.processors.gapfeed import Activity, Arrivals, GapFeed, MinuteCounts
 from stocktake.processors.gaps import GapConfig, GapMonitor
 from stocktake.sources import load_events
@@ -146,7 +147,7 @@ def assets_of(stream: str, kind: str, source: str) -> tuple[str, ...]:
     """The inventory's asset names an event counts in."""
     out = [stream]
     if kind:
-        out.append(str(Asset(stream, STREAM_SPECS[stream].sub_asset_key, kind)))
+        out.append(shipped()[stream].kind_asset(kind))
     if source:
         out.append(str(Asset(stream, "source", source)))
     return tuple(out)
@@ -156,8 +157,9 @@ def contract_events(source: str, data_dir: Path | None = None) -> list[Ev]:
     """The replay's events through contract v1; the invalid ones are left out (the
     detectors only count valid events)."""
     out: list[Ev] = []
+    contracts = shipped()
     for r in load_events(source, data_dir):
-        e = normalize(r.stream, r.event)
+        e = normalize(contracts[r.stream], r.event)
         if isinstance(e, Event):
             out.append(Ev(e.ts_ms, r.stream, e.kind, e.source, e.product_id, e.fields, e.event_id))
     out.sort(key=lambda e: e.ts_ms)  # stable: the replay's order within a second stays

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from stocktake.broker import KAFKA_LOG
+from stocktake.processors.contract_spec import ContractBook
 from stocktake.settings import Settings
 from stocktake.sources import KEY_FIELD, STREAMS, ReplayEvent, ts_seconds
 
@@ -41,9 +42,38 @@ __all__ = [
 ]
 
 
+class StreamTopics(dict[str, str]):
+    """stream -> the topic it is replayed into: the shipped streams' listed, any other stream
+    a file names is ``settings.topic(stream)`` too (the worker discovers it)."""
+
+    def __init__(self, settings: Settings):
+        super().__init__({stream: settings.topic(stream) for stream in STREAMS})
+        self._settings = settings
+
+    def __missing__(self, stream: str) -> str:
+        return self._settings.topic(stream)   # not kept: TOPICS is shared by every caller
+
+    def __contains__(self, stream: object) -> bool:
+        return isinstance(stream, str)
+
+
 def stream_topics(settings: Settings) -> dict[str, str]:
     """stream -> the topic it is replayed into in this deployment (``settings.topic``)."""
-    return {stream: settings.topic(stream) for stream in STREAMS}
+    return StreamTopics(settings)
+
+
+def key_by_contract(events: list[ReplayEvent], settings: Settings) -> list[ReplayEvent]:
+    """Key the events of streams outside the shipped ones by their contract's ``key`` (the
+    shipped sources key their own); a stream without a contract stays unkeyed."""
+    book = ContractBook(settings.contracts_dir)
+    out = []
+    for ev in events:
+        if ev.key is None and ev.stream not in KEY_FIELD:
+            field = book.get(ev.stream).key
+            value = ev.event.get(field) if field else None
+            ev = ev._replace(key=None if value is None else str(value))
+        out.append(ev)
+    return out
 
 
 TOPICS = stream_topics(Settings())  # the default settings' topics: stocktake.behaviour, ...
@@ -163,12 +193,15 @@ def _check_faults(faults: dict[str, float] | None) -> dict[str, float]:
     return faults
 
 
-# Malformed variants, cycled in this order. Each is one item that contract v1 rejects.
+# Malformed variants, cycled in this order. Each is one item that contract v1 rejects; a stream
+# of another contract (or none) gets the ones every contract rejects.
 MALFORMED_VARIANTS = ("truncated_json", "not_an_object", "missing_key", "bad_ts", "invalid_utf8")
+UNREADABLE_VARIANTS = ("truncated_json", "not_an_object", "invalid_utf8")
 
 
 def _malformed(n: int, topic: str, stream: str, template: dict[str, Any], key: bytes | None) -> Message:
-    variant = MALFORMED_VARIANTS[n % len(MALFORMED_VARIANTS)]
+    variants = MALFORMED_VARIANTS if stream in KEY_FIELD else UNREADABLE_VARIANTS
+    variant = variants[n % len(variants)]
     event_id = f"malformed-{n}"  # unique within a replay, so dedupe never hides one
     if variant == "truncated_json":
         value = b'{"event_id": "' + event_id.encode()  # cut inside a string
