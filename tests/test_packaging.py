@@ -27,5 +27,6 @@ def test_wheel_has_one_top_level_package_with_its_data(tmp_path: Path) -> None:
                  "stocktake/models/artifacts/user_propensity/1/model.onnx",
                  "stocktake/grafana/dashboards/stocktake-inventory.json",
                  "stocktake/report/templates/report.html",
+                 "stocktake/processors/contracts/behaviour.toml",
                  "stocktake/data/rees46/2019-Oct-sample.csv.gz"):
         assert data in names
