@@ -27,15 +27,19 @@ from stocktake.services.outbox import BATCH, CONCURRENCY, POLL_S, Outbox
 from stocktake.settings import Settings
 from stocktake.streams import api
 from stocktake.streams.sink import Key, Sink
-from stocktake.streams.transport import FetchBatch, Routing, batching_transport
+from stocktake.streams.transport import FetchBatch, Handover, Routing, batching_transport
 
 log = logging.getLogger("stocktake.worker")
+
+# Fetched partition batches waiting for the sink (streams/transport.py Handover).
+HANDOVER_BATCHES = 16
 
 
 class StocktakeApp(faust.App):
     """faust.App whose consumer subscribes by pattern and delivers fetch batches of stream topics."""
 
     routing: Routing
+    handover: Handover | None = None
 
     def _new_transport(self) -> Any:
         cls = batching_transport(self.routing)
@@ -115,7 +119,7 @@ def create_app(
                 resume=lambda keys: app.consumer.resume_partitions(tps(keys)))
 
     async def ingest(batch: FetchBatch) -> None:
-        """Every fetched batch of every stream topic, in the consumer's fetch loop."""
+        """Every fetched batch of every stream topic, handed over by the consumer's fetch loop."""
         if sink.closed:
             return
         try:
@@ -123,7 +127,8 @@ def create_app(
         except Exception as exc:  # never dies quietly: the sink stops for good and the worker exits
             sink.fail(exc)
 
-    app.routing.deliver = ingest
+    app.handover = Handover(ingest, HANDOVER_BATCHES)
+    app.routing.deliver = app.handover.deliver
 
     async def _assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         await sink.on_assigned([(tp.topic, tp.partition) for tp in assigned],

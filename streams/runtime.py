@@ -117,6 +117,8 @@ class Runtime:
         leave the group. What arrives in between is re-read by the next owner."""
         with contextlib.suppress(Exception):
             await sink.close()
+        if app.handover is not None:
+            await app.handover.stop()
         await app.stop()
         self.workers = [w for w in self.workers if w[0] is not app]
 

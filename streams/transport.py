@@ -20,6 +20,8 @@ on_partitions_assigned path.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -54,6 +56,41 @@ class Routing:
     stream_of: Callable[[str], str | None]
     pattern: Callable[[Iterable[str]], str]
     deliver: BatchHandler | None = None
+
+
+class Handover:
+    """Batches from the consumer's fetch loop to the sink through a bounded queue, judged by a
+    task of their own: the fetch loop goes on fetching while the sink judges and inserts.
+    Awaited in the fetch loop, judging a batch and the next broker fetch took turns (aiokafka
+    fetches a partition again only once its records were taken): envelopes ran at 27-29k
+    events/s against 41-44k (bench, 300k events, same machine). ``maxsize`` batches wait at
+    most (one partition's records of one fetch each, at most broker_max_poll_records): a
+    full queue holds the fetch loop, which is the backpressure."""
+
+    def __init__(self, handle: BatchHandler, maxsize: int):
+        self._handle = handle
+        self._queue: asyncio.Queue[FetchBatch] = asyncio.Queue(maxsize)
+        self._task: asyncio.Task[None] | None = None
+
+    async def deliver(self, batch: FetchBatch) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="stocktake-handover")
+        await self._queue.put(batch)
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._queue.get()
+            await self._handle(batch)   # must not raise (see app.create_app: it fails the sink)
+
+    async def stop(self) -> None:
+        """Drop what waits (never committed: the partitions' next owner reads it again)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        while not self._queue.empty():
+            self._queue.get_nowait()
 
 
 class BatchingConsumer(faust_aiokafka.Consumer):

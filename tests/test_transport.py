@@ -162,3 +162,42 @@ def test_subscribe_is_by_one_pattern_with_fausts_topics_in_it() -> None:
     fake = SimpleNamespace(_thread=thread, routing=Routing(lambda t: None, lambda topics: f"^({'|'.join(topics)})$"))
     asyncio.run(BatchingConsumer.subscribe(fake, ["x-own"]))  # type: ignore[arg-type]
     assert calls == [("aiokafka.subscribe", {"pattern": "^(x-own)$", "listener": "listener"})]
+
+
+def test_the_handover_lets_the_fetch_loop_go_on_keeps_order_and_is_bounded() -> None:
+    """Batches go to the sink through a bounded queue, judged by a task of its own: the fetch
+    loop is not held while the sink works (it was: fetching and judging took turns), the
+    order is kept, and a full queue holds the fetch loop (backpressure)."""
+    from stocktake.streams.transport import Handover
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+        handled: list[int] = []
+
+        async def slow_sink(batch: FetchBatch) -> None:
+            await release.wait()
+            handled.append(batch.partition)
+
+        handover = Handover(slow_sink, maxsize=2)
+        batch = [FetchBatch("t", p, [], 0) for p in range(4)]
+        for b in batch[:3]:   # one taken by the sink, two waiting: none holds the fetch loop
+            await asyncio.wait_for(handover.deliver(b), 1.0)
+        blocked = asyncio.ensure_future(handover.deliver(batch[3]))
+        await asyncio.sleep(0.05)
+        assert not blocked.done()          # the queue is full: the fetch loop waits
+        release.set()
+        await asyncio.wait_for(blocked, 1.0)
+        for _ in range(100):
+            if len(handled) == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert handled == [0, 1, 2, 3]
+        release.clear()
+        await handover.deliver(FetchBatch("t", 9, [], 0))
+        await handover.deliver(FetchBatch("t", 10, [], 0))
+        await handover.stop()              # what waits is dropped (never committed: read again)
+        release.set()
+        await asyncio.sleep(0.05)
+        assert handled == [0, 1, 2, 3]
+
+    asyncio.run(scenario())
