@@ -39,9 +39,11 @@ TYPES = ("id", "string", "number", "integer", "timestamp", "boolean", "object", 
 ROLES = ("event_id", "time", "kind", "source", "user_id", "product_id", "order_id")
 SEVERITIES = ("reject", "warn")
 SCHEMALESS = "schemaless"  # the version of a stream judged without a contract
-# Where a schemaless event's time is looked for, in this order (first that parses wins);
-# without one, the Kafka record's timestamp.
+# Where a schemaless event's time is looked for: these names in this order, then the fields
+# named like a time (TIME_SUFFIXES: review_creation_date, order_purchase_timestamp) in the
+# event's own order; the first that parses wins. Without one, the Kafka record's timestamp.
 TIME_FIELDS = ("ts", "timestamp", "event_time", "eventTime", "time", "@timestamp", "created_at", "datetime")
+TIME_SUFFIXES = ("_ts", "_at", "_time", "_timestamp", "_date", "_datetime", "Time", "Date", "Timestamp")
 
 Condition = tuple[tuple[str, frozenset[str]], ...]  # every (field, values) holds
 
@@ -432,17 +434,23 @@ def _loose_id(v: Any) -> str:
         return ""
 
 
+def _schemaless_time(o: dict[str, Any]) -> int:
+    for name in TIME_FIELDS:
+        v = o.get(name)
+        if v is not None and (ms := parse_ts_ms(v)) is not None:
+            return ms
+    for name, v in o.items():
+        # a string that is only digits is an id or a count, not a date (epoch times need a name above)
+        if (type(name) is str and name.endswith(TIME_SUFFIXES) and type(v) is str and not v.isdigit()
+                and (ms := parse_ts_ms(v)) is not None):
+            return ms
+    return -1
+
+
 def _schemaless(o: dict[str, Any]) -> Event:
     """Any JSON object is valid. Ids, source and time are taken where the usual names carry
     usable values; the event is stored as it came."""
-    ts = -1
-    for name in TIME_FIELDS:
-        v = o.get(name)
-        if v is not None:
-            ms = parse_ts_ms(v)
-            if ms is not None:
-                ts = ms
-                break
+    ts = _schemaless_time(o)
     src = o.get("source")
     source = src.strip() if type(src) is str and len(src) <= MAX_SOURCE_CHARS else ""
     return Event(_loose_id(o.get("event_id")), "", source, _loose_id(o.get("user_id")),

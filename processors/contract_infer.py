@@ -10,8 +10,9 @@ the contract a data engineer would start from, to review before use:
 - required: present (not null) on at least REQUIRED_SHARE of the events;
 - enum: strings with at most ENUM_MAX distinct values, all seen (``case = "lower"`` when
   they all are lower-case);
-- roles: ``event_id`` (an id as distinct as the events), ``time`` (the first timestamp of
-  TIME_FIELDS order), ``source``/``user_id``/``product_id``/``order_id`` by name, ``kind``
+- roles: ``event_id`` (an id as distinct as the events), ``time`` (the first timestamp in
+  TIME_FIELDS order, else one named for a creation or an event, else the most present one),
+  ``source``/``user_id``/``product_id``/``order_id`` by name, ``kind``
   (the first enum named like a kind: event_type, type, op, status, action, event);
 - key: the user, product or order id, in that order.
 """
@@ -75,6 +76,13 @@ def infer_contract(stream: str, events: int, seen: Sequence[FieldSeen], *, versi
     """The starting contract of ``stream`` from ``events`` JSON objects and their fields."""
     fields: list[Field] = []
     roles: dict[str, str] = {}
+    # The time role goes to the first timestamp in TIME_FIELDS order, else one named for a
+    # creation or an event, else the most present one.
+    times = sorted((f for f in seen if _type_of(f) == "timestamp"), key=lambda f: (
+        TIME_FIELDS.index(f.name) if f.name in TIME_FIELDS else len(TIME_FIELDS),
+        not any(w in f.name.lower() for w in ("creat", "event", "occur")), -f.present, f.name))
+    if times:
+        roles["time"] = times[0].name
     for f in sorted(seen, key=lambda f: (-f.present, f.name)):
         ftype = _type_of(f)
         required = events > 0 and f.present >= REQUIRED_SHARE * events
@@ -82,9 +90,9 @@ def infer_contract(stream: str, events: int, seen: Sequence[FieldSeen], *, versi
         case = ""
         if ftype == "string" and f.values is not None and 0 < len(f.values) <= ENUM_MAX:
             enum = frozenset(v.strip() for v in f.values)
-            if all(v == v.lower() for v in enum):
+            if all(v == v.lower() for v in enum) and any(v != v.upper() for v in enum):  # letters, all lower
                 case = "lower"
-        role = _role(f, ftype, enum is not None, roles)
+        role = "time" if roles.get("time") == f.name else _role(f, ftype, enum is not None, roles)
         if role:
             roles[role] = f.name
         fields.append(Field(f.name, ftype, required, role=role, enum=enum, case=case))
@@ -100,8 +108,6 @@ def _role(f: FieldSeen, ftype: str, is_enum: bool, taken: Mapping[str, str]) -> 
         candidates.append("event_id")
     if ftype == "id" and name in _ID_ROLES:
         candidates.append(name)
-    if ftype == "timestamp":
-        candidates.append("time")
     if ftype == "string" and name == "source":
         candidates.append("source")
     if ftype == "string" and is_enum and name in KIND_NAMES:

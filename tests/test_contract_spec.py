@@ -745,3 +745,43 @@ def test_a_broken_field_is_reported_once() -> None:
     errors = errors_of(HEAD + 'key = "price"\n[fields.kind]\n[fields.price]\ntype = "float"\n'
                               '[[rules]]\nname = "r"\nwhen = { kind = ["x"] }\nrequire = ["price"]\n')
     assert len(errors) == 1 and "fields.price: type 'float'" in errors[0], errors
+
+
+# ------------------------------------------------------------------ schemaless time, inference
+
+
+def _event(judged: Event | Rejected) -> Event:
+    assert isinstance(judged, Event), judged
+    return judged
+
+
+def test_schemaless_time_comes_from_a_field_named_like_a_time() -> None:
+    """Real exports name their times review_creation_date, order_purchase_timestamp: the
+    first such field that parses, in the event's order, after the usual names."""
+    c = schemaless("reviews")
+    review = {"review_id": "r1", "review_score": "5", "review_creation_date": "2018-01-18 00:00:00",
+              "review_answer_timestamp": "2018-01-18 21:46:59"}
+    assert _event(normalize(c, review)).ts_ms == 1516233600000
+    assert _event(normalize(c, {**review, "ts": "2019-10-01T00:00:00Z"})).ts_ms == T0   # a usual name first
+    # digits only are an id or a count, not a date; nothing else names a time: the record's time then
+    assert _event(normalize(c, {"order_id": "123", "paid_at": "17", "x_date": "soon"})).ts_ms == -1
+
+
+def test_infer_prefers_a_creation_time_and_writes_what_the_checker_reads() -> None:
+    from stocktake.processors.contract_infer import FieldSeen, infer_contract
+    seen = [
+        FieldSeen("review_id", {"string": 100}, 100, ["a", "b"]),
+        FieldSeen("order_id", {"string": 100}, 97, ["o1"]),
+        FieldSeen("review_answer_timestamp", {"string": 100}, 100, ["2018-01-18 21:46:59"]),
+        FieldSeen("review_creation_date", {"string": 90, "null": 10}, 30, ["2018-01-18 00:00:00"]),
+        FieldSeen("review_score", {"string": 100}, 5, ["5"], values=["1", "2", "3", "4", "5"]),
+        FieldSeen("channel", {"string": 100}, 2, ["App"], values=["app", "web"]),
+        FieldSeen("comment", {"string": 40}, 40, ["great"]),
+    ]
+    c = infer_contract("reviews", 100, seen)
+    by = {f.name: f for f in c.fields}
+    assert c.role("time") == "review_creation_date" and not by["review_creation_date"].required
+    assert by["review_score"].enum == frozenset("12345") and by["review_score"].case == ""
+    assert by["channel"].case == "lower" and by["order_id"].role == "order_id" and c.key == "order_id"
+    assert by["review_id"].type == "id" and by["comment"].type == "string" and not by["comment"].required
+    assert parse_contract(to_toml(c), "inferred") == dataclasses.replace(c, origin="inferred")
