@@ -666,3 +666,24 @@ def test_store_names_sub_assets_by_the_contracts_key(store: Store) -> None:
         got = {a for a, in store.rows("SELECT DISTINCT asset FROM prefixed_assets(prefix = {p:String})",
                                       {"p": prefix})}
         assert got == (want | {"clicks", "clicks/source=src"} if written else want)
+
+
+@pytest.mark.parametrize(("source", "streams"), [
+    ("rees46", {"behaviour": 17435, "product": 6493, "transaction": 214}),
+    ("olist", {"product": 751, "transaction": 400}),
+])
+def test_the_real_data_is_valid_under_the_shipped_contracts(source: str, streams: dict[str, int]) -> None:
+    """The shipped REES46 and olist exports, as the replay turns them into contract v1 events:
+    none rejected, none warned (every product event names its product)."""
+    events = sources.load_events(source)
+    verdicts = [normalize(CONTRACTS[e.stream], e.event) for e in events]
+    assert {s: sum(e.stream == s for e in events) for s in streams} == streams
+    assert [v for v in verdicts if isinstance(v, Rejected)] == []
+    assert [v.warnings for v in verdicts if isinstance(v, Event) and v.warnings] == []
+    # ... and the same clickstream without products or query texts is warned, never rejected
+    views = [e.event for e in events if e.stream == "behaviour"][:1000]
+    bare = [normalize(CONTRACTS["behaviour"], {k: v for k, v in ev.items() if k != "product_id"}) for ev in views]
+    assert all(isinstance(v, Event) for v in bare)
+    # (REES46 logs views, carts, removals and purchases: each should name its product)
+    assert {v.warnings for v in bare if isinstance(v, Event)} == (
+        {("missing_field:product_id@product_events_name_the_product",)} if views else set())
