@@ -44,11 +44,13 @@ GRANULE = 8192
 STEP_MS = 100                            # ingest (and event) time between consecutive events
 HISTORY = 8 * GRANULE                    # events per stream: about 1.8 hours of each
 BASE = dt.datetime(2070, 7, 7, tzinfo=dt.UTC)   # far from every other test's times
+# Partition 976: no other test's; the rows stay together in ingest_log's order (stream,
+# partition, offset) when merges join other tests' parts (at partition 0 they may interleave).
 
 _HISTORY_SQL = """
 INSERT INTO ingest_log (stream, topic, partition, offset, idx, status, kind, source, product_id, ts, ingest_ts,
                         payload)
-SELECT {stream:String}, {topic:String}, 0, number, 0, 'valid', {kind:String}, {source:String},
+SELECT {stream:String}, {topic:String}, 976, number, 0, 'valid', {kind:String}, {source:String},
        concat('p', toString(number % {products:UInt32})),
        {base:DateTime64(3, 'UTC')} + toIntervalMillisecond(number * {step:UInt32} - 1000),
        {base:DateTime64(3, 'UTC')} + toIntervalMillisecond(number * {step:UInt32}), {payload:String}
