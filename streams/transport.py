@@ -71,8 +71,11 @@ class Handover:
         self._handle = handle
         self._queue: asyncio.Queue[FetchBatch] = asyncio.Queue(maxsize)
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def deliver(self, batch: FetchBatch) -> None:
+        if self._stopped:   # the worker is stopping: the partitions' next owner reads it again
+            return
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="stocktake-handover")
         await self._queue.put(batch)
@@ -83,7 +86,9 @@ class Handover:
             await self._handle(batch)   # must not raise (see app.create_app: it fails the sink)
 
     async def stop(self) -> None:
-        """Drop what waits (never committed: the partitions' next owner reads it again)."""
+        """Drop what waits and what comes (never committed: the partitions' next owner reads it
+        again)."""
+        self._stopped = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -196,6 +196,7 @@ def test_the_handover_lets_the_fetch_loop_go_on_keeps_order_and_is_bounded() -> 
         await handover.deliver(FetchBatch("t", 9, [], 0))
         await handover.deliver(FetchBatch("t", 10, [], 0))
         await handover.stop()              # what waits is dropped (never committed: read again)
+        await handover.deliver(FetchBatch("t", 11, [], 0))   # and what comes while the worker stops
         release.set()
         await asyncio.sleep(0.05)
         assert handled == [0, 1, 2, 3]
