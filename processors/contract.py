@@ -381,7 +381,7 @@ def compile_contract(c: Contract) -> Callable[[dict[str, Any]], Event | Rejected
     and rules inlined, so an event costs about what the hand-written checks of contract v1
     cost. Conditions compare a field's (normalized) value with strings: a value of another
     type (a list, a number) never matches."""
-    ns: dict[str, Any] = {"Event": Event, "_Bad": _Bad, "_missing": _missing}
+    ns: dict[str, Any] = {"Event": Event, "_Bad": _Bad, "_missing": _missing, "_absent": _absent}
     body = ["def judge(o):", "    f = dict(o)", "    w = []", "    try:"]
     role_of: dict[str, str] = {}
     # Plain fields first, in the file's order; then the conditional ones, whose conditions
@@ -409,8 +409,7 @@ def compile_contract(c: Contract) -> Callable[[dict[str, Any]], Event | Rejected
                             for k, (name, _) in enumerate(rule.when))
         body.append(f"        if {test}:")
         for name in rule.require:
-            body += [f"            y = f.get({name!r})",
-                     "            if y is None or (type(y) is str and (not y or y.isspace())):",
+            body += [f"            if _absent(f.get({name!r})):",
                      f"                w.append({f'missing_field:{name}@{rule.name}'!r})" if rule.severity == "warn"
                      else f"                raise _missing({name!r})"]  # reject: contract v1's reason code
     body += ["    except _Bad as e:", "        return e.rejected"]
