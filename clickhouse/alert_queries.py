@@ -63,6 +63,39 @@ FROM (
 )
 """
 
+# The arrivals of the closed minutes [from, to) of event time, per asset and minute: first and
+# newest event time, the gaps between consecutive events of the asset inside the window that
+# ended in the minute, counted per LagHistogram bucket (``edges``: processors/quality.EDGES; a
+# gap's bucket is how many edges are <= it), and the longest of them. processors/gapfeed's
+# window_arrivals is the same in Python. Reads the window's raw events (a bounded slice: the
+# ts skip index of migration 006).
+ARRIVALS_SQL = f"""
+SELECT asset, intDiv(t, 60000) * 60000 AS m, min(t), max(t),
+       sumMapIf([toUInt16(if(gap >= 1, arrayCount(e -> e <= gap, {{edges:Array(Float64)}}), 0))],
+                [toUInt64(1)], gap >= 0) AS buckets,
+       maxIf(gap, gap >= 0) AS longest, argMaxIf(prev, gap, gap >= 0) AS longest_from
+FROM (
+    SELECT asset, t, prev, if(prev < 0, toInt64(-1), t - prev) AS gap
+    FROM (
+        SELECT asset, arraySort(groupArray(toUnixTimestamp64Milli(ts))) AS times
+        FROM {_ASSETS}
+        WHERE status = 'valid' AND ts >= {{from:DateTime64(3, 'UTC')}} AND ts < {{to:DateTime64(3, 'UTC')}}
+        GROUP BY asset
+    )
+    ARRAY JOIN times AS t, arrayPushFront(arrayPopBack(times), toInt64(-1)) AS prev
+)
+GROUP BY asset, m
+"""
+
+# Per Kafka partition of the deployment: the newest valid event time it holds (its event-time
+# progress) and when it last ingested anything; the low watermark is read from these.
+PARTITIONS_SQL = f"""
+SELECT toUnixTimestamp64Milli(max(valid_ts_max)), toUnixTimestamp64Milli(max(ingest_max))
+FROM partition_rollup
+WHERE {OURS}
+GROUP BY topic, partition
+"""
+
 # Valid references to a product by the non-product streams, in the event time [from, to).
 _REFERENCES = """status = 'valid' AND stream != 'product' AND product_id != ''
       AND ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')}"""

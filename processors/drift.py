@@ -35,10 +35,14 @@ def detect_drift(
     *,
     grace_ms: int,
     vanish_after_ms: int,
+    watermark_ms: int | None = None,
 ) -> list[DriftEvent]:
     """``stream_spans``: stream -> (first, last) event time. A field or type first seen
     within ``grace_ms`` of the stream's (field's) start is part of the baseline, not drift.
-    Nulls carry no type: a field that turns null is a completeness matter."""
+    Nulls carry no type: a field that turns null is a completeness matter. A field has
+    vanished when the stream went on without it past the low watermark (``watermark_ms``, the
+    event time all partitions have reached), not past the newest event: while the partitions
+    are consumed at different paces, a field carried in a slow one only seems to lag."""
     by_field: dict[tuple[str, str], list[FieldType]] = {}
     for ob in observations:
         if ob.type != "null" and ob.n > 0:
@@ -48,6 +52,8 @@ def detect_drift(
         if stream not in stream_spans:
             continue
         stream_first, stream_last = stream_spans[stream]
+        if watermark_ms is not None:
+            stream_last = min(stream_last, watermark_ms)
         types.sort(key=lambda t: (t.first_ms, t.type))
         field_first = types[0].first_ms
         field_last = max(t.last_ms for t in types)

@@ -1,29 +1,40 @@
 """Feeding the gap detectors: from what was read to GapMonitor calls. Pure.
 
 The alerting worker (services/alerting.py, reading the store) and the
-evaluation (tools/evalgaps.py, replaying events in simulated time) both drive
-the detectors through this one class, so the evaluation measures what the
-worker does. Each look hands it:
+evaluation and backtest (tools/evalgaps.py, replaying events in simulated
+time) drive the detectors through this one class, so the evaluation measures
+what the worker does. Each look hands it:
 
 1. activity: per asset, the newest event time (and ingest time, for the wall
-   clock) among the rows seen since the last look;
-2. arrivals: per asset, the earliest event time among those rows and a sample of
-   the inter-arrival gaps between them (the gap across looks is added here);
-3. the closed minutes of event time (``span``: newest event time minus
+   clock) among the rows seen since the last look, and the low watermark: the
+   event time every partition has reached (services/alerting.py: the minimum
+   over the partitions still moving; the evaluation: the newest event time);
+2. the closed minutes of event time (``span``: watermark minus
    ``close_delay_ms``, floored to the minute): per asset and minute the
-   events, product references and orphans; per stream and minute the field
+   events, product references, orphans and the arrivals (first and newest
+   event time, the gaps between consecutive events that ended in the minute as
+   LagHistogram buckets, the longest of them); per stream and minute the field
    presence. Every known asset gets one observation per closed minute, zero
-   when it had none;
-4. silence on either clock against the newest times seen.
+   when it had none, in event-time order; after each minute the hour and day
+   buckets that ended are judged and every asset's quiet time is checked at the
+   minute's end. Everything judged on the event clock is judged here, in
+   event-time order, from closed minutes only: a history replayed at full
+   speed raises what it raised live (backtest = live);
+3. silence at the live edge: on the event clock (the watermark against each
+   asset's newest event; it may open an alert, at the newest event + the
+   threshold learned so far, never resolve one) and on the wall clock (assets
+   whose newest event is fresh: a replay has no wall clock).
 
-A look reads a bounded window of arrivals. Where a first look (a takeover) has
-history behind it that the window does not show, ``seed_cadence`` teaches the
-assets it showed too few gaps of a coarse cadence: the gaps between the minutes
-in which they had events.
+A look reads a bounded window of minutes (``max_minutes``); the rest wait for
+the next look, in order. Where a first look (a takeover) has history behind it
+that its window does not show, ``seed_cadence`` teaches the assets it showed
+too few gaps of a coarse cadence: the gaps between the minutes in which they
+had events.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -31,6 +42,7 @@ from stocktake.processors.alerts import Alert
 from stocktake.processors.assets import Asset
 from stocktake.processors.baseline import MINUTE_MS
 from stocktake.processors.gaps import GapMonitor, MinuteExpectation, MinuteObservation
+from stocktake.processors.quality import EDGES, LagHistogram
 
 
 class Activity(NamedTuple):
@@ -50,6 +62,10 @@ class MinuteCounts(NamedTuple):
     events: int                   # valid events in the minute
     product_refs: int = 0
     orphan_refs: int = 0
+    first_ms: int | None = None   # the earliest and newest event time among them
+    last_ms: int | None = None
+    cadence: tuple[tuple[int, int], ...] = ()   # LagHistogram bucket -> gaps ending in the minute
+    longest: tuple[int, int] | None = None      # the longest of those gaps: (from, to) event time
 
 
 NO_EVENTS = MinuteCounts(0)
@@ -58,42 +74,59 @@ Presence = Mapping[int, Mapping[str, Mapping[str, int]]]     # minute -> stream 
 
 
 class GapFeed:
-    """``backfill_minutes``: judge at most this many minutes in one look (a jump in event
-    time, say a sparse history replayed fast, would otherwise mean millions of empty
-    minutes). ``idle_minutes``: stop observing an asset this many minutes after its last
-    minute with events (its rolling baseline then holds only zeros, or a drop already
-    firing, so more empty minutes change nothing but the run time); None: observe every
-    asset ever seen, every minute."""
+    """``max_minutes``: judge at most this many minutes in one look (the rest wait for the next
+    look; None: all). ``idle_minutes``: stop observing an asset this many minutes after its last
+    minute with events (its rolling baseline then holds only zeros, or a drop already firing, so
+    more empty minutes change nothing but the run time; its hour and day buckets still close);
+    None: observe every asset ever seen, every minute."""
 
-    def __init__(self, monitor: GapMonitor, *, close_delay_ms: int, backfill_minutes: int | None = None,
+    def __init__(self, monitor: GapMonitor, *, close_delay_ms: int, max_minutes: int | None = None,
                  idle_minutes: int | None = None):
         self.monitor = monitor
         self.close_delay_ms = close_delay_ms
-        self.backfill_minutes = backfill_minutes
+        self.max_minutes = max_minutes
         self.idle_minutes = idle_minutes
         self.last_event: dict[str, int] = {}    # asset -> newest event time (event clock)
         self.last_ingest: dict[str, int] = {}   # asset -> newest ingest time (wall clock)
-        self.event_now_ms = 0                   # newest event time across all assets
+        self.lag: dict[str, int] = {}           # asset -> ingest minus event time of its newest event
+        self.event_now_ms = 0                   # the low watermark: event time every partition has reached
         self.first_event_ms: int | None = None
         self.closed_until_ms: int | None = None   # minutes judged so far (exclusive)
         self._active: dict[str, int] = {}       # asset -> last closed minute with events
+        self.pending: dict[str, LagHistogram] = {}   # asset -> live-edge gaps, until closed minutes show a cadence
 
-    def look(self, activity: Iterable[Activity], arrivals: Iterable[Arrivals]) -> None:
+    def look(self, activity: Iterable[Activity], arrivals: Iterable[Arrivals] = (),
+             watermark_ms: int | None = None) -> None:
+        """What arrived since the last look; ``watermark_ms`` None: the newest event time seen
+        (one partition, in order: the evaluation). ``arrivals``: where history starts, and the
+        gaps at the live edge, kept apart (``pending``) for assets whose closed minutes do not
+        yet show a cadence: the live-edge silence of a cold start."""
         for a in arrivals:
-            # The gap across looks (sparse assets have few gaps inside one look).
-            previous = self.last_event.get(a.asset)
-            if previous is not None and a.first_ms > previous:
-                self.monitor.gaps(a.asset, [a.first_ms - previous])
-            if a.sample:
-                self.monitor.gaps(a.asset, a.sample, max(1, round(a.gaps / len(a.sample))))
             if self.first_event_ms is None or a.first_ms < self.first_event_ms:
                 self.first_event_ms = a.first_ms
+            if self.monitor.state(a.asset).p99_gap_ms() is not None:
+                self.pending.pop(a.asset, None)
+                continue
+            hist = self.pending.setdefault(a.asset, LagHistogram())
+            previous = self.last_event.get(a.asset)
+            if previous is not None and a.first_ms > previous:
+                hist.add(a.first_ms - previous)
+            weight = max(1, round(a.gaps / len(a.sample))) if a.sample else 0
+            for gap in a.sample:
+                hist.add(gap, weight)
         for act in activity:
-            self.last_event[act.asset] = max(self.last_event.get(act.asset, 0), act.newest_event_ms)
+            if act.newest_event_ms >= self.last_event.get(act.asset, 0):
+                self.last_event[act.asset] = act.newest_event_ms
+                if act.newest_ingest_ms is not None:
+                    self.lag[act.asset] = act.newest_ingest_ms - act.newest_event_ms
             if act.newest_ingest_ms is not None:
                 self.last_ingest[act.asset] = max(self.last_ingest.get(act.asset, 0), act.newest_ingest_ms)
-        if self.last_event:
-            self.event_now_ms = max(self.event_now_ms, *self.last_event.values())
+            if self.first_event_ms is None:
+                self.first_event_ms = act.newest_event_ms
+        if watermark_ms is None and self.last_event:
+            watermark_ms = max(self.last_event.values())
+        if watermark_ms is not None:
+            self.event_now_ms = max(self.event_now_ms, watermark_ms)
 
     def seed_cadence(self, coarse: Iterable[Arrivals]) -> None:
         """``coarse``: per asset, the gaps between the minutes of event time holding its events.
@@ -117,20 +150,27 @@ class GapFeed:
             start = self.first_event_ms // MINUTE_MS * MINUTE_MS
         if end <= start:
             return None
-        if self.backfill_minutes is not None:
-            start = max(start, end - self.backfill_minutes * MINUTE_MS)
+        if self.max_minutes is not None:
+            end = min(end, start + self.max_minutes * MINUTE_MS)
         return start, end
 
     def close(self, start: int, end: int, counts: Counts, presence: Presence,
               expectations: list[MinuteExpectation] | None = None) -> list[Alert]:
-        """Judge the minutes [start, end) (from ``span``); ``expectations``, where given,
-        collects what the detectors expected of each minute before judging it: its events,
-        and where they were judged its fields' present shares and its orphan share."""
+        """Judge the minutes [start, end) (from ``span``) in event-time order; ``expectations``,
+        where given, collects what the detectors expected of each minute before judging it: its
+        events, and where they were judged its fields' present shares and its orphan share.
+        The gaps in ``counts`` are those between events inside [start, end): the gap from an
+        asset's newest earlier event to its first one here is added here."""
+        monitor = self.monitor
         out: list[Alert] = []
-        live = sorted(set(self.last_event).union(*(c.keys() for c in counts.values())))
+        known = set(self.last_event).union(*(c.keys() for c in counts.values()))
+        known.update(a for a, st in monitor.assets.items() if st.last_arrival is not None)
+        live = sorted(known)
         ahead = sorted(m for m in counts if start <= m < end)
+        crossed: set[str] = set()   # assets whose gap into this window is added
         minute = start
         while minute < end:
+            out += monitor.advance(minute)
             if self.idle_minutes is not None:
                 for asset in counts.get(minute, {}):
                     self._active[asset] = minute
@@ -144,14 +184,73 @@ class GapFeed:
             for asset in live:
                 c = in_minute.get(asset, NO_EVENTS)
                 fields = fields_by_stream.get(asset, {}) if Asset.parse(asset).is_stream else {}
-                out += self.monitor.minute(MinuteObservation(
+                out += monitor.minute(MinuteObservation(
                     asset, minute, c.events, c.events if fields else 0, fields, c.product_refs, c.orphan_refs),
                     expectations)
+                if c.events and c.first_ms is not None:
+                    cadence, longest = c.cadence, c.longest
+                    if asset not in crossed:
+                        crossed.add(asset)
+                        cadence, longest = self._cross(asset, c)
+                    out += monitor.arrivals(asset, minute, cadence, longest, c.last_ms)
+            for asset in live:
+                out += monitor.quiet_at(asset, minute + MINUTE_MS)
             minute += MINUTE_MS
+        out += monitor.advance(end)
         self.closed_until_ms = end
         return out
 
+    def _cross(self, asset: str, c: MinuteCounts) -> tuple[tuple[tuple[int, int], ...], tuple[int, int] | None]:
+        """The minute's gaps with the one from the asset's newest earlier event added."""
+        before = self.monitor.state(asset).last_arrival
+        if before is None or c.first_ms is None or c.first_ms <= before:
+            return c.cadence, c.longest
+        gap = c.first_ms - before
+        bucket = bisect_right(EDGES, gap) if gap >= 1 else 0
+        longest = c.longest if c.longest is not None and c.longest[1] - c.longest[0] >= gap else (before, c.first_ms)
+        return (*c.cadence, (bucket, 1)), longest
+
     def silence(self, now_ms: int, clock: str) -> list[Alert]:
-        """Silence on the event clock (``now_ms``: newest event time) or the wall clock
-        (``now_ms``: the ingest time looked up to)."""
-        return self.monitor.silence(now_ms, clock, self.last_event if clock == "event" else self.last_ingest)
+        """Silence at the live edge: the event clock (``now_ms``: the watermark; opens only) or the
+        wall clock (``now_ms``: the ingest time looked up to; assets whose newest event is no older
+        than ``wall_max_lag_s`` when ingested - a replay or a catch-up is judged on event time)."""
+        if clock == "event":
+            if self.span() is not None:  # closed minutes wait to be judged: they come first, in order
+                return []
+            return self.monitor.silence(now_ms, clock, self.last_event, open_only=True, pending=self.pending)
+        fresh = {a: t for a, t in self.last_ingest.items()
+                 if self.lag.get(a, 0) <= self.monitor.state(a).config.wall_max_lag_s * 1000}
+        return self.monitor.silence(now_ms, clock, fresh, pending=self.pending)
+
+
+MinuteArrivals = tuple[int, int, tuple[tuple[int, int], ...], tuple[int, int] | None]
+
+
+def window_arrivals(times: Iterable[int]) -> dict[int, MinuteArrivals]:
+    """One asset's event times within a close window -> per minute: first and newest event time,
+    the gaps between consecutive events that ended in the minute (LagHistogram bucket -> count)
+    and the longest of them. What services/alerting.py's ARRIVALS_SQL computes in the store, for
+    the evaluation and the backtest (a test holds the two to the same answer)."""
+    out: dict[int, MinuteArrivals] = {}
+    hist: dict[int, dict[int, int]] = {}
+    longest: dict[int, tuple[int, int]] = {}
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    prev: int | None = None
+    for t in sorted(times):
+        m = t - t % MINUTE_MS
+        if m not in first:
+            first[m] = t
+        last[m] = t
+        if prev is not None:
+            gap = t - prev
+            b = bisect_right(EDGES, gap) if gap >= 1 else 0
+            h = hist.setdefault(m, {})
+            h[b] = h.get(b, 0) + 1
+            lo = longest.get(m)
+            if lo is None or gap > lo[1] - lo[0]:
+                longest[m] = (prev, t)
+        prev = t
+    for m in first:
+        out[m] = (first[m], last[m], tuple(sorted(hist.get(m, {}).items())), longest.get(m))
+    return out

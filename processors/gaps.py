@@ -38,8 +38,11 @@ seasonal history records every minute (see processors/baseline.py).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import functools
 import hashlib
 import math
+import re
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,9 +50,10 @@ from typing import Any, NamedTuple
 
 from stocktake.processors.alerts import Alert
 from stocktake.processors.assets import Asset
-from stocktake.processors.baseline import MINUTE_MS, Baseline
+from stocktake.processors.baseline import DAY_MS, MINUTE_MS, Baseline
 from stocktake.processors.drift import DriftEvent
 from stocktake.processors.quality import LagHistogram
+from stocktake.processors.scales import Scales
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class GapConfig:
     silence_factor: float = 1.75       # silent when quiet for > factor × p99 gap between arrivals
     silence_min_s: float = 0.0         # ...and at least this long
     wall_silence_min_s: float = 30.0   # wall clock: batching/flush delays are not silence
+    wall_max_lag_s: float = 600.0      # wall clock: only for assets whose newest event is this fresh (not a replay)
     cadence_min_gaps: int = 30         # gaps between distinct arrival times learned before judging silence
     window_minutes: int = 30           # rolling baseline length
     min_history_minutes: int = 10      # minutes learned before volume/completeness are judged
@@ -75,15 +80,101 @@ class GapConfig:
     fire_after: int = 2                # breaching minutes before firing
     resolve_after: int = 2             # good minutes (silence: good checks) before resolving
     seasonal_days: int = 2
-    drift_open_minutes: int = 60       # schema drift alerts resolve themselves after this
+    drift_open_minutes: int = 60       # schema drift and new-asset findings resolve themselves after this
     mute: bool = False
+    # -- hour and day scales (processors/scales.py) --
+    scales: tuple[str, ...] = ("hour", "day")
+    hour_min_events: float = 3.0       # a scale judges an asset expecting at least this many events a bucket
+    day_min_events: float = 5.0
+    coarse_slack: float = 0.5          # CUSUM of (deficit in sigmas - slack) per bucket...
+    hour_limit: float = 6.0            # ...beyond this many sigmas (hour buckets)
+    day_limit: float = 4.0             # (day buckets)
+    coarse_drop_min: float = 0.2       # and the run of buckets at least this much short in all
+    coarse_min_abs: float = 5.0        # and at least this many events short (or over): low-volume floors
+    coarse_spike_z: float = 5.0        # one bucket this many sigmas over, and (1 + spike_min) x expected
+    ratio_hour_limit: float = 8.0      # ratios: the CUSUM limit (hour / day buckets)...
+    ratio_day_limit: float = 5.0
+    ratio_drop_min: float = 0.2        # ...and a share / funnel ratio this much below what it was...
+    ratio_rise_min: float = 0.5        # ...or this much above
+    hour_adapt_buckets: int = 7 * 24   # a coarse breach open this long is learned as the new normal
+    day_adapt_buckets: int = 28
+    # (numerator, denominator) asset pairs watched as ratios, besides each sub-asset's share of its stream
+    funnels: tuple[tuple[str, str], ...] = (
+        ("behaviour/event_type=cart", "behaviour/event_type=view"),
+        ("behaviour/event_type=purchase", "behaviour/event_type=cart"),
+        ("transaction/status=paid", "transaction/status=created"),
+    )
+    # -- new and bad-news assets --
+    new_asset_warmup_minutes: int = 60  # a sub-asset first seen this long after its stream is new
+    bad_news_pattern: str = r"error|fail|bug|exception|timeout|timed_out|declin|reject|abort|crash|denied|fraud"
+    quiet_is_good: bool | None = None  # None: by bad_news_pattern on the sub-asset's value
+    # -- windows neither judged nor learned --
+    holidays: tuple[str, ...] = ()     # UTC dates, YYYY-MM-DD: whole days
+    exclusions: tuple[tuple[str, str], ...] = ()   # [from, to) ISO-8601 times (UTC unless zoned)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> GapConfig:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = set(overrides) - known
         if unknown:
             raise ValueError(f"unknown gap settings: {', '.join(sorted(unknown))}")
-        return dataclasses.replace(self, **overrides)
+        # TOML gives lists: the config is frozen (and hashable), so tuples all the way down
+        fixed = {k: _tuples(v) for k, v in overrides.items()}
+        out = dataclasses.replace(self, **fixed)
+        excluded_windows(out)  # a bad date fails here, at load time
+        re.compile(out.bad_news_pattern)
+        return out
+
+    def quiet_is_good_for(self, asset: str) -> bool:
+        """Silence is good news for this asset (an error-like event type, source or status):
+        its going quiet pages nothing, its rise does."""
+        if self.quiet_is_good is not None:
+            return self.quiet_is_good
+        name = Asset.parse(asset)
+        return not name.is_stream and _bad_news(self.bad_news_pattern).search(name.value.lower()) is not None
+
+    def excluded(self, start_ms: int, end_ms: int) -> bool:
+        """[start, end) overlaps a holiday or an exclusion window: neither judged nor learned."""
+        return any(lo < end_ms and start_ms < hi for lo, hi in excluded_windows(self))
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+@functools.lru_cache(maxsize=64)
+def _bad_news(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _iso_ms(text: str) -> int:
+    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp() * 1000)
+
+
+@functools.lru_cache(maxsize=64)
+def _windows(holidays: tuple[str, ...], exclusions: tuple[tuple[str, str], ...]) -> tuple[tuple[int, int], ...]:
+    out = []
+    for day in holidays:
+        start = _iso_ms(dt.date.fromisoformat(day).isoformat() + "T00:00:00")
+        out.append((start, start + DAY_MS))
+    for pair in exclusions:
+        if len(pair) != 2:
+            raise ValueError(f"an exclusion window is [from, to], not {list(pair)}")
+        lo, hi = _iso_ms(pair[0]), _iso_ms(pair[1])
+        if hi <= lo:
+            raise ValueError(f"exclusion window {list(pair)} ends before it starts")
+        out.append((lo, hi))
+    return tuple(sorted(out))
+
+
+def excluded_windows(cfg: GapConfig) -> tuple[tuple[int, int], ...]:
+    """The holidays and exclusion windows as epoch-ms [from, to) pairs."""
+    try:
+        return _windows(cfg.holidays, cfg.exclusions)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"holidays/exclusions: {exc}") from None
 
 
 class MinuteObservation(NamedTuple):
@@ -130,25 +221,42 @@ class AssetState:
     #                                  the last judged minutes: expected, observed, sigma^2
     prior_level: float | None = None   # the level before an outage: coming back to it is no spike
     prior_until: int = 0
+    last_arrival: int | None = None    # newest event time among the closed minutes
+    last_events: tuple[int, int] = (0, 0)   # the newest closed minute and its events
 
     def arrivals(self) -> LagHistogram:
         """The cadence between distinct arrival times: events sharing a timestamp (a batch, or
         a source with second resolution) are one arrival, or p99 could be 0."""
         return LagHistogram([0, *self.cadence.counts[1:]])
 
-    def p99_gap_ms(self) -> float | None:
+    def _cadence(self, pending: LagHistogram | None) -> LagHistogram:
         arrivals = self.arrivals()
+        if arrivals.count < self.config.cadence_min_gaps and pending is not None:
+            arrivals = LagHistogram([0, *pending.counts[1:]])
+        return arrivals
+
+    def p99_gap_ms(self, pending: LagHistogram | None = None) -> float | None:
+        arrivals = self._cadence(pending)
         if arrivals.count < self.config.cadence_min_gaps:
             return None
         return arrivals.quantile(0.99)
 
-    def silence_threshold_ms(self) -> float | None:
-        """None until ``cadence_min_gaps`` gaps and ``min_history_minutes`` closed minutes are
-        known: an asset's first minutes (a cold start) are no cadence to hold it to yet."""
-        p99 = self.p99_gap_ms()
-        if p99 is None or self.volume.seen < self.config.min_history_minutes:
+    def silence_threshold_ms(self, pending: LagHistogram | None = None) -> float | None:
+        """None until ``cadence_min_gaps`` gaps between distinct arrival times are known: the
+        evidence is the number of inter-arrivals, not the time (30 arrivals 100 ms apart make
+        a quiet minute as telling as 30 a minute apart make a quiet hour). ``pending``: gaps seen
+        at the live edge, in minutes not closed yet, for an asset whose closed minutes hold too
+        few (a cold start is judged before its first minute closes)."""
+        arrivals = self._cadence(pending)
+        n, p99 = arrivals.count, arrivals.quantile(0.99)
+        if n < self.config.cadence_min_gaps or p99 is None:
             return None
-        return max(self.config.silence_factor * p99, self.config.silence_min_s * 1000)
+        # A small sample's p99 is its largest gap, and the next gap beats the largest of n with
+        # chance 1/(n+1) - more often for a bursty source, whose gaps are heavy-tailed: the
+        # allowance widens by 2 x min_gaps / n (x3 at the first judgement, x2 after 60 gaps,
+        # x1.06 after 1,000).
+        widen = 1 + 2 * self.config.cadence_min_gaps / n
+        return max(self.config.silence_factor * p99 * widen, self.config.silence_min_s * 1000)
 
 
 class GapMonitor:
@@ -158,6 +266,8 @@ class GapMonitor:
         self.assets: dict[str, AssetState] = {}
         self.open: dict[tuple[str, str, str], _Open] = {}
         self.streaks: dict[tuple[str, str, str], list[int]] = {}   # key -> [bad, good] while closed
+        self.scales = Scales(self)
+        self.seen_events: set[str] = set()   # assets that have had events
 
     def state(self, asset: str) -> AssetState:
         st = self.assets.get(asset)
@@ -186,6 +296,14 @@ class GapMonitor:
         cfg = st.config
         out: list[Alert] = []
         at = obs.minute_ms + MINUTE_MS
+        if obs.events:
+            out += self._new_asset(obs, cfg)
+        st.last_events = (obs.minute_ms, obs.events)
+        field_events = obs.field_events if obs.field_events >= cfg.completeness_min_events else 0
+        self.scales.add(obs.asset, obs.minute_ms, obs.events, field_events, obs.field_present, cfg.scales)
+        if cfg.excluded(obs.minute_ms, at):
+            return out
+        quiet_good = cfg.quiet_is_good_for(obs.asset)
         exp = st.volume.expect(obs.minute_ms)
         mu, x = exp.expected, obs.events
         if expectations is not None and exp.model != "none":
@@ -219,23 +337,30 @@ class GapMonitor:
                 if earlier and o <= (1 - cfg.drop_min) * e and e - o > cfg.run_z * math.sqrt(v):
                     window = n
                     break
-        drop = single or sustained or window > 0
+        drop = (single or sustained or window > 0) and not quiet_good
         test = f"{window} minutes" if window else "minute" if single else "sustained"
         if st.prior_level is not None and at > st.prior_until:
             st.prior_level = None
         level = max(mu, st.prior_level or 0.0)
         spike = judged and x > mu + cfg.volume_z * exp.spread and x >= (1 + cfg.spike_min) * level
         evidence = {"from": obs.minute_ms - (window - 1) * MINUTE_MS if window else obs.minute_ms, "to": at,
-                    "model": exp.model,
+                    "scale": "minute", "model": exp.model,
                     "spread": round(exp.spread, 3), "shortfall": round(st.shortfall, 2), "test": test}
         out += self._judge(obs.asset, "volume_drop", "", drop, at, mu, x, evidence,
                            "critical" if x <= 0.1 * mu else "warning",
                            f"{x} events/min, expected about {mu:.0f} ({exp.model})",
                            fire_after=1 if window else None)
-        out += self._judge(obs.asset, "volume_spike", "", spike, at, mu, x, evidence,
-                           "warning", f"{x} events/min, expected about {mu:.0f} ({exp.model})")
-        st.volume.record(obs.minute_ms, x)
-        held = drop or self._is_silent(obs.asset)
+        out += self._judge(obs.asset, "volume_spike", "", spike, at, mu, x, {**evidence, "scale": "minute"},
+                           "critical" if quiet_good else "warning",
+                           f"{x} events/min, expected about {mu:.0f} ({exp.model})")
+        # Inside an open drop or silence the minute is the incident: neither history learns it
+        # (until it has lasted ``adapt_minutes``), so afterwards the baseline is what it was.
+        # (Before the seasonal model judges, what the rolling one found odd may be the season
+        # itself - a daily edge - and is what the seasonal history must learn.)
+        held = drop or self._is_silent(obs.asset) or (obs.asset, "volume_drop", "") in self.open
+        if not held or exp.model in ("robust_rolling", "none") \
+                or self._settled(obs.asset, ("volume_drop", "silence"), at):
+            st.volume.record(obs.minute_ms, x)
         if held:
             # Remember the level the outage left (the baseline learns the low level once it has
             # lasted ``adapt_minutes``): the return to it is a recovery, not a spike.
@@ -277,11 +402,10 @@ class GapMonitor:
         breach = base.seen >= cfg.min_history_minutes and exp.model != "none" \
             and share < exp.expected - cfg.completeness_drop
         out = self._judge(obs.asset, "completeness_drop", name, breach, at, exp.expected, share,
-                          {"from": obs.minute_ms, "to": at, "model": exp.model}, "warning",
+                          {"from": obs.minute_ms, "to": at, "scale": "minute", "model": exp.model}, "warning",
                           f"{name} present on {share:.0%} of events, usually {exp.expected:.0%}")
-        base.record(obs.minute_ms, share)
         if not breach or self._settled(obs.asset, ("completeness_drop",), at):
-            base.roll(share)
+            base.learn(obs.minute_ms, share)
         return out
 
     def _orphans(self, st: AssetState, obs: MinuteObservation, share: float, at: int,
@@ -296,38 +420,119 @@ class GapMonitor:
         breach = base.seen >= cfg.min_history_minutes and exp.model != "none" \
             and share > exp.expected + cfg.orphan_rise
         out = self._judge(obs.asset, "orphan_spike", "", breach, at, exp.expected, share,
-                          {"from": obs.minute_ms, "to": at, "model": exp.model}, "warning",
+                          {"from": obs.minute_ms, "to": at, "scale": "minute", "model": exp.model}, "warning",
                           f"{share:.0%} of product references are unknown to the catalog, "
                           f"usually {exp.expected:.0%}")
-        base.record(obs.minute_ms, share)
         if not breach or self._settled(obs.asset, ("orphan_spike",), at):
-            base.roll(share)
+            base.learn(obs.minute_ms, share)
         return out
 
-    def silence(self, now_ms: int, clock: str, last_seen: Mapping[str, int]) -> list[Alert]:
+    def _new_asset(self, obs: MinuteObservation, cfg: GapConfig) -> list[Alert]:
+        """A sub-asset's first events, once its stream has been observed ``new_asset_warmup_minutes``:
+        an info finding (a warning when error-like), with its share of the stream's minute."""
+        if obs.asset in self.seen_events:
+            return []
+        self.seen_events.add(obs.asset)
+        name = Asset.parse(obs.asset)
+        stream = self.assets.get(name.stream)
+        if name.is_stream or stream is None or stream.volume.seen < cfg.new_asset_warmup_minutes:
+            return []
+        minute, stream_events = stream.last_events
+        share = obs.events / stream_events if minute == obs.minute_ms and stream_events else None
+        bad = cfg.quiet_is_good_for(obs.asset)
+        at = obs.minute_ms + MINUTE_MS
+        return self._judge(obs.asset, "new_asset", "", True, at, None, obs.events,
+                           {"from": obs.minute_ms, "to": at, "first_minute": obs.minute_ms,
+                            "first_events": obs.events, "share": None if share is None else round(share, 4),
+                            "error_like": bad},
+                           "warning" if bad else "info",
+                           f"new {name.key} {name.value!r} in {name.stream}: {obs.events} events in its first "
+                           f"minute" + (f" ({share:.1%} of the stream)" if share is not None else "")
+                           + (", error-like: its rise pages" if bad else ""), fire_after=1)
+
+    def advance(self, until_ms: int) -> list[Alert]:
+        """Event time has closed everything before ``until_ms``: judge the hour and day buckets
+        that end by then, and let new-asset findings resolve themselves."""
+        out = self.scales.advance(until_ms)
+        for key, o in list(self.open.items()):
+            if key[1] == "new_asset":
+                limit = self.state(key[0]).config.drift_open_minutes * MINUTE_MS
+                if until_ms - o.alert.opened_at >= limit:
+                    out += self._judge(key[0], "new_asset", "", False, until_ms, None, None, {}, "info",
+                                       "no longer new", resolve_after=1)
+        return out
+
+    def arrivals(self, asset: str, minute_ms: int, cadence: Iterable[tuple[int, int]],
+                 longest: tuple[int, int] | None, last_ms: int | None) -> list[Alert]:
+        """The arrivals of one closed minute of an asset, in event-time order: the longest gap
+        that ended in it is judged against the cadence learned before it (a silence inside a
+        replayed history is found as it happened), then its gaps are learned
+        (``cadence``: LagHistogram bucket -> gaps)."""
+        st = self.state(asset)
+        out: list[Alert] = []
+        threshold = st.silence_threshold_ms()
+        cfg = st.config
+        if longest is not None and threshold is not None and longest[1] - longest[0] > threshold \
+                and not cfg.quiet_is_good_for(asset) and not cfg.excluded(longest[0], longest[1]):
+            out += self._silence(asset, "event", True, int(longest[0] + threshold), longest[0],
+                                 longest[1] - longest[0], threshold, st)
+        counts = st.cadence.counts
+        for b, n in cadence:
+            counts[b] += n
+        if last_ms is not None and (st.last_arrival is None or last_ms > st.last_arrival):
+            st.last_arrival = last_ms
+        return out
+
+    def quiet_at(self, asset: str, end_ms: int) -> list[Alert]:
+        """Silence on the event clock at the end of a closed minute: quiet since the asset's newest
+        arrival so far. Opens (at the newest arrival + threshold) or, after ``resolve_after`` quiet-free
+        minutes, resolves."""
+        st = self.state(asset)
+        cfg = st.config
+        threshold = st.silence_threshold_ms()
+        if threshold is None or st.last_arrival is None or cfg.quiet_is_good_for(asset) \
+                or cfg.excluded(end_ms - MINUTE_MS, end_ms):
+            return []
+        quiet = end_ms - st.last_arrival
+        breach = quiet > threshold
+        return self._silence(asset, "event", breach, int(st.last_arrival + threshold) if breach else end_ms,
+                             st.last_arrival, quiet, threshold, st)
+
+    def silence(self, now_ms: int, clock: str, last_seen: Mapping[str, int], *, open_only: bool = False,
+                pending: Mapping[str, LagHistogram] | None = None) -> list[Alert]:
         """Each asset's quiet time against its learned cadence. ``last_seen``: asset -> newest
         event time (event clock) or newest ingest time (wall clock). Fires on the first look
-        past the threshold, resolves once the asset has kept within it for ``resolve_after``
-        minutes (so a thinned stream that keeps crossing it holds one alert, not a flurry)."""
+        past the threshold (opened at the newest arrival + threshold), resolves once the asset has
+        kept within it for ``resolve_after`` minutes (so a thinned stream that keeps crossing it
+        holds one alert, not a flurry). ``open_only``: this look may open an alert but not resolve
+        one (the event clock's live edge: closed minutes resolve, in event-time order)."""
         out: list[Alert] = []
         for asset in sorted(last_seen):   # a stream before its sub-assets (inhibition)
             last = last_seen[asset]
             st = self.state(asset)
-            threshold = st.silence_threshold_ms()
-            if threshold is None:
+            threshold = st.silence_threshold_ms((pending or {}).get(asset))
+            if threshold is None or st.config.quiet_is_good_for(asset) or st.config.excluded(last, now_ms):
                 continue
             if clock == "wall":
                 threshold = max(threshold, st.config.wall_silence_min_s * 1000)
             quiet = now_ms - last
-            p99 = st.p99_gap_ms() or 0.0
-            out += self._judge(asset, "silence", clock, quiet > threshold, now_ms, threshold / 1000,
-                               quiet / 1000, {"from": last, "to": now_ms, "p99_gap_ms": round(p99)},
-                               "critical" if Asset.parse(asset).is_stream else "warning",
-                               f"no events for {quiet / 1000:.0f}s ({clock} clock); its cadence allows "
-                               f"{threshold / 1000:.0f}s ({st.config.silence_factor:g}x p99 gap "
-                               f"{p99 / 1000:.1f}s)",
-                               fire_after=1, resolve_after=1, hold_ms=st.config.resolve_after * MINUTE_MS)
+            breach = quiet > threshold
+            if open_only and not breach:
+                continue
+            at = int(last + threshold) if breach and clock == "event" else now_ms
+            out += self._silence(asset, clock, breach, at, last, quiet, threshold, st, now_ms)
         return out
+
+    def _silence(self, asset: str, clock: str, breach: bool, at: int, last: int, quiet: float, threshold: float,
+                 st: AssetState, to: int | None = None) -> list[Alert]:
+        p99 = st.p99_gap_ms() or 0.0
+        return self._judge(asset, "silence", clock, breach, at, threshold / 1000, quiet / 1000,
+                           {"from": last, "to": to if to is not None else int(last + quiet), "p99_gap_ms": round(p99)},
+                           "critical" if Asset.parse(asset).is_stream else "warning",
+                           f"no events for {quiet / 1000:.0f}s ({clock} clock); its cadence allows "
+                           f"{threshold / 1000:.0f}s ({st.config.silence_factor:g}x p99 gap "
+                           f"{p99 / 1000:.1f}s)",
+                           fire_after=1, resolve_after=1, hold_ms=st.config.resolve_after * MINUTE_MS)
 
     def drift(self, events: Iterable[DriftEvent], now_ms: int) -> list[Alert]:
         """Schema drift findings become info alerts that resolve themselves later."""
@@ -342,6 +547,14 @@ class GapMonitor:
         return out
 
     # -- lifecycle ------------------------------------------------------------------
+
+    def judge(self, asset: str, kind: str, subject: str, breach: bool, at_ms: int,
+              expected: float | None, observed: float | None, evidence: dict[str, Any],
+              severity: str, reason: str, *, fire_after: int | None = None,
+              resolve_after: int | None = None, hold_ms: int = 0) -> list[Alert]:
+        """One look of one detector at one alert key (processors/scales.py judges through it)."""
+        return self._judge(asset, kind, subject, breach, at_ms, expected, observed, evidence, severity, reason,
+                           fire_after=fire_after, resolve_after=resolve_after, hold_ms=hold_ms)
 
     def _judge(self, asset: str, kind: str, subject: str, breach: bool, at_ms: int,
                expected: float | None, observed: float | None, evidence: dict[str, Any],

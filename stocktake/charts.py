@@ -348,3 +348,64 @@ def histogram(columns: Mapping[str, Sequence[float]], colours: Sequence[str], *,
         ax.grid(True, axis="y")
         ax.set_axisbelow(True)
         return _svg(fig, label, _Tips(), (width, height))
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A span of time on one lane of ``lanes``."""
+
+    lane: int
+    start: dt.datetime
+    end: dt.datetime
+    colour: str
+    tip: str = ""
+    faded: bool = False
+
+
+def lanes(names: Sequence[str], bars: Sequence[Bar], *, label: str, x_range: tuple[dt.datetime, dt.datetime],
+          legend: Mapping[str, str] | None = None, width: int = 1080, theme: Theme = LIGHT) -> str:
+    """One row per name, each bar spanning its times on its row (at least 3 px wide, so a
+    short one shows); bars of one row that overlap share its height; faded bars are lighter.
+    ``legend``: name -> colour, above the chart."""
+    from matplotlib.dates import date2num
+    from matplotlib.patches import Patch, Rectangle
+
+    lane_h, top, bottom = 22, 30 if legend else 8, 36
+    left = label_width(names, 80, 320)
+    height = top + bottom + lane_h * max(1, len(names))
+    lo, hi = float(date2num(x_range[0])), float(date2num(x_range[1]))
+    hi = hi if hi > lo else lo + 1 / 1440
+    least = (hi - lo) * 3 / max(1, width - left - 16)
+    # Per lane, greedy slots: a bar takes the first slot whose last bar ended before it starts.
+    spans = sorted(((b.lane, float(date2num(b.start)), max(float(date2num(b.end)), float(date2num(b.start)) + least),
+                     n) for n, b in enumerate(bars)))
+    slot_of: dict[int, int] = {}
+    slots: dict[int, list[float]] = {}
+    for lane, x0, x1, n in spans:
+        ends = slots.setdefault(lane, [])
+        free = next((k for k, end in enumerate(ends) if end <= x0), len(ends))
+        ends[free:free + 1] = [x1]
+        slot_of[n] = free
+    with _figure(width, height, theme) as fig:
+        tips = _Tips()
+        ax = _axes(fig, left, 16, top, bottom)
+        for i in range(len(names)):
+            ax.add_artist(Rectangle((lo, i - 0.4), hi - lo, 0.8, facecolor=theme.empty, linewidth=0))
+        for lane, x0, x1, n in spans:
+            b, share = bars[n], 0.8 / len(slots[lane])
+            rect = ax.add_artist(Rectangle((x0, lane - 0.4 + slot_of[n] * share), x1 - x0, share * 0.92,
+                                           facecolor=b.colour, alpha=0.4 if b.faded else 0.9, linewidth=0))
+            if b.tip:
+                tips.add(rect, b.tip)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.set_yticks(range(len(names)), list(names), color=theme.text)
+        ax.tick_params(axis="y", length=0)
+        ax.xaxis_date()
+        ax.grid(True, axis="x")
+        ax.set_axisbelow(True)
+        if legend:
+            ax.legend(handles=[Patch(color=c, label=n) for n, c in legend.items()], loc="lower right",
+                      bbox_to_anchor=(1, 1), ncols=len(legend), handlelength=1, handleheight=1, borderaxespad=0.2,
+                      columnspacing=1.5)
+        return _svg(fig, label, tips)

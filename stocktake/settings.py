@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # time stays open for stragglers, per-asset detector settings (TOML), webhook.
     gap_interval_s: Annotated[Positive, _env("GAP_INTERVAL")] = 2.0
     minute_close_delay_s: Annotated[NonNegative, _env("MINUTE_CLOSE_DELAY")] = 30.0
+    # A partition that ingested nothing for this long no longer holds back the event-time
+    # watermark (Flink's idleness): the low watermark is the minimum over the others.
+    watermark_idle_s: Annotated[Positive, _env("WATERMARK_IDLE")] = 30.0
     gaps_config: str = ""
     alert_webhook: str = ""
     # Pages go through an outbox (services/outbox.py): each POST waits at most the timeout and

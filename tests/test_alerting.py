@@ -55,15 +55,18 @@ def test_silence_fires_on_both_clocks_and_resolves(broker, store, make_settings,
     # would make this test take many minutes.
     gaps.write_text("[default]\nwall_silence_min_s = 1.0\ncadence_min_gaps = 20\nsilence_min_s = 1.0\n"
                     "min_history_minutes = 0\nresolve_after = 0\n")
+    # A quiet partition holds the event-time watermark back for watermark_idle_s: a second here.
     settings = make_settings(partitions=1, gap_interval_s=0.5, minute_close_delay_s=1, gaps_config=str(gaps),
-                             alert_webhook=f"http://127.0.0.1:{server.server_port}/hook")
+                             watermark_idle_s=1.0, alert_webhook=f"http://127.0.0.1:{server.server_port}/hook")
     behaviour, product = settings.topic("behaviour"), settings.topic("product")
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 2})
+
+    stop_traffic = threading.Event()
 
     def traffic(seconds: float, streams: tuple[str, ...], start: int) -> int:
         i = start
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not stop_traffic.is_set():
             now_ms = int(time.time() * 1000)
             for stream in streams:
                 _send(producer, behaviour if stream == "behaviour" else product, stream, i, now_ms)
@@ -102,9 +105,14 @@ def test_silence_fires_on_both_clocks_and_resolves(broker, store, make_settings,
             fired = silence(alerts, "wall", "firing")[0]
             assert fired["severity"] == "critical" and "no events for" in fired["reason"]
             assert {a["asset"] for a in list_alerts(store, settings, open_only=True)} >= {"behaviour"}
-            # Behaviour comes back: both resolve.
-            await asyncio.to_thread(traffic, 4.0, ("behaviour", "product"), n)
-            alerts = await wait_for(lambda a: silence(a, "wall", "resolved") and silence(a, "event", "resolved"))
+            # Behaviour comes back: both resolve - the event clock's once a minute with behaviour's
+            # events in it has closed (event-time judgements wait for event time), so traffic goes
+            # on until then.
+            back = asyncio.create_task(asyncio.to_thread(traffic, 75.0, ("behaviour", "product"), n))
+            alerts = await wait_for(lambda a: silence(a, "wall", "resolved") and silence(a, "event", "resolved"),
+                                    timeout=80)
+            stop_traffic.set()
+            await back
             assert silence(alerts, "wall", "resolved") and silence(alerts, "event", "resolved"), alerts
         finally:
             await runtime.stop_all()

@@ -167,12 +167,13 @@ def test_silence_on_the_event_clock_fires_and_resolves_with_hysteresis() -> None
     mon = GapMonitor()
     learned_cadence(mon, "behaviour", 1000)
     threshold = mon.state("behaviour").silence_threshold_ms()
-    assert threshold is not None and 1500 < threshold < 2500      # 1.75 × p99 (~1 s, log-bucketed)
+    assert threshold is not None and 2500 < threshold < 4000      # 1.75 × p99 (~1 s, log-bucketed) × (1 + 60/50)
     assert mon.silence(T0 + 1000, "event", {"behaviour": T0}) == []
     (alert,) = mon.silence(T0 + 10_000, "event", {"behaviour": T0})
     assert alert.kind == "silence" and alert.subject == "event" and alert.clock == "event"
     assert alert.severity == "critical" and alert.observed == 10.0
-    assert alert.evidence_from == T0 and alert.opened_at == T0 + 10_000
+    # opened when the quiet time passed the threshold, whenever the look came
+    assert alert.evidence_from == T0 and alert.opened_at == T0 + int(threshold)
     assert mon.silence(T0 + 15_000, "event", {"behaviour": T0}) == []       # one open alert
     # events again: a good look does not resolve at once (a thinned stream would flap)...
     back = T0 + 20_000
@@ -192,12 +193,14 @@ def test_silence_needs_a_learned_cadence_and_ignores_simultaneous_events() -> No
     mon = GapMonitor()
     learned_cadence(mon, "a", 1000, n=10)                   # fewer than cadence_min_gaps
     assert mon.silence(T0 + 3_600_000, "event", {"a": T0}) == []
-    mon.gaps("cold", [1000] * 100)                          # cadence, but no closed minutes yet
-    feed(mon, "cold", steady(9))
+    # a cold start: enough inter-arrivals are the evidence, however few minutes they span
+    mon.gaps("cold", [100] * 29)
     assert mon.state("cold").silence_threshold_ms() is None
-    assert mon.silence(T0 + 3_600_000, "event", {"cold": T0}) == []
-    feed(mon, "cold", steady(1), start=9)
-    assert mon.state("cold").silence_threshold_ms() is not None
+    mon.gaps("cold", [100])
+    threshold = mon.state("cold").silence_threshold_ms()
+    assert threshold is not None and threshold < 1000
+    (alert,) = mon.silence(T0 + 3000, "event", {"cold": T0})
+    assert alert.asset == "cold" and alert.opened_at == T0 + int(threshold)
     learned_cadence(mon, "b", 60_000, n=40)
     mon.gaps("b", [0] * 500)                                # a batch of same-second events is one arrival
     p99 = mon.state("b").p99_gap_ms()
@@ -425,7 +428,7 @@ def test_simulation_feeds_minutes_gaps_and_event_clock_silence() -> None:
     assert {a.asset for a in sim.alerts if a.state == "resolved" and a.kind == "silence"} == \
         {a.asset for a in silences}
     state = sim.monitor.state("behaviour")
-    assert state.volume.seen >= 35 and set(state.fields) >= {"brand", "event_id"}
+    assert state.volume.seen >= 30 and set(state.fields) >= {"brand", "event_id"}
     assert state.orphans is not None                       # product p1 was announced first: no orphans
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from stocktake.cli import contracts, grafana, inspect, models, serve, tools
+from stocktake.cli import backtest, contracts, grafana, inspect, models, serve, tools
 from stocktake.cli.common import CliError, CommandGroup
 
 
@@ -20,7 +20,7 @@ def cli(log_level: str | None) -> None:
 
 for command in (serve.up, serve.worker, serve.replay, inspect.inventory, inspect.alerts, inspect.query,
                 inspect.status, inspect.report, inspect.reconcile, contracts.contract, grafana.grafana, models.train,
-                models.export_encoder, tools.eval_gaps, tools.bench):
+                models.export_encoder, tools.eval_gaps, backtest.backtest, tools.bench):
     cli.add_command(command)
 
 

@@ -3,17 +3,24 @@
 Runs on one worker only: the owner of partition 0 of the behaviour topic (a
 rebalance moves it, and the new owner rebuilds detector state from the store
 and takes over the open alerts). Every ``gap_interval_s`` it reads the store and
-hands what it read to ``GapFeed`` (processors/gapfeed.py; the evaluation in
-tools/evalgaps.py drives the same feed):
+hands what it read to ``GapFeed`` (processors/gapfeed.py; the evaluation and
+the backtest in tools/evalgaps.py drive the same feed):
 
 1. activity since the last look (at most ``LOOK_LIMIT_S`` of ingest time): newest
-   event/ingest time per asset and a sample of inter-arrival gaps (the learned
-   cadence). The first look after a (re)start adds what that bounded window cannot
-   tell, from the rollups: every asset's last-seen times, and a coarse cadence for
-   assets too sparse to show enough gaps in it;
-2. minutes of event time that are now closed (newest event time minus
-   ``minute_close_delay_s``): counts, field presence, orphan references;
-3. silence on both clocks; schema drift every ``DRIFT_EVERY`` ticks;
+   event/ingest time per asset; the first look after a (re)start adds, from the
+   rollups, every asset's last-seen times and a coarse cadence for assets too
+   sparse to have one yet. And the low watermark: per Kafka partition (the
+   partition rollup) its event-time progress, the minimum over the partitions
+   that ingested within ``watermark_idle_s`` (the maximum when all are idle),
+   never the newest event seen: a partition consumed behind the others (a
+   catch-up, a replay) holds event time back until it has caught up;
+2. minutes of event time that are now closed (watermark minus
+   ``minute_close_delay_s``), at most ``MAX_MINUTES`` a look, in order: counts,
+   field presence, orphan references (rollups) and arrivals (the minutes' raw
+   events: cadence, longest gap). Every closed minute is judged, however fast a
+   history was ingested;
+3. silence at the live edge on both clocks; schema drift every ``DRIFT_EVERY``
+   ticks, against the watermark;
 4. transitions -> ``stocktake.alerts`` (the source of truth), the ``alerts``
    table, the optional webhook's outbox (not for alerts inhibited by their stream's;
    services/outbox.py delivers them on a timer of its own, so a slow receiver never
@@ -39,6 +46,7 @@ from stocktake.processors.alerts import Alert
 from stocktake.processors.baseline import MINUTE_MS
 from stocktake.processors.gapfeed import Activity, Arrivals, GapFeed, MinuteCounts
 from stocktake.processors.gaps import GapMonitor, MinuteExpectation
+from stocktake.processors.quality import EDGES
 from stocktake.services import inventory
 from stocktake.services.alerts import iso, read_alert
 from stocktake.services.outbox import Outbox
@@ -48,6 +56,8 @@ log = logging.getLogger("stocktake.alerting")
 
 DRIFT_EVERY = 12
 BACKFILL_MINUTES = 3 * 24 * 60   # history replayed into the detectors on takeover
+MAX_MINUTES = 6 * 60             # closed minutes read and judged at once
+CLOSE_BUDGET_S = 1.0             # a look judges more such spans while within this time
 GAP_SAMPLE = 2000                # inter-arrival gaps per asset per look
 # Ingest time one look reads at most: the first look after a (re)start would otherwise read
 # every raw event stored (and sort all their times); later looks read one tick's worth.
@@ -108,7 +118,7 @@ class AlertRunner:
         self.publish = publish
         self.prefix = settings.topic_dot_prefix
         self.feed = GapFeed(monitor, close_delay_ms=int(settings.minute_close_delay_s * 1000),
-                            backfill_minutes=BACKFILL_MINUTES)
+                            max_minutes=MAX_MINUTES)
         self.ticks = 0
         self.seen_until_ms = 0          # ingest time looked at so far
         # The webhook's pages: stored here, POSTed by whoever calls outbox.deliver_due.
@@ -166,16 +176,31 @@ class AlertRunner:
         since, until = _dt(since_ms), _dt(until_ms)
         activity = [Activity(asset, int(newest_ts), int(newest_ingest))
                     for asset, newest_ts, newest_ingest in self._q(A.ACTIVITY_SQL, since=since, until=until)]
-        self.feed.look(activity, self._arrivals(A.GAPS_SQL, since=since, until=until))
+        self.feed.look(activity, self._arrivals(A.GAPS_SQL, since=since, until=until),
+                       watermark_ms=self._watermark(until_ms))
         if first_look:
             self._seed()
         self.seen_until_ms = max(self.seen_until_ms, until_ms)
-        out = self._close_minutes()
+        out: list[Alert] = []
+        deadline = time.monotonic() + CLOSE_BUDGET_S
+        while (closed := self._close_minutes()) is not None:
+            out += closed
+            if time.monotonic() > deadline:  # a long history: the rest in the next looks, in order
+                break
         out += self.feed.silence(self.feed.event_now_ms, "event")
         # Judged at the time we have looked up to, not at wall_now: rows ingested since
         # may still sit in a sink buffer, and would otherwise count as quiet time.
         out += self.feed.silence(until_ms, "wall")
         return out
+
+    def _watermark(self, until_ms: int) -> int | None:
+        """The low watermark over the deployment's partitions (see the module's docstring)."""
+        parts = [(int(p), int(i)) for p, i in self._q(A.PARTITIONS_SQL) if p is not None]
+        if not parts:
+            return None
+        idle_before = until_ms - int(self.settings.watermark_idle_s * 1000)
+        moving = [p for p, ingested in parts if ingested >= idle_before]
+        return min(moving) if moving else max(p for p, _ in parts)
 
     def _arrivals(self, sql: str, **params: Any) -> list[Arrivals]:
         return [Arrivals(asset, int(first), int(n), sample)
@@ -193,15 +218,22 @@ class AlertRunner:
         self.feed.seed_cadence(self._arrivals(A.MINUTE_GAPS_SQL, **{
             "from": _dt(end - BACKFILL_MINUTES * MINUTE_MS), "to": _dt(end)}))
 
-    def _close_minutes(self) -> list[Alert]:
+    def _close_minutes(self) -> list[Alert] | None:
         span = self.feed.span()
         if span is None:
-            return []
+            return None
         start, end = span
         window = {"from": _dt(start), "to": _dt(end)}
+        arrivals = {}
+        for asset, m, first, last, (keys, values), longest, longest_from in self._q(
+                A.ARRIVALS_SQL, edges=list(EDGES), **window):
+            span_ = (int(longest_from), int(longest_from) + int(longest)) if keys else None
+            arrivals[asset, int(m)] = (int(first), int(last), tuple(zip(map(int, keys), map(int, values),
+                                                                          strict=True)), span_)
         counts: dict[int, dict[str, MinuteCounts]] = {}
         for asset, m, events, refs, orphans in self._q(A.MINUTES_SQL, **window):
-            counts.setdefault(int(m), {})[asset] = MinuteCounts(int(events), int(refs), int(orphans))
+            counts.setdefault(int(m), {})[asset] = MinuteCounts(
+                int(events), int(refs), int(orphans), *arrivals.get((asset, int(m)), (None, None, (), None)))
         presence: dict[int, dict[str, dict[str, int]]] = {}
         for stream, m, name, n in self._q(A.FIELD_MINUTES_SQL, **window):
             presence.setdefault(int(m), {}).setdefault(stream, {})[name] = int(n)
@@ -212,7 +244,8 @@ class AlertRunner:
         return out
 
     def _drift(self) -> list[Alert]:
-        return self.monitor.drift(inventory.schema_drift(self.store, self.settings), self.feed.event_now_ms)
+        now = self.feed.event_now_ms
+        return self.monitor.drift(inventory.schema_drift(self.store, self.settings, watermark_ms=now or None), now)
 
     async def _emit(self, transitions: list[Alert]) -> None:
         updated_at = _dt(int(time.time() * 1000))

@@ -151,8 +151,9 @@ def field_inventory(assets: list[dict[str, Any]], rows: list[dict[str, Any]],
 
 
 def schema_drift(store: Store, settings: Settings, assets: list[dict[str, Any]] | None = None,
-                 fields: list[dict[str, Any]] | None = None) -> list[DriftEvent]:
-    """processors.drift over the field rollup (the rows are read unless given)."""
+                 fields: list[dict[str, Any]] | None = None, watermark_ms: int | None = None) -> list[DriftEvent]:
+    """processors.drift over the field rollup (the rows are read unless given); ``watermark_ms``:
+    the event time every partition has reached (the alerting worker's), where known."""
     assets = asset_rows(store, settings) if assets is None else assets
     fields = Q.rows_as_dicts(store, Q.FIELDS_SQL, _scope(settings)) if fields is None else fields
     observations = []
@@ -164,7 +165,7 @@ def schema_drift(store: Store, settings: Settings, assets: list[dict[str, Any]] 
     spans = {r["asset"]: (_ms(r["first_ts"]) or 0, _ms(r["last_ts"]) or 0)
              for r in assets if is_stream(r["asset"]) and r["valid"]}
     return detect_drift(observations, spans, grace_ms=int(settings.drift_grace_s * 1000),
-                        vanish_after_ms=int(settings.field_vanish_after_s * 1000))
+                        vanish_after_ms=int(settings.field_vanish_after_s * 1000), watermark_ms=watermark_ms)
 
 
 def drift_events(drift: list[DriftEvent]) -> list[dict[str, Any]]:

@@ -96,7 +96,7 @@ from stocktake.processors.assets import Asset
 from stocktake.processors.baseline import MINUTE_MS
 from stocktake.processors.contract import Event, normalize
 from stocktake.processors.contract_spec import shipped
-from stocktake.processors.gapfeed import Activity, Arrivals, GapFeed, MinuteCounts
+from stocktake.processors.gapfeed import Activity, Arrivals, GapFeed, MinuteCounts, window_arrivals
 from stocktake.processors.gaps import GapConfig, GapMonitor
 from stocktake.sources import load_events
 
@@ -181,7 +181,9 @@ class Simulation:
     now_ms: int | None = None
     _next_check: int = 0
     _newest: dict[str, int] = dataclasses.field(default_factory=dict)      # since the last look, per asset
-    _arrivals: dict[str, tuple[int, list[float]]] = dataclasses.field(default_factory=dict)  # first, gaps
+    # since the last look, per asset: its first event time and the gaps after it
+    _first: dict[str, tuple[int, list[int]]] = dataclasses.field(default_factory=dict)
+    _times: dict[int, dict[str, list[int]]] = dataclasses.field(default_factory=dict)  # minute -> asset -> times
     _counts: dict[int, dict[str, list[int]]] = dataclasses.field(default_factory=dict)
     _present: dict[int, dict[str, dict[str, int]]] = dataclasses.field(default_factory=dict)
     _catalog: set[str] = dataclasses.field(default_factory=set)
@@ -218,18 +220,23 @@ class Simulation:
         ref = ev.stream != "product" and bool(ev.product_id)
         orphan = ref and ev.product_id not in self._catalog
         newest = self._newest
+        times = self._times.get(minute)
+        if times is None:
+            times = self._times[minute] = {}
         for asset in assets:
             prev = newest.get(asset)
             if prev is None:
-                self._arrivals[asset] = (ts, [])
+                self._first.setdefault(asset, (ts, []))
             else:
-                self._arrivals[asset][1].append(ts - prev)
+                self._first.setdefault(asset, (ts, []))[1].append(ts - prev)
             if prev is None or ts > prev:
                 newest[asset] = ts
             c = counts.get(asset)
             if c is None:
                 c = counts[asset] = [0, 0, 0]
+                times[asset] = []
             c[0] += 1
+            times[asset].append(ts)
             if ref:
                 c[1] += 1
                 c[2] += orphan
@@ -257,18 +264,26 @@ class Simulation:
         """One look of the worker: what arrived since the last, closed minutes, silence."""
         feed = self.feed
         feed.look([Activity(asset, ts) for asset, ts in self._newest.items()],
-                  [Arrivals(asset, first, len(gaps), gaps) for asset, (first, gaps) in self._arrivals.items()])
+                  [Arrivals(asset, first, len(gaps), gaps) for asset, (first, gaps) in self._first.items()])
         self._newest.clear()
-        self._arrivals.clear()
+        self._first.clear()
         span = feed.span()
-        if span is not None:
+        while span is not None:
             start, end = span
-            counts = {m: {a: MinuteCounts(*c) for a, c in by_asset.items()}
-                      for m, by_asset in self._counts.items() if m < end}
+            closing = sorted(m for m in self._counts if m < end)
+            by_asset: dict[str, list[int]] = {}
+            for m in closing:
+                for asset, ts in self._times[m].items():
+                    by_asset.setdefault(asset, []).extend(ts)
+            arrivals = {asset: window_arrivals(ts) for asset, ts in by_asset.items()}
+            counts = {m: {a: MinuteCounts(c[0], c[1], c[2], *arrivals[a][m]) for a, c in self._counts[m].items()}
+                      for m in closing}
             self._emit(feed.close(start, end, counts, self._present))
-            for m in counts:
+            for m in closing:
                 del self._counts[m]
+                del self._times[m]
                 self._present.pop(m, None)
+            span = feed.span()
         self._emit(feed.silence(feed.event_now_ms, "event"))
 
 
@@ -284,13 +299,37 @@ def firings(sim: Simulation) -> list[Alert]:
 # ---------------------------------------------------------------- tiled clean days
 
 
+def seamless(events: Sequence[Ev], lo: int, hi: int) -> list[Ev]:
+    """The events of the segment [lo, hi) retimed per stream so that, repeated with period
+    ``hi - lo``, no stream goes quiet at a seam for longer than its median gap: each stream's
+    events are stretched (by a few percent) from its first to its last to span the period less
+    that gap. Cut out of a real day, a segment's streams start and end at different moments,
+    and tiled as they are each seam holds a gap (25 s of no product events in ``LOW``) that the
+    silence detectors rightly see in the event time of the tiled day."""
+    period = hi - lo
+    by_stream: dict[str, list[Ev]] = {}
+    for e in events:
+        if lo <= e.ts_ms < hi:
+            by_stream.setdefault(e.stream, []).append(e)
+    out: list[Ev] = []
+    for evs in by_stream.values():
+        times = [e.ts_ms for e in evs]
+        gaps = sorted(b - a for a, b in itertools.pairwise(times) if b > a)
+        gap = gaps[len(gaps) // 2] if gaps else 0
+        first, span = times[0], times[-1] - times[0]
+        scale = (period - gap) / span if span > 0 else 1.0
+        out += [e._replace(ts_ms=lo + gap // 2 + round((e.ts_ms - first) * scale)) for e in evs]
+    out.sort(key=lambda e: e.ts_ms)
+    return out
+
+
 class Tiles:
-    """A real segment repeated back to back from ``start``: tile k is the segment shifted
-    by ``start - seg_start + k * seg_len``, event_ids suffixed with ``~k``."""
+    """A real segment repeated back to back from ``start``: tile k is the segment (``seamless``)
+    shifted by ``start - seg_start + k * seg_len``, event_ids suffixed with ``~k``."""
 
     def __init__(self, events: Sequence[Ev], segment: tuple[int, int], start: int = TILED_START):
         lo, hi = segment
-        self.segment = [e for e in events if lo <= e.ts_ms < hi]
+        self.segment = seamless(events, lo, hi)
         self.times = [e.ts_ms for e in self.segment]
         self.seg_start, self.seg_len, self.start = lo, hi - lo, start
 
