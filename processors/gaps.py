@@ -1,12 +1,19 @@
 """Data-gap detection: per-asset detectors and the alert lifecycle. Pure.
 
-Inputs are closed minutes of event time per asset (counts, field presence,
-orphan references), inter-arrival gaps, and "now" on either clock:
+Inputs are closed minutes of event time per asset, in event-time order (counts,
+field presence, orphan references, arrivals: the gaps between events), and "now"
+on either clock:
 
-- event clock: now = newest event time across all streams, so a replayed
-  history is judged as it happened;
+- event clock: every gap between an asset's events as its minute closes, and at
+  the live edge the low watermark (processors/gapfeed.py), so a replayed history
+  is judged as it happened;
 - wall clock: now = time.time() against each asset's last *ingest* time, so
   a live source that goes quiet is caught even when nothing arrives at all.
+
+Hour and day buckets, ratios and funnels are judged in processors/scales.py;
+new sub-assets are findings here, and an error-like asset (``quiet_is_good_for``)
+is judged for rises only. Holidays and exclusion windows are neither judged nor
+learned.
 
 Volume is judged against the learned baseline three ways: a single minute far
 below it (``volume_z`` sigmas and ``drop_min`` relative; ``fire_after`` such
@@ -26,13 +33,15 @@ fires while its stream has the same one open carries ``inhibited_by`` (the
 stream's alert id): the same incident, recorded but not paged. Firing after
 ``fire_after`` breaching minutes, resolved after ``resolve_after`` good ones
 (hysteresis); silence fires on the first look past its threshold (``silence_factor``
-× the p99 gap between distinct arrival times) and resolves once the asset has
-kept within it for ``resolve_after`` minutes. Every alert says expected vs observed and
-its evidence window. Minutes that breach, or that fall in an open silence, stay
-out of the rolling baseline, so an outage does not become the baseline; once
-such an alert has been open ``adapt_minutes`` they are learned again, so a
-lasting change of level becomes the new normal and the alert resolves. The
-seasonal history records every minute (see processors/baseline.py).
+× the p99 gap between distinct arrival times, judged once ``cadence_min_gaps`` of them
+are known), opened at the moment the quiet time passed it, and resolves once the
+asset has kept within it for ``resolve_after`` closed minutes. Every alert says
+expected vs observed and its evidence window. Minutes that breach, or that fall
+in an open drop or silence, stay out of both histories (rolling and seasonal;
+before the seasonal model judges, the seasonal history does learn them: they may
+be the season itself), so an outage does not become the baseline; once such an
+alert has been open ``adapt_minutes`` they are learned again, so a lasting change
+of level becomes the new normal and the alert resolves.
 """
 
 from __future__ import annotations
@@ -247,16 +256,14 @@ class AssetState:
         a quiet minute as telling as 30 a minute apart make a quiet hour). ``pending``: gaps seen
         at the live edge, in minutes not closed yet, for an asset whose closed minutes hold too
         few (a cold start is judged before its first minute closes)."""
-        arrivals = self._cadence(pending)
-        n, p99 = arrivals.count, arrivals.quantile(0.99)
-        if n < self.config.cadence_min_gaps or p99 is None:
+        # (A small sample's p99 is its largest gap, which a bursty source's next quiet spell may
+        # beat: widening the allowance while the sample is small - x2 at 30 gaps - cost 4 of 135
+        # silences in `stocktake eval-gaps` (sparse sources have few gaps in an hour) to save
+        # one cold-start false alarm a day on the low-volume tiles; silence_factor is the margin.)
+        p99 = self.p99_gap_ms(pending)
+        if p99 is None:
             return None
-        # A small sample's p99 is its largest gap, and the next gap beats the largest of n with
-        # chance 1/(n+1) - more often for a bursty source, whose gaps are heavy-tailed: the
-        # allowance widens by 2 x min_gaps / n (x3 at the first judgement, x2 after 60 gaps,
-        # x1.06 after 1,000).
-        widen = 1 + 2 * self.config.cadence_min_gaps / n
-        return max(self.config.silence_factor * p99 * widen, self.config.silence_min_s * 1000)
+        return max(self.config.silence_factor * p99, self.config.silence_min_s * 1000)
 
 
 class GapMonitor:
@@ -300,7 +307,8 @@ class GapMonitor:
             out += self._new_asset(obs, cfg)
         st.last_events = (obs.minute_ms, obs.events)
         field_events = obs.field_events if obs.field_events >= cfg.completeness_min_events else 0
-        self.scales.add(obs.asset, obs.minute_ms, obs.events, field_events, obs.field_present, cfg.scales)
+        self.scales.add(obs.asset, obs.minute_ms, obs.events, field_events, obs.field_present, cfg.scales,
+                        obs.product_refs, obs.orphan_refs)
         if cfg.excluded(obs.minute_ms, at):
             return out
         quiet_good = cfg.quiet_is_good_for(obs.asset)

@@ -31,7 +31,9 @@ passes a bucket's end (``GapMonitor.advance``) the bucket is judged:
   ``ratio_rise_min``), judged once three of the same hour of the day / seven
   days are known, on buckets with at least ``hour_min_events`` /
   ``day_min_events`` in the denominator;
-- completeness: each field's present share of a stream's events, down only.
+- completeness: each field's present share of a stream's events, down only;
+  orphans: the share of an asset's product references the catalog never
+  announced (subject ``product_refs@scale``), up only.
 
 Learning leaves out the buckets inside an open alert of the same asset (any
 scale's volume drop, its silence, the track's own breach) and inside holidays
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
 
 SCALE_MS = {"hour": HOUR_MS, "day": DAY_MS}
 DROPS = ("volume_drop", "silence")
+REFS = "product_refs"   # the denominator of the orphan ratio: an asset's product references
 
 
 def scaled(subject: str, scale: str) -> str:
@@ -75,6 +78,8 @@ class Bucket:
     events: int = 0
     field_events: int = 0
     present: dict[str, int] = field(default_factory=dict)
+    refs: int = 0                      # product references, and the orphans among them
+    orphans: int = 0
 
 
 @dataclass
@@ -188,7 +193,7 @@ class Scales:
                         seasonal_slack=0, counts=counts, daily=False)
 
     def add(self, asset: str, minute_ms: int, events: int, field_events: int, present: dict[str, int] | Any,
-            scales: tuple[str, ...]) -> None:
+            scales: tuple[str, ...], refs: int = 0, orphans: int = 0) -> None:
         """One closed minute of an asset into its open buckets."""
         for scale in scales:
             size = SCALE_MS[scale]
@@ -197,6 +202,8 @@ class Scales:
             st = self._state(asset, scale, start, whole=minute_ms == start)
             b = st.bucket
             b.events += events
+            b.refs += refs
+            b.orphans += orphans
             if field_events:
                 b.field_events += field_events
                 for name, n in present.items():
@@ -229,6 +236,8 @@ class Scales:
                     d = buckets[den]
                     if d.start == start and d.whole and d.events:
                         out += self._ratio(asset, den, scale, st, b.events, d.events, at, cfg)
+                if b.refs:   # orphans per product reference: only a rise is news
+                    out += self._ratio(asset, REFS, scale, st, b.orphans, b.refs, at, cfg)
             st.bucket = Bucket(at)
         return out
 
@@ -356,7 +365,7 @@ class Scales:
             # The noise at this bucket's denominator: binomial for a share (its events are some of
             # the stream's), that of a ratio of two Poisson counts for a funnel (purchases are not
             # a subset of carts): var = q (1 + q) / den.
-            share = den == Asset.parse(asset).stream
+            share = den in (Asset.parse(asset).stream, REFS)
             sigma = math.sqrt(q * max(1 - q, 1.0 / den_n) / den_n) if share else math.sqrt(q * (1 + q) / den_n)
             cap = limit + 2 * cfg.coarse_slack
             track.down.step((p0 - p) / sigma, cfg.coarse_slack, cap, p0 * den_n, num_n)
@@ -372,13 +381,17 @@ class Scales:
         else:
             track.down, track.up = Cusum(), Cusum()
         quiet_good = cfg.quiet_is_good_for(asset)
-        if quiet_good:
+        if quiet_good or den == REFS:
             drop = False
         what = "share of" if den == Asset.parse(asset).stream else "per"
+        if den == REFS:
+            asset_label, den_label = "orphans", f"product reference of {asset}"
+        else:
+            asset_label, den_label = asset, den
         subject = f"{den}@{scale}"
-        evidence: dict[str, Any] = {"scale": scale, "model": model, "ratio": f"{asset} {what} {den}",
+        evidence: dict[str, Any] = {"scale": scale, "model": model, "ratio": f"{asset_label} {what} {den_label}",
                                     "numerator": num_n, "denominator": den_n, "from": at - SCALE_MS[scale], "to": at}
-        reason = f"{asset} {what} {den}: {p:.3g} this {scale}, usually {p0:.3g} ({model})"
+        reason = f"{asset_label} {what} {den_label}: {p:.3g} this {scale}, usually {p0:.3g} ({model})"
         out = self._judge(asset, "ratio_drop", subject, drop, at, p0, p,
                           {**evidence, "run_expected": round(track.down.expected, 1),
                            "run_observed": round(track.down.observed, 1)}, "warning", reason,

@@ -217,3 +217,62 @@ def test_the_gaps_file_takes_holidays_exclusions_funnels_and_bad_news(tmp_path) 
     path.write_text('[default]\nexclusions = [["2024-01-02T00:00Z", "2024-01-01T00:00Z"]]\n')
     with pytest.raises(SettingsError, match="ends before it starts"):
         load_monitor(str(path))
+
+
+def test_a_cold_start_is_judged_silent_within_a_minute_of_its_last_event() -> None:
+    """A live source sending 10 events/s for 90 s, then nothing: no minute of it has closed
+    when it stops, but 900 inter-arrivals seen at the live edge are evidence enough."""
+    from stocktake.processors.gapfeed import Activity, Arrivals, GapFeed
+
+    feed = GapFeed(GapMonitor(), close_delay_ms=30_000)
+    start = T0 + 20_000
+    for look in range(45):   # a look every 2 s, as the worker's
+        first = start + look * 2000
+        gaps = [100.0] * 20
+        feed.look([Activity("behaviour/source=kiosk", first + 1900, first + 1950)],
+                  [Arrivals("behaviour/source=kiosk", first, len(gaps), gaps)])
+    last_ingest = start + 44 * 2000 + 1950
+    assert feed.silence(last_ingest + 20_000, "wall") == []
+    (alert,) = feed.silence(last_ingest + 32_000, "wall")          # past wall_silence_min_s (30 s)
+    assert alert.kind == "silence" and alert.clock == "wall" and alert.asset == "behaviour/source=kiosk"
+    # and on the event clock, the moment the watermark moves past its threshold
+    feed.look([Activity("behaviour", last_ingest + 5_000, last_ingest + 5_000)], watermark_ms=last_ingest + 5_000)
+    span = feed.span()
+    assert span is not None and feed.silence(feed.event_now_ms, "event") == []   # closed minutes come first
+    feed.close(*span, {}, {})
+    (event,) = feed.silence(feed.event_now_ms, "event")
+    assert event.clock == "event" and event.opened_at - (start + 44 * 2000 + 1900) < 5_000
+
+
+def test_a_rise_of_orphan_references_is_watched_at_the_hour_scale() -> None:
+    mon = GapMonitor()
+    start = 4 * DAY_MINUTES
+    rng = random.Random(4)
+    out: list[Alert] = []
+    for m in range(5 * DAY_MINUTES):
+        at = T0 + m * MINUTE_MS
+        out += mon.advance(at)
+        refs = poisson(rng, 3.0)
+        share = 0.3 if m >= start else 0.05
+        orphans = sum(rng.random() < share for _ in range(refs))
+        out += mon.minute(MinuteObservation("behaviour", at, refs, product_refs=refs, orphan_refs=orphans))
+    rises = [a for a in fired(out, "ratio_rise") if a.subject.startswith("product_refs@")]
+    assert rises and all(a.opened_at > T0 + start * MINUTE_MS for a in rises), fired(out)
+    assert rises[0].opened_at <= T0 + start * MINUTE_MS + 3 * HOUR_MS
+    assert "orphans per product reference" in rises[0].reason and rises[0].severity == "warning"
+
+
+def test_a_field_in_a_slow_partition_has_not_vanished_while_the_watermark_is_behind() -> None:
+    from stocktake.processors.drift import FieldType, detect_drift
+
+    day = 24 * 3600 * 1000
+    # the stream's newest event (a fast partition) is 30 h on; the field's events (carried by
+    # another partition, consumed behind) only reach the low watermark
+    obs = [FieldType("behaviour", "coupon", "string", T0, T0 + day, 100),
+           FieldType("behaviour", "event_id", "string", T0, T0 + day + 30 * 3600 * 1000, 900)]
+    spans = {"behaviour": (T0, T0 + day + 30 * 3600 * 1000)}
+    kinds = {(d.field, d.kind) for d in detect_drift(obs, spans, grace_ms=60_000, vanish_after_ms=3_600_000)}
+    assert ("coupon", "vanished_field") in kinds              # judged by the newest event: wrongly
+    assert not detect_drift(obs, spans, grace_ms=60_000, vanish_after_ms=3_600_000, watermark_ms=T0 + day + 60_000)
+    late = detect_drift(obs, spans, grace_ms=60_000, vanish_after_ms=3_600_000, watermark_ms=T0 + day + 2 * 3_600_000)
+    assert [(d.field, d.kind) for d in late] == [("coupon", "vanished_field")]   # once time has moved on

@@ -89,3 +89,20 @@ def test_event_minute_reads_a_granule_or_two_not_the_table(store: Store, prefix:
     minutes = sorted(store.rows(A.MINUTES_SQL, params))
     assert [(a, int(mm), int(e)) for a, mm, e, _, _ in minutes] == [
         (a, m, 600) for a in ("behaviour", "behaviour/event_type=view", "behaviour/source=web")]
+
+
+def test_a_closed_minutes_arrivals_read_a_granule_or_two_not_the_table(store: Store, prefix: str) -> None:
+    """ARRIVALS_SQL (the cadence and longest gap of the minutes closing) reads the minutes' raw
+    slice: its cost follows the minutes' events, not the history."""
+    from stocktake.processors.quality import EDGES
+
+    start = BASE + timedelta(minutes=50)
+    params = {"prefix": prefix, "from": start, "to": start + timedelta(minutes=1), "edges": list(EDGES)}
+    read = _estimated_rows(store, A.ARRIVALS_SQL, params)
+    assert read > 0 and read * 4 <= N, (read, N)
+    rows = sorted(store.rows(_forcing(A.ARRIVALS_SQL, "ts_minmax"), params))
+    m = int(start.timestamp() * 1000)
+    assert [(a, int(mm), int(first) - m, int(last) - m) for a, mm, first, last, *_ in rows] == [
+        (a, m, 0, 59_900) for a in ("behaviour", "behaviour/event_type=view", "behaviour/source=web")]
+    (_, counts), longest = rows[0][4], rows[0][5]
+    assert sum(counts) == 599 and longest == STEP_MS   # 600 events 100 ms apart

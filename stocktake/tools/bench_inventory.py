@@ -274,6 +274,9 @@ def detector_queries(store: Store, settings: Settings) -> Iterator[tuple[str, st
     for name, sql in (("MINUTES_SQL", A.MINUTES_SQL), ("FIELD_MINUTES_SQL", A.FIELD_MINUTES_SQL)):
         yield f"{name} · closed minute", sql, {"prefix": prefix, **minute}
         yield f"{name} · takeover backfill", sql, {"prefix": prefix, **backfill}
+    from stocktake.processors.quality import EDGES
+    yield "PARTITIONS_SQL · tick (watermark)", A.PARTITIONS_SQL, {"prefix": prefix}
+    yield "ARRIVALS_SQL · closed minute", A.ARRIVALS_SQL, {"prefix": prefix, **minute, "edges": list(EDGES)}
     yield "ASSET_ACTIVITY_SQL · takeover", A.ASSET_ACTIVITY_SQL, {"prefix": prefix}
     yield "MINUTE_GAPS_SQL · takeover", A.MINUTE_GAPS_SQL, {"prefix": prefix, **backfill, "sample": GAP_SAMPLE}
     yield "EVENT_SPAN_SQL · takeover", A.EVENT_SPAN_SQL, {"prefix": prefix}
