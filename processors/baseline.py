@@ -93,11 +93,16 @@ class Baseline:
         values: list[float] = []
         model = "robust_rolling"
         if span >= self.weekly_weeks * self.week_units:
-            values, model = self._slot(bucket, self.week_units, self.weeks_kept), "seasonal_weekly"
-        if len(values) < 3 and self.daily and span >= self.seasonal_days * self.day_units:
-            # too few weeks behind this bucket of the week (an excluded or incident week): by day
-            values, model = self._slot(bucket, self.day_units, self.max_days), "seasonal_daily"
-        if len(values) < 3:
+            # two of the same bucket of the week say more than many of the day
+            weekly = self._slot(bucket, self.week_units, self.weeks_kept)
+            if len(weekly) >= 2:
+                values, model = weekly, "seasonal_weekly"
+        if not values and self.daily and span >= self.seasonal_days * self.day_units:
+            # (or too few weeks behind this bucket of the week: an excluded or incident week)
+            daily = self._slot(bucket, self.day_units, self.max_days)
+            if len(daily) >= 3:
+                values, model = daily, "seasonal_daily"
+        if not values:
             values, model = list(self.recent), "robust_rolling"
         if not values:  # nothing normal in the window yet (only breaches recorded)
             return Expectation(0.0, 0.0, "none", self.seen)
@@ -118,7 +123,11 @@ class Baseline:
         n = self._ring_len
         for back in range(periods + 1):
             centre = bucket - back * period
-            for t in range(centre - self.slack, centre + self.slack + 1):
-                if t < bucket and stamps[t % n] == t:
-                    values.append(ring[t % n])
+            lo, hi = centre - self.slack, min(centre + self.slack + 1, bucket)
+            while lo < hi:   # contiguous runs of the ring (one, unless the window wraps)
+                i = lo % n
+                run = min(hi - lo, n - i)
+                values += [v for t, stamp, v in zip(range(lo, lo + run), stamps[i:i + run], ring[i:i + run],
+                                                    strict=True) if stamp == t]
+                lo += run
         return values

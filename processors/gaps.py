@@ -69,6 +69,7 @@ from stocktake.processors.scales import Scales
 class GapConfig:
     silence_factor: float = 1.75       # silent when quiet for > factor × p99 gap between arrivals
     silence_min_s: float = 0.0         # ...and at least this long
+    silence_min_expected: float = 10.0  # ...and long enough for this many events at the hour's learned rate
     wall_silence_min_s: float = 30.0   # wall clock: batching/flush delays are not silence
     wall_max_lag_s: float = 600.0      # wall clock: only for assets whose newest event is this fresh (not a replay)
     cadence_min_gaps: int = 30         # gaps between distinct arrival times learned before judging silence
@@ -101,7 +102,7 @@ class GapConfig:
     coarse_drop_min: float = 0.2       # and the run of buckets at least this much short in all
     coarse_min_abs: float = 5.0        # and at least this many events short (or over): low-volume floors
     coarse_spike_z: float = 5.0        # one bucket this many sigmas over, and (1 + spike_min) x expected
-    ratio_hour_limit: float = 8.0      # ratios: the CUSUM limit (hour / day buckets)...
+    ratio_hour_limit: float = 6.0      # ratios: the CUSUM limit (hour / day buckets)...
     ratio_day_limit: float = 5.0
     ratio_drop_min: float = 0.2        # ...and a share / funnel ratio this much below what it was...
     ratio_rise_min: float = 0.5        # ...or this much above
@@ -232,23 +233,24 @@ class AssetState:
     prior_until: int = 0
     last_arrival: int | None = None    # newest event time among the closed minutes
     last_events: tuple[int, int] = (0, 0)   # the newest closed minute and its events
+    _p99: tuple[int, float] | None = None   # (gaps, p99) as last computed
 
     def arrivals(self) -> LagHistogram:
         """The cadence between distinct arrival times: events sharing a timestamp (a batch, or
         a source with second resolution) are one arrival, or p99 could be 0."""
         return LagHistogram([0, *self.cadence.counts[1:]])
 
-    def _cadence(self, pending: LagHistogram | None) -> LagHistogram:
-        arrivals = self.arrivals()
-        if arrivals.count < self.config.cadence_min_gaps and pending is not None:
-            arrivals = LagHistogram([0, *pending.counts[1:]])
-        return arrivals
-
     def p99_gap_ms(self, pending: LagHistogram | None = None) -> float | None:
-        arrivals = self._cadence(pending)
-        if arrivals.count < self.config.cadence_min_gaps:
+        counts = self.cadence.counts
+        n = sum(counts) - counts[0]
+        if n < self.config.cadence_min_gaps and pending is not None:
+            arrivals = LagHistogram([0, *pending.counts[1:]])
+            return arrivals.quantile(0.99) if arrivals.count >= self.config.cadence_min_gaps else None
+        if n < self.config.cadence_min_gaps:
             return None
-        return arrivals.quantile(0.99)
+        if self._p99 is None or self._p99[0] != n:   # checked every minute, learned less often
+            self._p99 = (n, self.arrivals().quantile(0.99) or 0.0)
+        return self._p99[1]
 
     def silence_threshold_ms(self, pending: LagHistogram | None = None) -> float | None:
         """None until ``cadence_min_gaps`` gaps between distinct arrival times are known: the
@@ -480,10 +482,12 @@ class GapMonitor:
         out: list[Alert] = []
         threshold = st.silence_threshold_ms()
         cfg = st.config
-        if longest is not None and threshold is not None and longest[1] - longest[0] > threshold \
-                and not cfg.quiet_is_good_for(asset) and not cfg.excluded(longest[0], longest[1]):
-            out += self._silence(asset, "event", True, int(longest[0] + threshold), longest[0],
-                                 longest[1] - longest[0], threshold, st)
+        if longest is not None and threshold is not None and not cfg.quiet_is_good_for(asset) \
+                and not cfg.excluded(longest[0], longest[1]):
+            allowed = self._allowed(asset, longest[0], threshold)
+            if longest[1] - longest[0] > allowed:
+                out += self._silence(asset, "event", True, int(longest[0] + allowed), longest[0],
+                                     longest[1] - longest[0], allowed, st)
         counts = st.cadence.counts
         for b, n in cadence:
             counts[b] += n
@@ -502,9 +506,10 @@ class GapMonitor:
                 or cfg.excluded(end_ms - MINUTE_MS, end_ms):
             return []
         quiet = end_ms - st.last_arrival
-        breach = quiet > threshold
-        return self._silence(asset, "event", breach, int(st.last_arrival + threshold) if breach else end_ms,
-                             st.last_arrival, quiet, threshold, st)
+        allowed = self._allowed(asset, st.last_arrival, threshold)
+        breach = quiet > allowed
+        return self._silence(asset, "event", breach, int(st.last_arrival + allowed) if breach else end_ms,
+                             st.last_arrival, quiet, allowed, st)
 
     def silence(self, now_ms: int, clock: str, last_seen: Mapping[str, int], *, open_only: bool = False,
                 pending: Mapping[str, LagHistogram] | None = None) -> list[Alert]:
@@ -523,6 +528,7 @@ class GapMonitor:
                 continue
             if clock == "wall":
                 threshold = max(threshold, st.config.wall_silence_min_s * 1000)
+            threshold = self._allowed(asset, last, threshold)
             quiet = now_ms - last
             breach = quiet > threshold
             if open_only and not breach:
@@ -531,15 +537,29 @@ class GapMonitor:
             out += self._silence(asset, clock, breach, at, last, quiet, threshold, st, now_ms)
         return out
 
+    def _allowed(self, asset: str, last_ms: int, threshold: float) -> float:
+        """How long the asset may stay quiet after ``last_ms``: its cadence's threshold, and (once
+        a day of its hours is known) long enough to expect ``silence_min_expected`` events at the
+        learned rate of the hours it spans - P(none) = e^-10 for a Poisson source; real sources
+        come in bursts (sessions), which makes a quiet spell far likelier. A single cadence is a
+        mixture of busy and quiet hours: by night its p99 is an ordinary gap, and a low-volume
+        asset would page every night."""
+        cfg = self.state(asset).config
+        by_rate = self.scales.quiet_for(asset, last_ms, cfg.silence_min_expected)
+        return threshold if by_rate is None else max(threshold, by_rate)
+
     def _silence(self, asset: str, clock: str, breach: bool, at: int, last: int, quiet: float, threshold: float,
                  st: AssetState, to: int | None = None) -> list[Alert]:
         p99 = st.p99_gap_ms() or 0.0
+        cadence = st.config.silence_factor * p99
+        by = f"its cadence allows {threshold / 1000:.0f}s ({st.config.silence_factor:g}x p99 gap {p99 / 1000:.1f}s)" \
+            if threshold <= cadence * 1.001 or not p99 else \
+            f"{st.config.silence_min_expected:g} events were due within {threshold / 1000:.0f}s at this hour's rate"
         return self._judge(asset, "silence", clock, breach, at, threshold / 1000, quiet / 1000,
-                           {"from": last, "to": to if to is not None else int(last + quiet), "p99_gap_ms": round(p99)},
+                           {"from": last, "to": to if to is not None else int(last + quiet), "p99_gap_ms": round(p99),
+                            "allowed_s": round(threshold / 1000, 1)},
                            "critical" if Asset.parse(asset).is_stream else "warning",
-                           f"no events for {quiet / 1000:.0f}s ({clock} clock); its cadence allows "
-                           f"{threshold / 1000:.0f}s ({st.config.silence_factor:g}x p99 gap "
-                           f"{p99 / 1000:.1f}s)",
+                           f"no events for {quiet / 1000:.0f}s ({clock} clock); {by}",
                            fire_after=1, resolve_after=1, hold_ms=st.config.resolve_after * MINUTE_MS)
 
     def drift(self, events: Iterable[DriftEvent], now_ms: int) -> list[Alert]:

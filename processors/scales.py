@@ -15,8 +15,8 @@ passes a bucket's end (``GapMonitor.advance``) the bucket is judged:
   events short; one bucket ``coarse_spike_z`` sigmas over and twice the
   expectation is a spike. Which scales judge an asset follows from its rate:
   a scale judges it once that scale's history gives a seasonal expectation
-  (three values of the same hour of day or of week, or of the same day of
-  week: from the fourth day for hours, the fourth week for days) of at
+  (three values of the same hour of day, or two of the same hour or day of
+  the week: from the fourth day for hours, the third week for days) of at
   least ``hour_min_events`` / ``day_min_events`` a bucket (a bucket expecting
   3 events that holds none is a 5% event on its own; fewer say nothing).
   Once open, a drop holds while its CUSUM stays above half the limit: a
@@ -64,6 +64,10 @@ if TYPE_CHECKING:
 SCALE_MS = {"hour": HOUR_MS, "day": DAY_MS}
 DROPS = ("volume_drop", "silence")
 REFS = "product_refs"   # the denominator of the orphan ratio: an asset's product references
+# Until two weeks show the days of the week, an hour's seasonal expectation is by hour of day
+# alone: a weekend may be 30-40% quieter. Drops must then be deeper, and silence allows more.
+DAILY_MODEL_DROP_MIN = 0.35
+DAILY_MODEL_RATE = 0.65
 
 
 def scaled(subject: str, scale: str) -> str:
@@ -177,6 +181,7 @@ class Scales:
         self.monitor = monitor
         self.states: dict[tuple[str, str], ScaleState] = {}   # (asset, scale) -> state
         self.open_start: dict[str, int] = {}                   # scale -> start of the open bucket
+        self._rates: dict[tuple[str, int], tuple[int, float]] = {}   # (asset, hour) -> (seen, events/ms)
 
     def _state(self, asset: str, scale: str, start: int, whole: bool) -> ScaleState:
         st = self.states.get((asset, scale))
@@ -208,6 +213,41 @@ class Scales:
                 b.field_events += field_events
                 for name, n in present.items():
                     b.present[name] = b.present.get(name, 0) + n
+
+    def quiet_for(self, asset: str, last_ms: int, events: float, limit_ms: int = 7 * DAY_MS) -> float | None:
+        """How long after ``last_ms`` the asset's hour baseline expects ``events`` events, hour by
+        hour at each hour's seasonal rate (by hour of day only: ``DAILY_MODEL_RATE`` of it; before
+        any season, the next-to-quietest of the last 24 hours), at most ``limit_ms``; None before
+        a day of hours is known."""
+        st = self.states.get((asset, "hour"))
+        if st is None:
+            return None
+        base = st.volume.base
+        due, t = 0.0, last_ms
+        while t - last_ms < limit_ms:
+            hour = t - t % HOUR_MS
+            key = (asset, hour)
+            cached = self._rates.get(key)
+            if cached is None or cached[0] != base.seen:
+                exp = base.expect(hour)
+                if exp.model == "seasonal_weekly":
+                    per_hour = exp.expected
+                elif exp.model == "seasonal_daily":   # the day of the week is not known yet: a
+                    per_hour = exp.expected * DAILY_MODEL_RATE   # weekend may be that much quieter
+                elif len(base.recent) >= 24:   # no season yet: the next-to-quietest hour of the last day
+                    per_hour = sorted(list(base.recent)[-24:])[1]
+                else:
+                    return None
+                if len(self._rates) > 10_000:
+                    self._rates.clear()
+                cached = self._rates[key] = (base.seen, per_hour / HOUR_MS)
+            rate = cached[1]
+            end = hour + HOUR_MS
+            if rate > 0 and due + (end - t) * rate >= events:
+                return t + (events - due) / rate - last_ms
+            due += (end - t) * rate
+            t = end
+        return float(limit_ms)
 
     def advance(self, until_ms: int) -> list[Alert]:
         """Judge every bucket that ends at or before ``until_ms``, oldest first."""
@@ -288,12 +328,24 @@ class Scales:
             if (asset, "volume_drop", scale) in self.monitor.open:
                 drop = d.s > limit / 2
             else:
-                drop = d.s > limit and d.observed <= (1 - cfg.coarse_drop_min) * d.expected \
+                deep = cfg.coarse_drop_min if exp.model == "seasonal_weekly" \
+                    else max(cfg.coarse_drop_min, DAILY_MODEL_DROP_MIN)
+                drop = d.s > limit and d.observed <= (1 - deep) * d.expected \
                     and d.expected - d.observed >= cfg.coarse_min_abs
-            spike = x > mu + cfg.coarse_spike_z * sigma and x >= (1 + cfg.spike_min) * mu \
-                and x - mu >= cfg.coarse_min_abs
+            # A rise: one bucket far over, or (like a drop) a run of buckets twice the expectation;
+            # once open it holds while that run's CUSUM stays above half the limit, so an
+            # incident that lifts an asset for weeks is one alert, and none of it is learned.
+            track.up.step((x - mu) / sigma, cfg.coarse_slack, limit + 2 * cfg.coarse_slack, mu, x)
+            u = track.up
+            if (asset, "volume_spike", scale) in self.monitor.open:
+                spike = u.s > limit / 2 or x > mu + cfg.coarse_spike_z * sigma
+            else:
+                spike = (x > mu + cfg.coarse_spike_z * sigma and x >= (1 + cfg.spike_min) * mu
+                         and x - mu >= cfg.coarse_min_abs) \
+                    or (u.s > limit and u.observed >= (1 + cfg.spike_min) * u.expected
+                        and u.observed - u.expected >= cfg.coarse_min_abs)
         else:
-            track.down = Cusum()
+            track.down, track.up = Cusum(), Cusum()
         quiet_good = cfg.quiet_is_good_for(asset)
         if quiet_good:
             drop = False
@@ -309,14 +361,15 @@ class Scales:
                               f"{d.observed:.0f} of {d.expected:.0f} expected over the run", DROPS)
         self._reset_on_resolve(dropped, track.down)
         out += dropped
-        out += self._judge(asset, "volume_spike", scale, spike, at, mu, x, evidence,
+        rose = self._judge(asset, "volume_spike", scale, spike, at, mu, x, evidence,
                            "critical" if quiet_good else "warning",
                            f"{x} {per}, expected about {mu:.0f} ({exp.model})"
                            + (" - an error-like asset rising" if quiet_good else ""), ("volume_spike",))
-        held = drop or self._held(asset, DROPS, at, adapt * SCALE_MS[scale])
+        self._reset_on_resolve(rose, track.up)
+        out += rose
+        held = drop or spike or self._held(asset, (*DROPS, "volume_spike"), at, adapt * SCALE_MS[scale])
         if not held:
-            fence = mu + cfg.coarse_spike_z * max(exp.spread, math.sqrt(mu), 1.0) if judged else x
-            track.base.learn(b.start, min(x, fence) if spike else x)
+            track.base.learn(b.start, x)
         return out
 
     def _fields(self, asset: str, scale: str, st: ScaleState, b: Bucket, at: int, cfg: GapConfig) -> list[Alert]:

@@ -65,14 +65,23 @@ def bench(settings: Settings, events: int | None, envelope: int, scoring: str, i
 
 @click.command("eval-gaps", help="replay the shared data with injected gaps: gap detection precision, recall, "
                                  "time to detect, false alarms")
-@click.option("--runs", type=POSITIVE_INT, default=144, help="injected runs per gap kind (default 144)")
+@click.option("--runs", type=POSITIVE_INT, default=None,
+              help="injected runs per gap kind (default 144; with --weeks, 8-20 per kind)")
 @click.option("--seed", type=int, default=7)
 @click.option("--days", type=POSITIVE_INT, default=1, help="length of the tiled clean days")
+@click.option("--weeks", type=POSITIVE_INT, default=None,
+              help="instead, N weeks of shaped REES46 (daily/weekly curve, holidays, low-volume assets) with "
+                   "multi-day, hour, funnel, new-error-type and cold-start injections at every scale")
 @click.option("--check-every", type=POSITIVE_FLOAT, default=None,
               help="seconds of event time between silence checks (default: the worker's STOCKTAKE_GAP_INTERVAL, 2)")
 @json_option
 @pass_settings
-def eval_gaps(settings: Settings, runs: int, seed: int, days: int, check_every: float | None, as_json: bool) -> int:
+def eval_gaps(settings: Settings, runs: int | None, seed: int, days: int, weeks: int | None,
+              check_every: float | None, as_json: bool) -> int:
+    if weeks is not None:
+        from stocktake.tools import evalweeks
+        return evalweeks.main(weeks=weeks, runs=runs, seed=seed, as_json=as_json,
+                              check_s=check_every or settings.gap_interval_s)
     from stocktake.tools import evalgaps
-    return evalgaps.main(runs=runs, seed=seed, as_json=as_json, days=days,
+    return evalgaps.main(runs=runs or 144, seed=seed, as_json=as_json, days=days,
                          check_s=check_every or settings.gap_interval_s)
