@@ -37,6 +37,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -121,6 +122,7 @@ class AlertRunner:
                             max_minutes=MAX_MINUTES)
         self.ticks = 0
         self.seen_until_ms = 0          # ingest time looked at so far
+        self._watermarks: deque[tuple[int, int]] = deque()   # (read at, low watermark) of recent looks
         # The webhook's pages: stored here, POSTed by whoever calls outbox.deliver_due.
         self.outbox = outbox or Outbox(settings, store)
 
@@ -138,7 +140,7 @@ class AlertRunner:
         if count:
             self.feed.closed_until_ms = max(int(first), int(newest) - BACKFILL_MINUTES * MINUTE_MS) \
                 // MINUTE_MS * MINUTE_MS
-        await self.tick(emit=False, wall_now_ms=wall_now_ms)
+        await self.tick(emit=False, wall_now_ms=wall_now_ms, budget_s=None)
         columns, rows = await asyncio.to_thread(self.store.query, A.OPEN_ALERTS_SQL, {"prefix": self.prefix})
         stored = {alert.key: alert for alert in (read_alert(dict(zip(columns, row, strict=True))) for row in rows)}
         out: list[Alert] = []
@@ -158,11 +160,14 @@ class AlertRunner:
             await self._emit(out)
         return out
 
-    async def tick(self, *, emit: bool = True, wall_now_ms: int | None = None) -> list[Alert]:
+    async def tick(self, *, emit: bool = True, wall_now_ms: int | None = None,
+                   budget_s: float | None = CLOSE_BUDGET_S) -> list[Alert]:
+        """One look; ``budget_s``: judge closed minutes for about this long (None: all of them, as
+        a takeover does before it reconciles)."""
         wall_now_ms = wall_now_ms if wall_now_ms is not None else int(time.time() * 1000)
         # Rows judged just now may still sit in a sink buffer: look a little behind.
         until = wall_now_ms - int(max(2.0, 4 * self.settings.flush_interval_s) * 1000)
-        transitions = await asyncio.to_thread(self._look, until)
+        transitions = await asyncio.to_thread(self._look, until, wall_now_ms, budget_s)
         self.ticks += 1
         if self.ticks % DRIFT_EVERY == 1:
             transitions += await asyncio.to_thread(self._drift)
@@ -170,24 +175,33 @@ class AlertRunner:
             await self._emit(transitions)
         return transitions
 
-    def _look(self, until_ms: int) -> list[Alert]:
+    def _look(self, until_ms: int, now_ms: int, budget_s: float | None = CLOSE_BUDGET_S) -> list[Alert]:
         first_look = self.seen_until_ms == 0
         since_ms = max(self.seen_until_ms, until_ms - LOOK_LIMIT_S * 1000)
         since, until = _dt(since_ms), _dt(until_ms)
+        # Read before the activity: every row the watermark stands for is then stored.
+        watermark = self._watermark(until_ms)
         activity = [Activity(asset, int(newest_ts), int(newest_ingest))
                     for asset, newest_ts, newest_ingest in self._q(A.ACTIVITY_SQL, since=since, until=until)]
-        self.feed.look(activity, self._arrivals(A.GAPS_SQL, since=since, until=until),
-                       watermark_ms=self._watermark(until_ms))
+        self.feed.look(activity, self._arrivals(A.GAPS_SQL, since=since, until=until), watermark_ms=watermark)
         if first_look:
             self._seed()
         self.seen_until_ms = max(self.seen_until_ms, until_ms)
         out: list[Alert] = []
-        deadline = time.monotonic() + CLOSE_BUDGET_S
+        deadline = None if budget_s is None else time.monotonic() + budget_s
         while (closed := self._close_minutes()) is not None:
             out += closed
-            if time.monotonic() > deadline:  # a long history: the rest in the next looks, in order
+            if deadline is not None and time.monotonic() > deadline:   # the rest in the next looks, in order
                 break
-        out += self.feed.silence(self.feed.event_now_ms, "event")
+        # The live edge holds each asset's newest event among the rows ingested up to ``until``
+        # against a watermark read no later than that: one read since holds rows not looked at yet.
+        if watermark is not None:
+            self._watermarks.append((now_ms, watermark))
+        safe = [w for read_at, w in self._watermarks if read_at <= until_ms]
+        while len(self._watermarks) > 1 and self._watermarks[1][0] <= until_ms:
+            self._watermarks.popleft()
+        if safe:
+            out += self.feed.silence(max(safe), "event")
         # Judged at the time we have looked up to, not at wall_now: rows ingested since
         # may still sit in a sink buffer, and would otherwise count as quiet time.
         out += self.feed.silence(until_ms, "wall")
