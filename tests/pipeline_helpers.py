@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -133,3 +134,13 @@ def stocktake(*args: str, env: dict[str, str] | None = None, timeout: float = 12
     """The `stocktake` command as a user runs it, in a child process."""
     return subprocess.run([sys.executable, "-m", "stocktake.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert re.match(r"^stocktake( [a-z-]+)?: error: ", lines[0]), lines[0]
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]

@@ -9,13 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.pipeline_helpers import stocktake
+from tests.pipeline_helpers import assert_one_line_error, stocktake
 
 START = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
 HOLE = (START + dt.timedelta(hours=2), START + dt.timedelta(hours=2, minutes=40))
@@ -64,16 +63,6 @@ def covering_the_hole(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [a for a in alerts if a["asset"] == "behaviour" and a["kind"] in GAP_KINDS
             and HOLE[0] <= _t(a["opened_at"]) < HOLE[1]
             and (a["resolved_at"] is None or _t(a["resolved_at"]) >= HOLE[1])]
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode == 2, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert re.match(r"^stocktake( [a-z-]+)?: error: ", lines[0]), lines[0]
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_backtest_prints_the_alert_the_hole_raises(history: Path) -> None:

@@ -14,17 +14,7 @@ import pytest
 
 from stocktake import sources
 from stocktake.tools import replay
-from tests.pipeline_helpers import spawn_up, stocktake
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode == 2, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert re.match(r"^stocktake( [a-z-]+)?: error: ", lines[0]), lines[0]
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in lines[0]
+from tests.pipeline_helpers import assert_one_line_error, spawn_up, stocktake
 
 
 @pytest.mark.parametrize(("args", "needle"), [

@@ -507,7 +507,7 @@ def _quantile(values: Sequence[float], q: float) -> float | None:
     return float(s[max(0, math.ceil(q * len(s)) - 1)])
 
 
-def _rate(n: int, d: int) -> float | None:
+def _rate(n: float, d: float) -> float | None:
     return round(n / d, 4) if d else None
 
 

@@ -109,6 +109,8 @@ from stocktake.tools.evalgaps import (
     SECOND_MS,
     Ev,
     Simulation,
+    _quantile,
+    _rate,
     _utc_ms,
     assets_of,
     contract_events,
@@ -735,17 +737,6 @@ def _brief(a: Alert) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- metrics
-
-
-def _quantile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return float(s[max(0, math.ceil(q * len(s)) - 1)])
-
-
-def _rate(n: float, d: float) -> float | None:
-    return round(n / d, 4) if d else None
 
 
 def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
