@@ -1,42 +1,35 @@
 """Queries feeding the gap detectors, and the alert/baseline tables. All scoped
 to one deployment's topic prefix like clickhouse/queries.py.
 
-Counts, field presence, spans and last-seen times come from the rollups of migration 008,
-so their cost follows the minutes or assets asked for, not the history. Raw events are
-read in bounded slices of ingest_log only: an ingest-time window (since, until] for the
-newest times and the arrival gaps (services/alerting.py bounds its length), and the
-closed minutes' event time [from, to) for orphan references; the skip indexes of
-migration 006 prune both to a few granules.
+Counts, field presence, spans, last-seen times and the catalog come from the rollups of
+migration 008, so their cost follows the minutes or assets asked for, not the history. Raw
+events are read in bounded slices of ingest_log only: the closed minutes' event time
+[from, to) for their arrivals and product references, an ingest-time window (since, until]
+for the catalog's new products and for the live-edge gaps of assets still without a
+cadence (services/alerting.py bounds both); the skip indexes of migration 006 prune each to
+a few granules.
 """
 
 from __future__ import annotations
 
 from stocktake.clickhouse.queries import OURS
 
-_LOG = "prefixed_log(prefix = {prefix:String})"
 _ASSETS = "prefixed_assets(prefix = {prefix:String})"
 _WINDOW = "minute >= {from:DateTime64(3, 'UTC')} AND minute < {to:DateTime64(3, 'UTC')}"
 
-# Newest event time and newest ingest time of valid events per asset, among rows
-# ingested in (since, until]: the two clocks' "last seen".
-ACTIVITY_SQL = f"""
-SELECT asset, toUnixTimestamp64Milli(max(ts)), toUnixTimestamp64Milli(max(ingest_ts))
-FROM {_ASSETS}
-WHERE status = 'valid' AND ingest_ts > {{since:DateTime64(3, 'UTC')}}
-  AND ingest_ts <= {{until:DateTime64(3, 'UTC')}}
-GROUP BY asset
-"""
-
-# The same over all history, from the rollup: every asset's last-seen times (a takeover).
+# Newest event time and newest ingest time of valid events per asset, over everything stored
+# (the rollup): the two clocks' "last seen", read every look; and the first event time.
 ASSET_ACTIVITY_SQL = f"""
-SELECT asset, toUnixTimestamp64Milli(max(ts_max)), toUnixTimestamp64Milli(max(ingest_max))
+SELECT asset, toUnixTimestamp64Milli(max(ts_max)), toUnixTimestamp64Milli(max(ingest_max)),
+       toUnixTimestamp64Milli(min(ts_min))
 FROM asset_rollup
 WHERE {OURS} AND status = 'valid'
 GROUP BY asset
 """
 
-# Inter-arrival gaps (event time) among the rows ingested in (since, until], per asset:
-# a bounded random sample and how many gaps it stands for.
+# Inter-arrival gaps (event time) among the rows ingested in (since, until], per asset of
+# ``assets`` (those still learning their cadence: a cold start): a bounded random sample and
+# how many gaps it stands for.
 GAPS_SQL = f"""
 SELECT asset, length(gaps) AS n, arraySlice(arrayShuffle(gaps), 1, {{sample:UInt32}}) AS sample, first
 FROM (
@@ -44,7 +37,7 @@ FROM (
            toUnixTimestamp64Milli(min(ts)) AS first
     FROM {_ASSETS}
     WHERE status = 'valid' AND ingest_ts > {{since:DateTime64(3, 'UTC')}}
-      AND ingest_ts <= {{until:DateTime64(3, 'UTC')}}
+      AND ingest_ts <= {{until:DateTime64(3, 'UTC')}} AND asset IN {{assets:Array(String)}}
     GROUP BY asset
 )
 """
@@ -63,67 +56,52 @@ FROM (
 )
 """
 
-# The arrivals of the closed minutes [from, to) of event time, per asset and minute: first and
-# newest event time, the gaps between consecutive events of the asset inside the window that
-# ended in the minute, counted per LagHistogram bucket (``edges``: processors/quality.EDGES; a
-# gap's bucket is how many edges are <= it), and the longest of them. processors/gapfeed's
-# window_arrivals is the same in Python. Reads the window's raw events (a bounded slice: the
-# ts skip index of migration 006).
-ARRIVALS_SQL = f"""
-SELECT asset, intDiv(t, 60000) * 60000 AS m, min(t), max(t),
-       sumMapIf([toUInt16(if(gap >= 1, arrayCount(e -> e <= gap, {{edges:Array(Float64)}}), 0))],
-                [toUInt64(1)], gap >= 0) AS buckets,
-       maxIf(gap, gap >= 0) AS longest, argMaxIf(prev, gap, gap >= 0) AS longest_from
+# The valid events of the closed minutes [from, to) of event time, per stream, kind and source,
+# in event-time order: their times and the products their references name (cityHash64 of the
+# id, 0 for none). processors/arrivals.py turns them into each asset's arrivals and orphans.
+# Reads the window's raw events (a bounded slice: the ts skip index of migration 006); from
+# ingest_log itself, as prefixed_log does, without the view's cost per query.
+MINUTE_EVENTS_SQL = f"""
+SELECT stream, kind_key, kind, source, arrayMap(e -> e.1, events), arrayMap(e -> e.2, events)
 FROM (
-    SELECT asset, t, prev, if(prev < 0, toInt64(-1), t - prev) AS gap
-    FROM (
-        SELECT asset, arraySort(groupArray(toUnixTimestamp64Milli(ts))) AS times
-        FROM {_ASSETS}
-        WHERE status = 'valid' AND ts >= {{from:DateTime64(3, 'UTC')}} AND ts < {{to:DateTime64(3, 'UTC')}}
-        GROUP BY asset
-    )
-    ARRAY JOIN times AS t, arrayPushFront(arrayPopBack(times), toInt64(-1)) AS prev
+    SELECT stream, kind_key, kind, source,
+           arraySort(groupArray((toUnixTimestamp64Milli(ts),
+                                 if(stream != 'product' AND product_id != '', cityHash64(product_id), 0)))) AS events
+    FROM ingest_log
+    WHERE {OURS} AND status = 'valid'
+      AND ts >= {{from:DateTime64(3, 'UTC')}} AND ts < {{to:DateTime64(3, 'UTC')}}
+    GROUP BY stream, kind_key, kind, source
 )
-GROUP BY asset, m
 """
 
-# Per Kafka partition of the deployment: the newest valid event time it holds (its event-time
-# progress) and when it last ingested anything; the low watermark is read from these.
+# The products the catalog (the product stream's valid events) announced, as cityHash64 of
+# the id: all of them from the product rollup (a takeover), or those among the rows ingested
+# in (since, until] (a look that closes minutes, when the catalog's topic has ingested since).
+CATALOG_SQL = f"""
+SELECT DISTINCT cityHash64(product_id) FROM product_rollup WHERE {OURS} AND n_catalog > 0
+"""
+NEW_CATALOG_SQL = f"""
+SELECT DISTINCT cityHash64(product_id) FROM ingest_log
+WHERE {OURS} AND stream = 'product' AND status = 'valid' AND product_id != ''
+  AND ingest_ts > {{since:DateTime64(3, 'UTC')}} AND ingest_ts <= {{until:DateTime64(3, 'UTC')}}
+"""
+
+# Per Kafka partition of the deployment: its topic, the newest valid event time it holds (its
+# event-time progress) and when it last ingested anything; the low watermark is read from these.
 PARTITIONS_SQL = f"""
-SELECT toUnixTimestamp64Milli(max(valid_ts_max)), toUnixTimestamp64Milli(max(ingest_max))
+SELECT topic, toUnixTimestamp64Milli(max(valid_ts_max)), toUnixTimestamp64Milli(max(ingest_max))
 FROM partition_rollup
 WHERE {OURS}
 GROUP BY topic, partition
 """
 
-# Valid references to a product by the non-product streams, in the event time [from, to).
-_REFERENCES = """status = 'valid' AND stream != 'product' AND product_id != ''
-      AND ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')}"""
-
-# Of the products those references name, the ones the catalog ever announced (only those
-# products' rows of the product rollup: its primary key is (topic, product_id)).
-_ANNOUNCED = f"""
-    SELECT product_id FROM product_rollup
-    WHERE {OURS} AND product_id IN (SELECT product_id FROM {_LOG} WHERE {_REFERENCES})
-    GROUP BY product_id HAVING sum(n_catalog) > 0"""
-
-# Closed minutes of event time: valid events per asset and product references (the
-# minute rollup), and orphans: references to products the catalog never announced (the
-# minutes' own raw events against the product rollup).
+# Closed minutes of event time: valid events and product references per asset (the minute
+# rollup).
 MINUTES_SQL = f"""
-SELECT asset, m, c.events, c.refs, o.orphans
-FROM (
-    SELECT asset, toInt64(toUnixTimestamp(minute)) * 1000 AS m, sum(n) AS events, sum(n_refs) AS refs
-    FROM asset_minute_rollup
-    WHERE {OURS} AND status = 'valid' AND {_WINDOW}
-    GROUP BY asset, m
-) AS c
-LEFT JOIN (
-    SELECT asset, toInt64(toUnixTimestamp(toStartOfMinute(ts))) * 1000 AS m, count() AS orphans
-    FROM {_ASSETS}
-    WHERE {_REFERENCES} AND product_id NOT IN ({_ANNOUNCED})
-    GROUP BY asset, m
-) AS o USING (asset, m)
+SELECT asset, toInt64(toUnixTimestamp(minute)) * 1000 AS m, sum(n) AS events, sum(n_refs) AS refs
+FROM asset_minute_rollup
+WHERE {OURS} AND status = 'valid' AND {_WINDOW}
+GROUP BY asset, m
 """
 
 # Field presence per stream and closed minute (completeness): a field present as null

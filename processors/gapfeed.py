@@ -49,6 +49,7 @@ class Activity(NamedTuple):
     asset: str
     newest_event_ms: int
     newest_ingest_ms: int | None = None   # None where there is no wall clock (a replay)
+    first_event_ms: int | None = None     # where known (the store's rollup): its first event time
 
 
 class Arrivals(NamedTuple):
@@ -121,12 +122,22 @@ class GapFeed:
                     self.lag[act.asset] = act.newest_ingest_ms - act.newest_event_ms
             if act.newest_ingest_ms is not None:
                 self.last_ingest[act.asset] = max(self.last_ingest.get(act.asset, 0), act.newest_ingest_ms)
+            if act.first_event_ms is not None and (self.first_event_ms is None
+                                                   or act.first_event_ms < self.first_event_ms):
+                self.first_event_ms = act.first_event_ms
             if self.first_event_ms is None:
                 self.first_event_ms = act.newest_event_ms
         if watermark_ms is None and self.last_event:
             watermark_ms = max(self.last_event.values())
         if watermark_ms is not None:
             self.event_now_ms = max(self.event_now_ms, watermark_ms)
+
+    def learning(self, activity: Iterable[Activity], since_ms: int) -> list[str]:
+        """Of the assets in ``activity``, those that ingested after ``since_ms`` (the start of
+        the window of ingest time the next look reads) and whose closed minutes show no cadence
+        yet: the ones whose live-edge gaps that look needs (a cold start, a new asset)."""
+        return sorted(a.asset for a in activity
+                      if (a.newest_ingest_ms or 0) > since_ms and self.monitor.state(a.asset).p99_gap_ms() is None)
 
     def seed_cadence(self, coarse: Iterable[Arrivals]) -> None:
         """``coarse``: per asset, the gaps between the minutes of event time holding its events.
@@ -229,8 +240,9 @@ MinuteArrivals = tuple[int, int, tuple[tuple[int, int], ...], tuple[int, int] | 
 def window_arrivals(times: Iterable[int]) -> dict[int, MinuteArrivals]:
     """One asset's event times within a close window -> per minute: first and newest event time,
     the gaps between consecutive events that ended in the minute (LagHistogram bucket -> count)
-    and the longest of them. What services/alerting.py's ARRIVALS_SQL computes in the store, for
-    the evaluation and the backtest (a test holds the two to the same answer)."""
+    and the longest of them. What processors/arrivals.py computes for the worker from the
+    store's events, for the evaluation and the backtest (a test holds the two to the same
+    answer)."""
     out: dict[int, MinuteArrivals] = {}
     hist: dict[int, dict[int, int]] = {}
     longest: dict[int, tuple[int, int]] = {}

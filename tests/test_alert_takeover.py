@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from stocktake.processors.alerts import Alert
+from stocktake.processors.announced import AnnouncedProducts
+from stocktake.processors.arrivals import EventGroup, closed_minutes
 from stocktake.processors.gaps import GapMonitor
 from stocktake.services.alerting import AlertRunner, alert_row, insert_by_name
 from stocktake.services.alerts import list_alerts
@@ -78,14 +80,25 @@ def test_detector_queries_read_rollups_and_a_bounded_slice_of_a_big_store(store,
         return sorted(store.rows(f"{sql} SETTINGS max_rows_to_read = {5 * GRANULE}", {**window, **params}))
 
     behaviour = ["behaviour", "behaviour/event_type=view", "behaviour/source=web"]
-    assert bounded(A.MINUTES_SQL) == [(a, m, 600, 600, orphans) for a in behaviour] + [
-        (a, m, 600, 0, 0) for a in ("product", "product/op=upsert")]
+    assert bounded(A.MINUTES_SQL) == [(a, m, 600, 600) for a in behaviour] + [
+        (a, m, 600, 0) for a in ("product", "product/op=upsert")]
+    # orphans: the minute's references (its raw slice) against the catalog, all of it (a
+    # takeover) or the rows ingested in a window
+    catalog = AnnouncedProducts()
+    catalog.add(h for h, in bounded(A.CATALOG_SQL))
+    assert len(catalog) == 4
+    minutes = closed_minutes((EventGroup(*row) for row in bounded(A.MINUTE_EVENTS_SQL)), catalog)
+    assert sorted((a, n) for (a, _), (_, n) in minutes.items()) == [(a, orphans) for a in behaviour] + [
+        ("product", 0), ("product/op=upsert", 0)]
+    last_ingest = BASE + dt.timedelta(milliseconds=(HISTORY - 1) * STEP_MS)
+    late = {"since": last_ingest - dt.timedelta(milliseconds=1), "until": last_ingest}
+    assert len(bounded(A.NEW_CATALOG_SQL, **late)) == 1   # the last catalog event, ingested in it
     assert bounded(A.FIELD_MINUTES_SQL) == [("behaviour", m, "a", 600), ("behaviour", m, "b", 0),
                                             ("product", m, "price", 600)]
     first_ms, last_ms = int(BASE.timestamp() * 1000) - 1000, int(BASE.timestamp() * 1000) + (HISTORY - 1) * STEP_MS
     assert bounded(A.EVENT_SPAN_SQL) == [(first_ms, last_ms - 1000, 2 * HISTORY)]
     assets = [*behaviour, "product", "product/op=upsert"]
-    assert bounded(A.ASSET_ACTIVITY_SQL) == [(a, last_ms - 1000, last_ms) for a in assets]
+    assert bounded(A.ASSET_ACTIVITY_SQL) == [(a, last_ms - 1000, last_ms, first_ms) for a in assets]
     # ten minutes with events: nine gaps of a minute each, five of them sampled
     gaps = bounded(A.MINUTE_GAPS_SQL, sample=5, to=start + dt.timedelta(minutes=10))
     assert gaps == [(a, 9, [60_000] * 5, m) for a in assets]
@@ -93,10 +106,10 @@ def test_detector_queries_read_rollups_and_a_bounded_slice_of_a_big_store(store,
 
 def test_takeover_reads_a_bounded_window_and_still_judges_a_sparse_asset(store, make_settings) -> None:  # type: ignore[no-untyped-def]
     """Two days of behaviour, an event every 5 minutes, then two hours of catalog events alone,
-    all ingested a year before the takeover: the first look reads LOOK_LIMIT_S of ingest time
-    (none of these events), yet the rollups give behaviour its last-seen time and a cadence
-    (5-minute gaps), so its silence on the event clock fires as it would have."""
-    from stocktake.services.alerting import LOOK_LIMIT_S
+    all ingested a year before the takeover: the first look reads no window of raw events by
+    ingest time (nothing was ingested within LOOK_LIMIT_S of it), yet the rollups give behaviour
+    its last-seen time and a cadence (5-minute gaps), so its silence on the event clock fires as
+    it would have."""
     settings = make_settings()
     t0 = dt.datetime(2069, 1, 1, tzinfo=dt.UTC)
     columns = ["stream", "topic", "partition", "offset", "status", "kind", "source", "ts", "ingest_ts", "payload"]
@@ -123,7 +136,7 @@ def test_takeover_reads_a_bounded_window_and_still_judges_a_sparse_asset(store, 
     runner._q = recording  # type: ignore[method-assign]
     wall_now = t0 + dt.timedelta(days=365)
     emitted = asyncio.run(runner.take_over(wall_now_ms=int(wall_now.timestamp() * 1000)))
-    assert windows and all(until - since <= dt.timedelta(seconds=LOOK_LIMIT_S) for since, until in windows)
+    assert windows == []
     fired = {(a.asset, a.clock) for a in emitted if a.kind == "silence" and a.state == "firing"}
     assert ("behaviour", "event") in fired and ("product", "event") not in fired
     assert runner.monitor.state("behaviour").p99_gap_ms() == pytest.approx(300_000, rel=0.12)

@@ -33,14 +33,28 @@ if TYPE_CHECKING:
               help="ingest the REES46 replay multiplied to --events (three streams, envelopes) through one "
                    "worker, then time inventory, report, every Grafana panel's and gap detector's SQL, store "
                    "size, and ingest with vs without a client reading the inventory every second")
+@click.option("--looks", is_flag=True,
+              help="write a synthetic history straight into a fresh embedded store, growing to each --history "
+                   "size, and time the alerting worker's look at each")
+@click.option("--history", type=str, default="1000000,10000000", show_default=True,
+              help="with --looks: stored events to time the look at, comma-separated")
 @click.option("--json-out", type=PATH, default=None, help="also write the report as JSON to this file")
 @json_option
 @pass_settings
-def bench(settings: Settings, events: int | None, envelope: int, scoring: str, inventory: bool,
-          json_out: Path | None, as_json: bool) -> int:
+def bench(settings: Settings, events: int | None, envelope: int, scoring: str, inventory: bool, looks: bool,
+          history: str, json_out: Path | None, as_json: bool) -> int:
     from stocktake.tools import bench as benchmark
-    from stocktake.tools import bench_inventory
-    if inventory:
+    from stocktake.tools import bench_inventory, bench_looks
+    if looks:
+        try:
+            sizes = [int(size.replace("_", "")) for size in history.split(",") if size.strip()]
+        except ValueError:
+            raise CliError(f"--history: expected event counts separated by commas, got {history!r}") from None
+        if not sizes or min(sizes) < 1:
+            raise CliError(f"--history: expected positive event counts, got {history!r}")
+        report = bench_looks.run_looks(sizes, progress=None if as_json else lambda text: click.echo(
+            f"bench: {text}", err=True))
+    elif inventory:
         report = bench_inventory.run_inventory(
             events=events or 1_000_000, envelope=envelope,
             scoring=None if scoring == "both" else scoring == "on",
@@ -56,6 +70,8 @@ def bench(settings: Settings, events: int | None, envelope: int, scoring: str, i
             raise CliError(f"cannot write {json_out}: {exc.strerror or exc}") from None
     if as_json:
         print_json(report)
+    elif looks:
+        bench_looks.print_looks_report(report)
     elif inventory:
         bench_inventory.print_inventory_report(report)
     else:

@@ -6,18 +6,21 @@ and takes over the open alerts). Every ``gap_interval_s`` it reads the store and
 hands what it read to ``GapFeed`` (processors/gapfeed.py; the evaluation and
 the backtest in tools/evalgaps.py drive the same feed):
 
-1. activity since the last look (at most ``LOOK_LIMIT_S`` of ingest time): newest
-   event/ingest time per asset; the first look after a (re)start adds, from the
-   rollups, every asset's last-seen times and a coarse cadence for assets too
-   sparse to have one yet. And the low watermark: per Kafka partition (the
-   partition rollup) its event-time progress, the minimum over the partitions
-   that ingested within ``watermark_idle_s`` (the maximum when all are idle),
-   never the newest event seen: a partition consumed behind the others (a
-   catch-up, a replay) holds event time back until it has caught up;
+1. activity: every asset's newest event/ingest time (the asset rollup), and for assets
+   still learning their cadence (a cold start, a new asset) the gaps between the events
+   ingested since the last look (at most ``LOOK_LIMIT_S`` of ingest time: the only raw
+   read of a look that closes no minute); the first look after a (re)start adds a coarse
+   cadence for assets too sparse to have one yet. And the low watermark: per Kafka
+   partition (the partition rollup) its event-time progress, the minimum over the
+   partitions that ingested within ``watermark_idle_s`` (the maximum when all are idle),
+   never the newest event seen: a partition consumed behind the others (a catch-up, a
+   replay) holds event time back until it has caught up;
 2. minutes of event time that are now closed (watermark minus
-   ``minute_close_delay_s``), at most ``MAX_MINUTES`` a look, in order: counts,
-   field presence, orphan references (rollups) and arrivals (the minutes' raw
-   events: cadence, longest gap). Every closed minute is judged, however fast a
+   ``minute_close_delay_s``), at most ``MAX_MINUTES`` a look, in order: counts and
+   field presence (rollups), arrivals and product references (the minutes' raw
+   events: cadence, longest gap), orphans among those against the products the
+   catalog announced (held in memory: all of them on the first look, then the
+   catalog's rows ingested since). Every closed minute is judged, however fast a
    history was ingested;
 3. silence at the live edge on both clocks; schema drift every ``DRIFT_EVERY``
    ticks, against the watermark;
@@ -25,7 +28,7 @@ the backtest in tools/evalgaps.py drive the same feed):
    table, the optional webhook's outbox (not for alerts inhibited by their stream's;
    services/outbox.py delivers them on a timer of its own, so a slow receiver never
    holds up this step);
-   expectations (events, field shares, orphan shares per asset and minute) -> the
+   then the expectations (events, field shares, orphan shares per asset and minute) -> the
    ``baselines`` table.
 """
 
@@ -44,10 +47,11 @@ from typing import Any
 from stocktake.clickhouse import alert_queries as A
 from stocktake.clickhouse.store import Store
 from stocktake.processors.alerts import Alert
+from stocktake.processors.announced import AnnouncedProducts
+from stocktake.processors.arrivals import EventGroup, closed_minutes
 from stocktake.processors.baseline import MINUTE_MS
 from stocktake.processors.gapfeed import Activity, Arrivals, GapFeed, MinuteCounts
 from stocktake.processors.gaps import GapMonitor, MinuteExpectation
-from stocktake.processors.quality import EDGES
 from stocktake.services import inventory
 from stocktake.services.alerts import iso, read_alert
 from stocktake.services.outbox import Outbox
@@ -60,6 +64,7 @@ BACKFILL_MINUTES = 3 * 24 * 60   # history replayed into the detectors on takeov
 MAX_MINUTES = 6 * 60             # closed minutes read and judged at once
 CLOSE_BUDGET_S = 1.0             # a look judges more such spans while within this time
 GAP_SAMPLE = 2000                # inter-arrival gaps per asset per look
+EXPECTATIONS_HELD = 20_000       # rows of the baselines table a catch-up holds before writing them
 # Ingest time one look reads at most: the first look after a (re)start would otherwise read
 # every raw event stored (and sort all their times); later looks read one tick's worth.
 LOOK_LIMIT_S = 15 * 60
@@ -122,7 +127,11 @@ class AlertRunner:
                             max_minutes=MAX_MINUTES)
         self.ticks = 0
         self.seen_until_ms = 0          # ingest time looked at so far
+        self.catalog = AnnouncedProducts()
+        self.catalog_until_ms = 0       # ingest time of the catalog's rows read so far
+        self.catalog_ingested_ms = 0    # when the catalog topic last ingested (the look's partition read)
         self._watermarks: deque[tuple[int, int]] = deque()   # (read at, low watermark) of recent looks
+        self._expectations: list[MinuteExpectation] = []      # of the minutes judged, not yet stored
         # The webhook's pages: stored here, POSTed by whoever calls outbox.deliver_due.
         self.outbox = outbox or Outbox(settings, store)
 
@@ -173,28 +182,37 @@ class AlertRunner:
             transitions += await asyncio.to_thread(self._drift)
         if emit and transitions:
             await self._emit(transitions)
+        # After the alerts: what the detectors expected of the minutes judged (Grafana's bands).
+        if self._expectations:
+            await asyncio.to_thread(self._write_expectations)
         return transitions
 
     def _look(self, until_ms: int, now_ms: int, budget_s: float | None = CLOSE_BUDGET_S) -> list[Alert]:
         first_look = self.seen_until_ms == 0
         since_ms = max(self.seen_until_ms, until_ms - LOOK_LIMIT_S * 1000)
-        since, until = _dt(since_ms), _dt(until_ms)
-        # Read before the activity: every row the watermark stands for is then stored.
+        # Read before the activity: every row the watermark stands for is then counted in it.
         watermark = self._watermark(until_ms)
-        activity = [Activity(asset, int(newest_ts), int(newest_ingest))
-                    for asset, newest_ts, newest_ingest in self._q(A.ACTIVITY_SQL, since=since, until=until)]
-        self.feed.look(activity, self._arrivals(A.GAPS_SQL, since=since, until=until), watermark_ms=watermark)
+        activity = [Activity(asset, int(newest_ts), int(newest_ingest), int(first_ts))
+                    for asset, newest_ts, newest_ingest, first_ts in self._q(A.ASSET_ACTIVITY_SQL)]
+        learning = self.feed.learning(activity, since_ms)
+        arrivals = self._arrivals(A.GAPS_SQL, since=_dt(since_ms), until=_dt(until_ms),
+                                  assets=learning) if learning else []
+        self.feed.look(activity, arrivals, watermark_ms=watermark)
         if first_look:
             self._seed()
         self.seen_until_ms = max(self.seen_until_ms, until_ms)
         out: list[Alert] = []
         deadline = None if budget_s is None else time.monotonic() + budget_s
-        while (closed := self._close_minutes()) is not None:
+        while (closed := self._close_minutes(until_ms)) is not None:
             out += closed
+            if len(self._expectations) >= EXPECTATIONS_HELD:   # a catch-up: bounded memory
+                self._write_expectations()
             if deadline is not None and time.monotonic() > deadline:   # the rest in the next looks, in order
                 break
-        # The live edge holds each asset's newest event among the rows ingested up to ``until``
-        # against a watermark read no later than that: one read since holds rows not looked at yet.
+        # The live edge holds each asset's newest event against a watermark read no later than
+        # ``until``: the inserts that watermark counted have then finished writing every rollup
+        # (a server writes an insert's rollups one after another), so no asset looks quiet
+        # for an event whose asset rollup row was not written yet.
         if watermark is not None:
             self._watermarks.append((now_ms, watermark))
         safe = [w for read_at, w in self._watermarks if read_at <= until_ms]
@@ -209,7 +227,10 @@ class AlertRunner:
 
     def _watermark(self, until_ms: int) -> int | None:
         """The low watermark over the deployment's partitions (see the module's docstring)."""
-        parts = [(int(p), int(i)) for p, i in self._q(A.PARTITIONS_SQL) if p is not None]
+        rows = self._q(A.PARTITIONS_SQL)
+        catalog = self.settings.topic("product")
+        self.catalog_ingested_ms = max((int(i) for topic, _, i in rows if topic == catalog), default=0)
+        parts = [(int(p), int(i)) for _, p, i in rows if p is not None]
         if not parts:
             return None
         idle_before = until_ms - int(self.settings.watermark_idle_s * 1000)
@@ -221,41 +242,48 @@ class AlertRunner:
                 for asset, n, sample, first in self._q(sql, sample=GAP_SAMPLE, **params)]
 
     def _seed(self) -> None:
-        """After the first look: every asset's last-seen times over all history, and the gaps
-        between the minutes with events over the backfill window (the rollups), for the
-        assets the look's bounded window showed too few gaps of."""
-        self.feed.look([Activity(asset, int(newest_ts), int(newest_ingest))
-                        for asset, newest_ts, newest_ingest in self._q(A.ASSET_ACTIVITY_SQL)], [])
+        """After the first look: the gaps between the minutes with events over the backfill
+        window (the rollup), for the assets the look's bounded window showed too few gaps of."""
         if not self.feed.event_now_ms:
             return
         end = self.feed.event_now_ms // MINUTE_MS * MINUTE_MS + MINUTE_MS
         self.feed.seed_cadence(self._arrivals(A.MINUTE_GAPS_SQL, **{
             "from": _dt(end - BACKFILL_MINUTES * MINUTE_MS), "to": _dt(end)}))
 
-    def _close_minutes(self) -> list[Alert] | None:
+    def _read_catalog(self, until_ms: int) -> None:
+        """The products announced up to ``until_ms`` of ingest time: all of them the first
+        time (the product rollup holds every one stored), then those ingested since, unless
+        the catalog's topic has ingested nothing since (most looks of a quiet catalog)."""
+        if not self.catalog_until_ms:
+            self.catalog.add(h for h, in self._q(A.CATALOG_SQL))
+        elif until_ms > self.catalog_until_ms and self.catalog_ingested_ms > self.catalog_until_ms:
+            self.catalog.add(h for h, in self._q(A.NEW_CATALOG_SQL, since=_dt(self.catalog_until_ms),
+                                                   until=_dt(until_ms)))
+        self.catalog_until_ms = max(self.catalog_until_ms, until_ms)
+
+    def _close_minutes(self, until_ms: int) -> list[Alert] | None:
         span = self.feed.span()
         if span is None:
             return None
         start, end = span
         window = {"from": _dt(start), "to": _dt(end)}
-        arrivals = {}
-        for asset, m, first, last, (keys, values), longest, longest_from in self._q(
-                A.ARRIVALS_SQL, edges=list(EDGES), **window):
-            span_ = (int(longest_from), int(longest_from) + int(longest)) if keys else None
-            arrivals[asset, int(m)] = (int(first), int(last), tuple(zip(map(int, keys), map(int, values),
-                                                                          strict=True)), span_)
+        self._read_catalog(until_ms)
+        arrivals = closed_minutes((EventGroup(*row) for row in self._q(A.MINUTE_EVENTS_SQL, **window)),
+                                  self.catalog)
         counts: dict[int, dict[str, MinuteCounts]] = {}
-        for asset, m, events, refs, orphans in self._q(A.MINUTES_SQL, **window):
-            counts.setdefault(int(m), {})[asset] = MinuteCounts(
-                int(events), int(refs), int(orphans), *arrivals.get((asset, int(m)), (None, None, (), None)))
+        for asset, m, events, refs in self._q(A.MINUTES_SQL, **window):
+            (first, last, cadence, longest), orphans = arrivals.get((asset, int(m)), ((None, None, (), None), 0))
+            counts.setdefault(int(m), {})[asset] = MinuteCounts(int(events), int(refs), orphans, first, last,
+                                                                cadence, longest)
         presence: dict[int, dict[str, dict[str, int]]] = {}
         for stream, m, name, n in self._q(A.FIELD_MINUTES_SQL, **window):
             presence.setdefault(int(m), {}).setdefault(stream, {})[name] = int(n)
-        expectations: list[MinuteExpectation] = []
-        out = self.feed.close(start, end, counts, presence, expectations)
+        return self.feed.close(start, end, counts, presence, self._expectations)
+
+    def _write_expectations(self) -> None:
+        rows, self._expectations = self._expectations, []
         updated_at = _dt(int(time.time() * 1000))
-        insert_by_name(self.store, "baselines", [baseline_row(e, self.prefix, updated_at) for e in expectations])
-        return out
+        insert_by_name(self.store, "baselines", [baseline_row(e, self.prefix, updated_at) for e in rows])
 
     def _drift(self) -> list[Alert]:
         now = self.feed.event_now_ms

@@ -268,16 +268,18 @@ def detector_queries(store: Store, settings: Settings) -> Iterator[tuple[str, st
     minute_end = newest_ts.replace(second=0, microsecond=0)
     minute = {"from": minute_end - dt.timedelta(minutes=1), "to": minute_end}
     backfill = {"from": minute_end - dt.timedelta(minutes=BACKFILL_MINUTES), "to": minute_end}
-    for name, sql, extra in (("ACTIVITY_SQL", A.ACTIVITY_SQL, {}), ("GAPS_SQL", A.GAPS_SQL, {"sample": GAP_SAMPLE})):
-        yield f"{name} · tick", sql, {"prefix": prefix, **tick, **extra}
-        yield f"{name} · takeover (first look)", sql, {"prefix": prefix, **first_look, **extra}
+    yield "PARTITIONS_SQL · tick (watermark)", A.PARTITIONS_SQL, {"prefix": prefix}
+    yield "ASSET_ACTIVITY_SQL · tick", A.ASSET_ACTIVITY_SQL, {"prefix": prefix}
+    every_asset = [asset for asset, *_ in store.rows(A.ASSET_ACTIVITY_SQL, {"prefix": prefix})]
+    for name, window in (("cold start", tick), ("takeover (first look)", first_look)):
+        yield f"GAPS_SQL · {name}, every asset", A.GAPS_SQL, {
+            "prefix": prefix, **window, "sample": GAP_SAMPLE, "assets": every_asset}
+    yield "NEW_CATALOG_SQL · closed minute", A.NEW_CATALOG_SQL, {"prefix": prefix, **tick}
+    yield "MINUTE_EVENTS_SQL · closed minute", A.MINUTE_EVENTS_SQL, {"prefix": prefix, **minute}
     for name, sql in (("MINUTES_SQL", A.MINUTES_SQL), ("FIELD_MINUTES_SQL", A.FIELD_MINUTES_SQL)):
         yield f"{name} · closed minute", sql, {"prefix": prefix, **minute}
         yield f"{name} · takeover backfill", sql, {"prefix": prefix, **backfill}
-    from stocktake.processors.quality import EDGES
-    yield "PARTITIONS_SQL · tick (watermark)", A.PARTITIONS_SQL, {"prefix": prefix}
-    yield "ARRIVALS_SQL · closed minute", A.ARRIVALS_SQL, {"prefix": prefix, **minute, "edges": list(EDGES)}
-    yield "ASSET_ACTIVITY_SQL · takeover", A.ASSET_ACTIVITY_SQL, {"prefix": prefix}
+    yield "CATALOG_SQL · takeover", A.CATALOG_SQL, {"prefix": prefix}
     yield "MINUTE_GAPS_SQL · takeover", A.MINUTE_GAPS_SQL, {"prefix": prefix, **backfill, "sample": GAP_SAMPLE}
     yield "EVENT_SPAN_SQL · takeover", A.EVENT_SPAN_SQL, {"prefix": prefix}
     yield "OPEN_ALERTS_SQL · takeover", A.OPEN_ALERTS_SQL, {"prefix": prefix}
