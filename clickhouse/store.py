@@ -20,6 +20,7 @@ import clickhouse_connect
 import pyarrow as pa
 import tenacity
 
+from stocktake.clickhouse.cluster import is_ddl, on_cluster
 from stocktake.settings import mask_url
 
 log = logging.getLogger("stocktake.store")
@@ -100,10 +101,20 @@ def _failure(state: tenacity.RetryCallState, dsn: str) -> str:
 
 
 class Store:
-    def __init__(self, dsn: str, *, retry_for: float = 0.0):
+    def __init__(self, dsn: str, *, retry_for: float = 0.0, cluster: str = ""):
         """Open chDB or connect to a server; a server that is not up yet is retried
-        with backoff for ``retry_for`` seconds (one warning line per attempt)."""
+        with backoff for ``retry_for`` seconds (one warning line per attempt). ``cluster``: run
+        every DDL statement on that cluster of servers, replicated (clickhouse/cluster.py)."""
         self.dsn = dsn
+        if cluster and self.embedded:
+            raise StoreError(f"a ClickHouse cluster ({cluster}) needs ClickHouse servers, not the embedded chDB: "
+                             "set STOCKTAKE_CLICKHOUSE to one of them")
+        self.cluster = cluster
+        # On a cluster an insert is acknowledged once a majority of replicas hold it, and the
+        # reads that decide what to insert next (watermarks) see every acknowledged insert,
+        # whichever replica answers (README: Past one ClickHouse server).
+        self._quorum: dict[str, Any] = {"insert_quorum": "auto", "insert_quorum_parallel": 0} if cluster else {}
+        self._consistent: dict[str, Any] | None = {"select_sequential_consistency": 1} if cluster else None
         # chDB: one engine per process, one call at a time. A server takes concurrent queries:
         # no lock (reads never wait for inserts), and no session, which would serialize them.
         self._lock: Any = threading.RLock() if self.embedded else contextlib.nullcontext()
@@ -154,6 +165,8 @@ class Store:
             return applied
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        if self.cluster and is_ddl(sql):
+            sql = on_cluster(sql, self.cluster)
         with self._lock:
             try:
                 return self.client.command(sql, parameters=parameters)
@@ -190,11 +203,13 @@ class Store:
         ``dedup_token``: the same token again within the table's deduplication window (migration
         010) is stored once, in the table and in every rollup its views fill: a retry after a
         lost answer counts nothing twice."""
-        settings = None if dedup_token is None else {
-            "insert_deduplication_token": dedup_token, "deduplicate_blocks_in_dependent_materialized_views": 1}
+        settings = dict(self._quorum)
+        if dedup_token is not None:
+            settings.update(insert_deduplication_token=dedup_token,
+                            deduplicate_blocks_in_dependent_materialized_views=1)
         with self._lock:
             try:
-                self.client.insert_arrow(table, data, settings=settings)
+                self.client.insert_arrow(table, data, settings=settings or None)
             except Exception as exc:
                 raise StoreError(f"insert into {table} failed: {_describe(exc, self.dsn)}") from None
 
@@ -202,7 +217,7 @@ class Store:
         """Small row-wise inserts (alerts, baselines); the event path uses insert_arrow."""
         with self._lock:
             try:
-                self.client.insert(table, rows, column_names=columns)
+                self.client.insert(table, rows, column_names=columns, settings=self._quorum or None)
             except Exception as exc:
                 raise StoreError(f"insert into {table} failed: {_describe(exc, self.dsn)}") from None
 
@@ -216,13 +231,13 @@ class Store:
         if partitions is not None:
             sql += " AND partition IN {p:Array(UInt32)}"
             params["p"] = list(partitions)
-        return {int(p): int(o) for p, o in self.rows(sql + " GROUP BY partition", params)}
+        return {int(p): int(o) for p, o in self.query(sql + " GROUP BY partition", params, self._consistent)[1]}
 
     def log_bases(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
         """The base in force per partition (stored offset = Kafka offset + base; migration 011)."""
-        return {int(p): int(b) for p, b in self.rows(
+        return {int(p): int(b) for p, b in self.query(
             "SELECT partition, max(base) FROM log_bases WHERE topic = {t:String} AND partition IN {p:Array(UInt32)}"
-            " GROUP BY partition", {"t": topic, "p": list(partitions)})}
+            " GROUP BY partition", {"t": topic, "p": list(partitions)}, self._consistent)[1]}
 
     def record_log_base(self, topic: str, partition: int, base: int, kafka_start: int, kafka_end: int,
                         stored_before: int) -> None:

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # process and chDB under data_dir.
     kafka: str = ""
     clickhouse: str = ""
+    # A cluster of ClickHouse servers (remote_servers) to run the store's DDL on, replicated
+    # (clickhouse/cluster.py); empty: one server, or the embedded chDB.
+    clickhouse_cluster: str = ""
     data_dir: Path = DEFAULT_DATA_DIR
     topic_prefix: str = "stocktake"
     # Topic discovery: the worker consumes every topic under the prefix (PREFIX.NAME is the
@@ -144,6 +147,13 @@ class Settings(BaseSettings):
             re.compile(_subscription_regex("p.", (), split_patterns(value), ()))
         except re.error as exc:  # e.g. a group name used twice: the patterns are joined in one
             raise ValueError(f"the patterns cannot be combined in one regular expression ({exc})") from None
+        return value
+
+    @field_validator("clickhouse_cluster")
+    @classmethod
+    def _cluster_is_a_name(cls, value: str) -> str:
+        if value and not re.match(r"^[A-Za-z_][\w-]*$", value):
+            raise ValueError("must be a cluster name of the servers' remote_servers (letters, digits, _ and -)")
         return value
 
     @field_validator("clickhouse")

@@ -62,7 +62,7 @@ class Runtime:
         if s.embedded_kafka and not self._bootstrap:
             self.broker = EmbeddedBroker(self.kafka_port, log_path=s.data_dir / "tansu.log").start()
         if self.store is None:
-            self.store = Store(s.clickhouse_dsn, retry_for=s.connect_timeout_s)
+            self.store = Store(s.clickhouse_dsn, retry_for=s.connect_timeout_s, cluster=s.clickhouse_cluster)
         rollups.prepare(self.store, raw_retention_s=s.raw_retention_s)
         self.open_topics()
         return self

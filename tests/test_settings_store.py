@@ -174,7 +174,7 @@ def test_masked_leaves_urls_without_password_alone() -> None:
 def test_every_documented_variable_is_read() -> None:
     """The names README.md documents; renaming a field must not rename its variable."""
     assert set(Settings().masked()) == {f"STOCKTAKE_{name}" for name in (
-        "KAFKA", "CLICKHOUSE", "DATA_DIR", "TOPIC_PREFIX", "PARTITIONS", "GROUP_ID", "BATCH_ROWS",
+        "KAFKA", "CLICKHOUSE", "CLICKHOUSE_CLUSTER", "DATA_DIR", "TOPIC_PREFIX", "PARTITIONS", "GROUP_ID", "BATCH_ROWS",
         "FLUSH_INTERVAL", "DEDUPE_WINDOW", "DEDUPE_MAX_KEYS", "LATENESS", "FRESHNESS_TARGET", "DRIFT_GRACE",
         "FIELD_VANISH_AFTER", "AMOUNT_TOLERANCE", "GAP_INTERVAL", "MINUTE_CLOSE_DELAY", "WATERMARK_IDLE", "GAPS_CONFIG",
         "ALERT_WEBHOOK", "SCORING", "DEVICE", "MODELS_DIR", "SCORE_INTERVAL", "HTTP_HOST", "HTTP_PORT",

@@ -72,7 +72,7 @@ def open_store(settings: Settings) -> Store:
     from stocktake.clickhouse.store import Store
     if not settings.clickhouse and not (settings.data_dir / "chdb").exists():
         raise CliError(f"no store in {settings.data_dir} (run `stocktake up` first or pass --data-dir)")
-    store = Store(settings.clickhouse_dsn)
+    store = Store(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster)
     rollups.prepare(store, raw_retention_s=settings.raw_retention_s)
     return store
 
