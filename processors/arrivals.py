@@ -4,9 +4,10 @@ the counts. Pure (numpy).
 The store hands over the valid events of the minutes closing, grouped by stream, kind and
 source, each group in event-time order: its times and the products its references name (as
 64-bit hashes, 0 for none). Here they become, per asset (the names of ``prefixed_assets``;
-processors/assets.py) and minute: first and newest event time, the gaps between consecutive
-events of the asset that ended in the minute counted per LagHistogram bucket, the longest of
-them, and the references naming no product the catalog announced (the orphans).
+processors/assets.py) and minute: its events and product references (what the minute rollup
+counts of it), first and newest event time, the gaps between consecutive events of the asset
+that ended in the minute counted per LagHistogram bucket, the longest of them, and the
+references naming no product the catalog announced (the orphans).
 
 processors/gapfeed.window_arrivals is the same for one asset in plain Python (the evaluation's
 and the backtest's; a test holds the two to the same answer). Vectorised here because the
@@ -74,23 +75,32 @@ def minute_arrivals(times: np.ndarray) -> list[tuple[int, int, int, MinuteArriva
     return out
 
 
-def closed_minutes(groups: Iterable[EventGroup], catalog: AnnouncedProducts
-                   ) -> dict[tuple[str, int], tuple[MinuteArrivals, int]]:
-    """(asset, minute) -> (its arrivals, its orphan references)."""
+class ClosedMinute(NamedTuple):
+    """One asset's minute: what the minute rollup counts of it, its arrivals, its orphans."""
+    events: int
+    refs: int                     # references to a product
+    orphans: int                  # of them, to products the catalog never announced
+    arrivals: MinuteArrivals
+
+
+def closed_minutes(groups: Iterable[EventGroup], catalog: AnnouncedProducts) -> dict[tuple[str, int], ClosedMinute]:
+    """(asset, minute) -> what its events say."""
     by_asset: dict[str, list[EventGroup]] = {}
     for group in groups:
         for asset in event_assets(group.stream, group.kind_key, group.kind, group.source):
             by_asset.setdefault(asset, []).append(group)
-    out: dict[tuple[str, int], tuple[MinuteArrivals, int]] = {}
+    out: dict[tuple[str, int], ClosedMinute] = {}
     for asset, parts in by_asset.items():
         times = np.concatenate([np.asarray(p.times, dtype=np.int64) for p in parts])
         refs = np.concatenate([np.asarray(p.refs, dtype=np.uint64) for p in parts])
         if len(parts) > 1:
             order = np.argsort(times, kind="stable")
             times, refs = times[order], refs[order]
-        orphan = refs != 0
+        named = refs != 0
+        orphan = named.copy()
         if orphan.any():
             orphan[orphan] = ~catalog.announced(refs[orphan])
         for minute, start, end, arrivals in minute_arrivals(times):
-            out[asset, minute] = (arrivals, int(np.count_nonzero(orphan[start:end])))
+            out[asset, minute] = ClosedMinute(end - start, int(np.count_nonzero(named[start:end])),
+                                              int(np.count_nonzero(orphan[start:end])), arrivals)
     return out

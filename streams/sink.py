@@ -47,6 +47,7 @@ PartitionsFn = Callable[[set[tuple[str, int]]], None]
 LogBoundsFn = Callable[[list[tuple[str, int]]], Awaitable[Mapping[tuple[str, int], tuple[int, int]] | None]]
 CommitFn = Callable[[dict[Key, int]], Awaitable[bool]]
 ValidHook = Callable[[str, list[Event]], None]
+StoredHook = Callable[[pa.Table], None]   # the rows of an insert, once it (and its rollups) is stored
 
 
 @dataclass
@@ -138,6 +139,7 @@ class Sink:
         self._published: dict[str, Contract] = {}
         self._unpublished: dict[str, Contract] = {}
         self.valid_hooks: list[ValidHook] = []
+        self.stored_hooks: list[StoredHook] = []
         self.closed = False
         # Health (GET /api/health): the failure that stopped the sink, when the last insert
         # succeeded, when progress was last made (an insert or an assignment), since when the
@@ -370,6 +372,8 @@ class Sink:
             self.stats.rows_inserted += table.num_rows
             for b in filled:
                 self.stats.count(b.stream, b.columns["status"])
+            for hook in self.stored_hooks:
+                hook(table)
         now = time.monotonic()
         self.last_insert_at = self.progress_at = now
         for tp, b in due.items():

@@ -38,27 +38,29 @@ if TYPE_CHECKING:
                    "size, and time the alerting worker's look at each")
 @click.option("--history", type=str, default="1000000,10000000", show_default=True,
               help="with --looks: stored events to time the look at, comma-separated")
+@click.option("--latency", is_flag=True,
+              help="offer events at each --rates from a producer process, single events and envelopes of "
+                   "--envelope, and report produced -> counted in the inventory p50/p95/p99 and peak RSS")
+@click.option("--rates", type=str, default="1000,10000,40000", show_default=True,
+              help="with --latency: offered events/s, comma-separated")
+@click.option("--seconds", type=POSITIVE_FLOAT, default=20.0, show_default=True,
+              help="with --latency: how long each rate is offered")
 @click.option("--json-out", type=PATH, default=None, help="also write the report as JSON to this file")
 @json_option
 @pass_settings
 def bench(settings: Settings, events: int | None, envelope: int, scoring: str, inventory: bool, looks: bool,
-          history: str, json_out: Path | None, as_json: bool) -> int:
+          history: str, latency: bool, rates: str, seconds: float, json_out: Path | None, as_json: bool) -> int:
     from stocktake.tools import bench as benchmark
-    from stocktake.tools import bench_inventory, bench_looks
+    from stocktake.tools import bench_inventory, bench_latency, bench_looks
+    progress = None if as_json else lambda text: click.echo(f"bench: {text}", err=True)
     if looks:
-        try:
-            sizes = [int(size.replace("_", "")) for size in history.split(",") if size.strip()]
-        except ValueError:
-            raise CliError(f"--history: expected event counts separated by commas, got {history!r}") from None
-        if not sizes or min(sizes) < 1:
-            raise CliError(f"--history: expected positive event counts, got {history!r}")
-        report = bench_looks.run_looks(sizes, progress=None if as_json else lambda text: click.echo(
-            f"bench: {text}", err=True))
+        report = bench_looks.run_looks(_counts("--history", history), progress=progress)
+    elif latency:
+        report = bench_latency.run_latency(_counts("--rates", rates), seconds, (1, envelope), progress=progress)
     elif inventory:
         report = bench_inventory.run_inventory(
             events=events or 1_000_000, envelope=envelope,
-            scoring=None if scoring == "both" else scoring == "on",
-            progress=None if as_json else lambda text: click.echo(f"bench: {text}", err=True))
+            scoring=None if scoring == "both" else scoring == "on", progress=progress)
     else:
         report = benchmark.run(events=events or 100_000, envelope=envelope, scoring=scoring)
     if json_out is not None:
@@ -72,11 +74,24 @@ def bench(settings: Settings, events: int | None, envelope: int, scoring: str, i
         print_json(report)
     elif looks:
         bench_looks.print_looks_report(report)
+    elif latency:
+        bench_latency.print_latency_report(report)
     elif inventory:
         bench_inventory.print_inventory_report(report)
     else:
         benchmark.print_report(report)
     return 0
+
+
+def _counts(flag: str, text: str) -> list[int]:
+    """Positive counts given as ``1000,10000`` (or ``1_000``)."""
+    try:
+        counts = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CliError(f"{flag}: expected counts separated by commas, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise CliError(f"{flag}: expected positive counts, got {text!r}")
+    return counts
 
 
 @click.command("eval-gaps", help="replay the shared data with injected gaps: gap detection precision, recall, "

@@ -16,12 +16,13 @@ the backtest in tools/evalgaps.py drive the same feed):
    never the newest event seen: a partition consumed behind the others (a catch-up, a
    replay) holds event time back until it has caught up;
 2. minutes of event time that are now closed (watermark minus
-   ``minute_close_delay_s``), at most ``MAX_MINUTES`` a look, in order: counts and
-   field presence (rollups), arrivals and product references (the minutes' raw
-   events: cadence, longest gap), orphans among those against the products the
-   catalog announced (held in memory: all of them on the first look, then the
-   catalog's rows ingested since). Every closed minute is judged, however fast a
-   history was ingested;
+   ``minute_close_delay_s``), at most ``MAX_MINUTES`` a look, in order: from the
+   minutes' raw events the counts, product references and arrivals (cadence,
+   longest gap; the counts from the minute rollup instead for minutes that may be
+   past the raw events' retention), orphans among the references against the
+   products the catalog announced (held in memory: all of them on the first look,
+   then the catalog's rows ingested since); field presence from its rollup. Every
+   closed minute is judged, however fast a history was ingested;
 3. silence at the live edge on both clocks; schema drift every ``DRIFT_EVERY``
    ticks, against the watermark;
 4. transitions -> ``stocktake.alerts`` (the source of truth), the ``alerts``
@@ -48,7 +49,7 @@ from stocktake.clickhouse import alert_queries as A
 from stocktake.clickhouse.store import Store
 from stocktake.processors.alerts import Alert
 from stocktake.processors.announced import AnnouncedProducts
-from stocktake.processors.arrivals import EventGroup, closed_minutes
+from stocktake.processors.arrivals import ClosedMinute, EventGroup, closed_minutes
 from stocktake.processors.baseline import MINUTE_MS
 from stocktake.processors.gapfeed import Activity, Arrivals, GapFeed, MinuteCounts
 from stocktake.processors.gaps import GapMonitor, MinuteExpectation
@@ -64,6 +65,7 @@ BACKFILL_MINUTES = 3 * 24 * 60   # history replayed into the detectors on takeov
 MAX_MINUTES = 6 * 60             # closed minutes read and judged at once
 CLOSE_BUDGET_S = 1.0             # a look judges more such spans while within this time
 GAP_SAMPLE = 2000                # inter-arrival gaps per asset per look
+RETENTION_MARGIN_MS = 3_600_000  # older minutes' counts come from the rollup (the raw rows may be gone)
 EXPECTATIONS_HELD = 20_000       # rows of the baselines table a catch-up holds before writing them
 # Ingest time one look reads at most: the first look after a (re)start would otherwise read
 # every raw event stored (and sort all their times); later looks read one tick's worth.
@@ -268,17 +270,28 @@ class AlertRunner:
         start, end = span
         window = {"from": _dt(start), "to": _dt(end)}
         self._read_catalog(until_ms)
-        arrivals = closed_minutes((EventGroup(*row) for row in self._q(A.MINUTE_EVENTS_SQL, **window)),
-                                  self.catalog)
+        minutes = closed_minutes((EventGroup(*row) for row in self._q(A.MINUTE_EVENTS_SQL, **window)),
+                                 self.catalog)
+        if not self._raw_kept_since(start, until_ms):
+            # past the raw events' retention: the counts from the rollup, arrivals where kept
+            rolled = {(asset, int(m)): (int(events), int(refs))
+                      for asset, m, events, refs in self._q(A.MINUTES_SQL, **window)}
+            minutes = {key: ClosedMinute(events, refs, *(
+                (minutes[key].orphans, minutes[key].arrivals) if key in minutes else (0, (None, None, (), None))))
+                       for key, (events, refs) in rolled.items()}
         counts: dict[int, dict[str, MinuteCounts]] = {}
-        for asset, m, events, refs in self._q(A.MINUTES_SQL, **window):
-            (first, last, cadence, longest), orphans = arrivals.get((asset, int(m)), ((None, None, (), None), 0))
-            counts.setdefault(int(m), {})[asset] = MinuteCounts(int(events), int(refs), orphans, first, last,
-                                                                cadence, longest)
+        for (asset, m), c in minutes.items():
+            counts.setdefault(m, {})[asset] = MinuteCounts(c.events, c.refs, c.orphans, *c.arrivals)
         presence: dict[int, dict[str, dict[str, int]]] = {}
         for stream, m, name, n in self._q(A.FIELD_MINUTES_SQL, **window):
             presence.setdefault(int(m), {}).setdefault(stream, {})[name] = int(n)
         return self.feed.close(start, end, counts, presence, self._expectations)
+
+    def _raw_kept_since(self, start_ms: int, now_ms: int) -> bool:
+        """Whether the raw events of event time ``start_ms`` on are all still stored: they were
+        ingested at or after it (give or take a producer's clock), within the retention."""
+        retention = self.settings.raw_retention_s
+        return not retention or start_ms > now_ms - int(retention * 1000) + RETENTION_MARGIN_MS
 
     def _write_expectations(self) -> None:
         rows, self._expectations = self._expectations, []
