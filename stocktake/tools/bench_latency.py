@@ -35,6 +35,10 @@ WARMUP_S = 2.0          # the first seconds of a run are left out (the first fet
 DRAIN_S = 60.0          # how long a run may take past its offered seconds to store the rest
 
 
+def _messages(rate: float, seconds: float, envelope: int) -> int:
+    return int(rate * seconds) // envelope
+
+
 def _produce(bootstrap: str, topic: str, rate: float, seconds: float, envelope: int, tag: str) -> None:
     """Offer ``rate`` events/s for ``seconds``, ``envelope`` events a message (runs in a process)."""
     import orjson
@@ -43,9 +47,8 @@ def _produce(bootstrap: str, topic: str, rate: float, seconds: float, envelope: 
     base = [e.event for e in sources.load_events("rees46") if e.stream == "behaviour"]
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "queue.buffering.max.messages": 1_000_000})
     interval = envelope / rate
-    started = time.monotonic()
-    due, i = started, 0
-    while due < started + seconds:
+    due, i = time.monotonic(), 0
+    for _ in range(_messages(rate, seconds, envelope)):
         wait = due - time.monotonic()
         if wait > 0:
             time.sleep(wait)
@@ -110,7 +113,7 @@ async def _run_once(runtime: Runtime, settings: Settings, rate: float, seconds: 
             target=_produce, args=(runtime.bootstrap, settings.topic("behaviour"), rate, seconds, envelope, tag))
         started = time.monotonic()
         producer.start()
-        offered = int(rate * seconds) // envelope * envelope
+        offered = _messages(rate, seconds, envelope) * envelope
         deadline = started + seconds + DRAIN_S
         while latencies.rows < offered and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
