@@ -140,7 +140,9 @@ def create_app(
     app.on_partitions_assigned.connect(_assigned)  # type: ignore[arg-type]
     app.on_partitions_revoked.connect(_revoked)  # type: ignore[arg-type]
 
-    @app.timer(interval=min(settings.flush_interval_s, 1.0))
+    # Checked five times an interval: a buffer leaves at most a fifth of it late (checked once
+    # an interval, an event waited up to two intervals: p99 2.1 s at 10k events/s, bench --latency).
+    @app.timer(interval=min(settings.flush_interval_s, 1.0) / 5)
     async def _flush_due() -> None:
         try:
             await sink.flush_due()
