@@ -22,9 +22,9 @@ from typing import NamedTuple
 import numpy as np
 
 from stocktake.processors.announced import AnnouncedProducts
-from stocktake.processors.assets import Asset
+from stocktake.processors.assets import event_assets
 from stocktake.processors.baseline import MINUTE_MS
-from stocktake.processors.gapfeed import MinuteArrivals
+from stocktake.processors.gapfeed import MinuteArrivals, MinuteCounts
 from stocktake.processors.quality import EDGES
 
 _EDGES = np.asarray(EDGES, dtype=np.float64)
@@ -40,16 +40,6 @@ class EventGroup(NamedTuple):
     source: str
     times: Sequence[int]          # event time (ms)
     refs: Sequence[int]           # per event: the named product's hash, 0 when it names none
-
-
-def event_assets(stream: str, kind_key: str, kind: str, source: str) -> list[str]:
-    """The assets an event counts in: its stream, its kind's slice, its source's slice."""
-    out = [stream]
-    if kind and kind_key:
-        out.append(str(Asset(stream, kind_key, kind)))
-    if source:
-        out.append(str(Asset(stream, "source", source)))
-    return out
 
 
 def minute_arrivals(times: np.ndarray) -> list[tuple[int, int, int, MinuteArrivals]]:
@@ -75,21 +65,13 @@ def minute_arrivals(times: np.ndarray) -> list[tuple[int, int, int, MinuteArriva
     return out
 
 
-class ClosedMinute(NamedTuple):
-    """One asset's minute: what the minute rollup counts of it, its arrivals, its orphans."""
-    events: int
-    refs: int                     # references to a product
-    orphans: int                  # of them, to products the catalog never announced
-    arrivals: MinuteArrivals
-
-
-def closed_minutes(groups: Iterable[EventGroup], catalog: AnnouncedProducts) -> dict[tuple[str, int], ClosedMinute]:
-    """(asset, minute) -> what its events say."""
+def closed_minutes(groups: Iterable[EventGroup], catalog: AnnouncedProducts) -> dict[tuple[str, int], MinuteCounts]:
+    """(asset, minute) -> what its events say, as the feed takes it."""
     by_asset: dict[str, list[EventGroup]] = {}
     for group in groups:
         for asset in event_assets(group.stream, group.kind_key, group.kind, group.source):
             by_asset.setdefault(asset, []).append(group)
-    out: dict[tuple[str, int], ClosedMinute] = {}
+    out: dict[tuple[str, int], MinuteCounts] = {}
     for asset, parts in by_asset.items():
         times = np.concatenate([np.asarray(p.times, dtype=np.int64) for p in parts])
         refs = np.concatenate([np.asarray(p.refs, dtype=np.uint64) for p in parts])
@@ -101,6 +83,6 @@ def closed_minutes(groups: Iterable[EventGroup], catalog: AnnouncedProducts) -> 
         if orphan.any():
             orphan[orphan] = ~catalog.announced(refs[orphan])
         for minute, start, end, arrivals in minute_arrivals(times):
-            out[asset, minute] = ClosedMinute(end - start, int(np.count_nonzero(named[start:end])),
-                                              int(np.count_nonzero(orphan[start:end])), arrivals)
+            out[asset, minute] = MinuteCounts(end - start, int(np.count_nonzero(named[start:end])),
+                                              int(np.count_nonzero(orphan[start:end])), *arrivals)
     return out

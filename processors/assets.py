@@ -59,3 +59,14 @@ class Asset:
 def is_stream(name: str) -> bool:
     """Whether an asset name names a whole stream."""
     return Asset.parse(name).is_stream
+
+
+def event_assets(stream: str, kind_key: str, kind: str, source: str) -> list[str]:
+    """The assets an event counts in: its stream, its kind's slice (``kind_key``: the field its
+    contract names sub-assets by), its source's slice; as ``prefixed_assets`` names them."""
+    out = [stream]
+    if kind and kind_key:
+        out.append(str(Asset(stream, kind_key, kind)))
+    if source:
+        out.append(str(Asset(stream, "source", source)))
+    return out

@@ -88,10 +88,10 @@ def test_detector_queries_read_rollups_and_a_bounded_slice_of_a_big_store(store,
     catalog.add(h for h, in bounded(A.CATALOG_SQL))
     assert len(catalog) == 4
     minutes = closed_minutes((EventGroup(*row) for row in bounded(A.MINUTE_EVENTS_SQL)), catalog)
-    assert sorted((a, c.orphans) for (a, _), c in minutes.items()) == [(a, orphans) for a in behaviour] + [
+    assert sorted((a, c.orphan_refs) for (a, _), c in minutes.items()) == [(a, orphans) for a in behaviour] + [
         ("product", 0), ("product/op=upsert", 0)]
     # the raw events count what the minute rollup counts (the worker reads either)
-    assert sorted((a, mm, c.events, c.refs) for (a, mm), c in minutes.items()) == bounded(A.MINUTES_SQL)
+    assert sorted((a, mm, c.events, c.product_refs) for (a, mm), c in minutes.items()) == bounded(A.MINUTES_SQL)
     last_ingest = BASE + dt.timedelta(milliseconds=(HISTORY - 1) * STEP_MS)
     late = {"since": last_ingest - dt.timedelta(milliseconds=1), "until": last_ingest}
     assert len(bounded(A.NEW_CATALOG_SQL, **late)) == 1   # the last catalog event, ingested in it

@@ -49,7 +49,7 @@ from stocktake.clickhouse import alert_queries as A
 from stocktake.clickhouse.store import Store
 from stocktake.processors.alerts import Alert
 from stocktake.processors.announced import AnnouncedProducts
-from stocktake.processors.arrivals import ClosedMinute, EventGroup, closed_minutes
+from stocktake.processors.arrivals import EventGroup, closed_minutes
 from stocktake.processors.baseline import MINUTE_MS
 from stocktake.processors.gapfeed import Activity, Arrivals, GapFeed, MinuteCounts
 from stocktake.processors.gaps import GapMonitor, MinuteExpectation
@@ -274,14 +274,12 @@ class AlertRunner:
                                  self.catalog)
         if not self._raw_kept_since(start, until_ms):
             # past the raw events' retention: the counts from the rollup, arrivals where kept
-            rolled = {(asset, int(m)): (int(events), int(refs))
-                      for asset, m, events, refs in self._q(A.MINUTES_SQL, **window)}
-            minutes = {key: ClosedMinute(events, refs, *(
-                (minutes[key].orphans, minutes[key].arrivals) if key in minutes else (0, (None, None, (), None))))
-                       for key, (events, refs) in rolled.items()}
+            minutes = {(asset, int(m)): minutes.get((asset, int(m)), MinuteCounts(0))._replace(
+                           events=int(events), product_refs=int(refs))
+                       for asset, m, events, refs in self._q(A.MINUTES_SQL, **window)}
         counts: dict[int, dict[str, MinuteCounts]] = {}
         for (asset, m), c in minutes.items():
-            counts.setdefault(m, {})[asset] = MinuteCounts(c.events, c.refs, c.orphans, *c.arrivals)
+            counts.setdefault(m, {})[asset] = c
         presence: dict[int, dict[str, dict[str, int]]] = {}
         for stream, m, name, n in self._q(A.FIELD_MINUTES_SQL, **window):
             presence.setdefault(int(m), {}).setdefault(stream, {})[name] = int(n)

@@ -92,7 +92,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from stocktake.processors.alerts import Alert
-from stocktake.processors.assets import Asset
+from stocktake.processors.assets import event_assets
 from stocktake.processors.baseline import MINUTE_MS
 from stocktake.processors.contract import Event, normalize
 from stocktake.processors.contract_spec import shipped
@@ -145,12 +145,7 @@ class Ev(NamedTuple):
 
 def assets_of(stream: str, kind: str, source: str) -> tuple[str, ...]:
     """The inventory's asset names an event counts in."""
-    out = [stream]
-    if kind:
-        out.append(shipped()[stream].kind_asset(kind))
-    if source:
-        out.append(str(Asset(stream, "source", source)))
-    return tuple(out)
+    return tuple(event_assets(stream, shipped()[stream].kind_field, kind, source))
 
 
 def contract_events(source: str, data_dir: Path | None = None) -> list[Ev]:
