@@ -115,6 +115,9 @@ class Store:
         # whichever replica answers (README: Past one ClickHouse server).
         self._quorum: dict[str, Any] = {"insert_quorum": "auto", "insert_quorum_parallel": 0} if cluster else {}
         self._consistent: dict[str, Any] | None = {"select_sequential_consistency": 1} if cluster else None
+        # An event insert feeds a dozen rollup views; ClickHouse runs them one after another
+        # unless asked. In parallel the insert is done sooner (README: Performance).
+        self._insert_settings: dict[str, Any] = {"parallel_view_processing": 1}
         # chDB: one engine per process, one call at a time. A server takes concurrent queries:
         # no lock (reads never wait for inserts), and no session, which would serialize them.
         self._lock: Any = threading.RLock() if self.embedded else contextlib.nullcontext()
@@ -203,7 +206,7 @@ class Store:
         ``dedup_token``: the same token again within the table's deduplication window (migration
         010) is stored once, in the table and in every rollup its views fill: a retry after a
         lost answer counts nothing twice."""
-        settings = dict(self._quorum)
+        settings = {**self._quorum, **self._insert_settings}
         if dedup_token is not None:
             settings.update(insert_deduplication_token=dedup_token,
                             deduplicate_blocks_in_dependent_materialized_views=1)

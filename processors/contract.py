@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple
 
-from stocktake.processors.decode import FLOAT_RE, INT_RE, Rejected, parse_ts_ms, show, ts_pair
+from stocktake.processors.decode import FLOAT_RE, INT_RE, TS_BAD, TS_SEEN, Rejected, parse_ts_ms, show, ts_pair
 
 # Bounds on what one hostile event can make us keep. Ids and `source` are stored in their own
 # columns, remembered by the dedupe window and name assets: longer ones are rejected
@@ -278,6 +278,7 @@ def _string_step(spec: Field) -> Step:
                 cache.clear()
             cache[v] = s
         return s
+    check.cache = cache  # type: ignore[attr-defined]  # read by the generated judge's fast path
     return check
 
 
@@ -361,10 +362,8 @@ _STEPS: dict[str, Callable[[Field], Step]] = {
 _EMPTY_OF = {"timestamp": -1, "id": "", "string": ""}
 
 
-def _step(spec: Field) -> Step:
-    step = _STEPS[spec.type](spec)
-    if spec.severity == "reject":
-        return step
+def _warned(spec: Field, step: Step) -> Step:
+    """``step`` for a ``warn`` field: a breach is a warning and the field reads as empty."""
     empty = _EMPTY_OF.get(spec.type)
 
     def warned(o: dict[str, Any], f: dict[str, Any], w: list[str]) -> Any:
@@ -376,12 +375,53 @@ def _step(spec: Field) -> Step:
     return warned
 
 
-def compile_contract(c: Contract) -> Callable[[dict[str, Any]], Event | Rejected]:
-    """The contract as one generated function: each field step called in turn, conditions
-    and rules inlined, so an event costs about what the hand-written checks of contract v1
-    cost. Conditions compare a field's (normalized) value with strings: a value of another
-    type (a list, a number) never matches."""
-    ns: dict[str, Any] = {"Event": Event, "_Bad": _Bad, "_missing": _missing, "_absent": _absent}
+# ---------------------------------------------------------------- fast paths, generated
+
+# An id sent as a JSON integer in this range is its decimal text (short of every limit).
+_FAST_INT_ID = 10**18
+
+
+def _fast_lines(i: int, spec: Field, step: Step, ns: dict[str, Any]) -> list[str]:
+    """Code that sets ``v{i}`` for plain field ``i``: the common, clean value judged inline, and
+    anything else handed to the field's step ``s{i}``. The inline test accepts only values the
+    step accepts unchanged-or-normalized the same way, so the verdict is the step's (a
+    property test holds the two judges equal); it saves the step's calls, most of judging."""
+    name, fallback = repr(spec.name), ["        else:", f"            v{i} = s{i}(o, f, w)"]
+    get = f"        x = o.get({name})"
+    if spec.type == "id":
+        test = f"y and len(y) <= {MAX_ID_CHARS}"
+        if spec.pattern:
+            ns[f"p{i}"] = re.compile(spec.pattern)
+            test += f" and p{i}.fullmatch(y)"
+        return [get, "        if type(x) is str:", "            y = x.strip()",
+                f"        elif type(x) is int and -{_FAST_INT_ID} < x < {_FAST_INT_ID}:", "            y = str(x)",
+                "        else:", "            y = ''",
+                f"        if {test}:", f"            v{i} = f[{name}] = y", *fallback]
+    if spec.type == "timestamp":  # a time string seen before: one lookup in decode's cache
+        return [get, "        if type(x) is str and (y := _TS_SEEN.get(x)) is not None and y is not _TS_BAD:",
+                f"            f[{name}] = y[1]", f"            v{i} = y[0]", *fallback]
+    if spec.type == "string":
+        cache = getattr(step, "cache", None)
+        if cache is not None and (spec.enum or spec.pattern or spec.case):  # a value seen before
+            ns[f"c{i}"] = cache
+            return [get, f"        if type(x) is str and (y := c{i}.get(x)) is not None:",
+                    f"            v{i} = f[{name}] = y", *fallback]
+        if not (spec.required or spec.role or spec.max_length is not None):  # free text: type only
+            return [get, f"        v{i} = x if type(x) is str else s{i}(o, f, w)"]
+        limit = spec.max_length if spec.max_length is not None else MAX_SOURCE_CHARS if spec.role == "source" else None
+        test = "" if limit is None else f" and len(y) <= {limit}"
+        return [get, f"        if type(x) is str and (y := x.strip()){test}:", f"            v{i} = f[{name}] = y",
+                *fallback]
+    return [f"        v{i} = s{i}(o, f, w)"]
+
+
+def compile_contract(c: Contract, *, fast: bool = True) -> Callable[[dict[str, Any]], Event | Rejected]:
+    """The contract as one generated function: each field judged in turn (``fast``: its clean
+    values inline, see _fast_lines; else by its step), conditions and rules inlined, so an
+    event costs about what hand-written checks would. Conditions compare a field's
+    (normalized) value with strings: a value of another type (a list, a number) never matches."""
+    ns: dict[str, Any] = {"_new": tuple.__new__, "Event": Event, "_Bad": _Bad, "_missing": _missing,
+                          "_absent": _absent, "_TS_SEEN": TS_SEEN, "_TS_BAD": TS_BAD}
     body = ["def judge(o):", "    f = dict(o)", "    w = []", "    try:"]
     role_of: dict[str, str] = {}
     # Plain fields first, in the file's order; then the conditional ones, whose conditions
@@ -391,14 +431,15 @@ def compile_contract(c: Contract) -> Callable[[dict[str, Any]], Event | Rejected
         spec = c.fields[i]
         if spec.role and spec.when:
             raise ValueError(f"{c.stream}: role field {spec.name!r} cannot be conditional")
-        ns[f"s{i}"] = _step(spec)
+        step = _STEPS[spec.type](spec)
+        ns[f"s{i}"] = step if spec.severity == "reject" else _warned(spec, step)
         if spec.when:
             test = " and ".join(f"type(x := f.get({name!r})) is str and x in when{i}_{k}"
                                 for k, (name, _) in enumerate(spec.when))
             ns.update((f"when{i}_{k}", values) for k, (_, values) in enumerate(spec.when))
             body += [f"        if {test}:", f"            s{i}(o, f, w)"]
         else:
-            body.append(f"        v{i} = s{i}(o, f, w)")
+            body += _fast_lines(i, spec, step, ns) if fast else [f"        v{i} = s{i}(o, f, w)"]
             if spec.role:
                 role_of[spec.role] = f"v{i}"
     for j, rule in enumerate(c.rules):
@@ -409,13 +450,13 @@ def compile_contract(c: Contract) -> Callable[[dict[str, Any]], Event | Rejected
                             for k, (name, _) in enumerate(rule.when))
         body.append(f"        if {test}:")
         for name in rule.require:
-            body += [f"            if _absent(f.get({name!r})):",
+            body += [f"            if (x := f.get({name!r})) is None or (type(x) is str and not x.strip()):",  # _absent
                      f"                w.append({f'missing_field:{name}@{rule.name}'!r})" if rule.severity == "warn"
                      else f"                raise _missing({name!r})"]  # reject: contract v1's reason code
     body += ["    except _Bad as e:", "        return e.rejected"]
     args = [role_of.get(r, '""') for r in ("event_id", "kind", "source", "user_id", "product_id", "order_id")]
     args += [role_of.get("time", "-1"), "f", "tuple(w) if w else ()"]
-    body.append(f"    return Event({', '.join(args)})")
+    body.append(f"    return _new(Event, ({', '.join(args)}))")  # tuple.__new__: no Python-level __new__
     # The text is ours: names enter it only as repr() literals, every value through `ns`.
     exec(compile("\n".join(body), f"<contract {c.stream} v{c.version}>", "exec"), ns)
     judge: Callable[[dict[str, Any]], Event | Rejected] = ns["judge"]

@@ -47,6 +47,7 @@ _EMPTY = Rejected("empty_message", "message value is empty")
 # JSON null is no event; flag it here so every Item has exactly one of obj/error.
 _NULL = Rejected("not_an_object", "event is JSON null")
 _loads = orjson.loads
+_new = tuple.__new__
 _JSONError = orjson.JSONDecodeError
 
 
@@ -126,9 +127,8 @@ def decode_message(value: bytes | None) -> list[Item]:
             return [_parse_one(value)]  # garbage: parse again for the error text (rare)
         # NDJSON: each non-blank line is one value (CRLF tolerated); a bad line loses only itself
         return [_parse_one(ln) for ln in map(bytes.strip, value.split(b"\n")) if ln]
-    if type(obj) is list:  # batch envelope
-        return [Item(x, None, None) if x is not None else Item(None, b"null", _NULL)
-                for x in obj]
+    if type(obj) is list:  # batch envelope; tuple.__new__: Item's own __new__ is Python, per element
+        return [_new(Item, (x, None, None)) if x is not None else Item(None, b"null", _NULL) for x in obj]
     return [Item(obj, value, None) if obj is not None else Item(None, value, _NULL)]
 
 
@@ -140,8 +140,10 @@ _ONE_MS = timedelta(milliseconds=1)
 _MAX_MS = 4_133_980_800_000  # 2101-01-01T00:00:00Z (exclusive): years 1970..2100
 INT_RE = re.compile(r"[+-]?[0-9]+")
 FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_BAD_TS = (-1, "")  # cached parse failure (keeps the cache value type simple)
-_TS_CACHE: dict[str, tuple[int, str]] = {}  # raw ts string -> (ms, iso); events share strings
+TS_BAD = (-1, "")  # cached parse failure (keeps the cache value type simple)
+# raw ts string -> (ms, iso) or TS_BAD; events share strings. Cleared when full, never rebound:
+# a compiled contract's fast path reads it directly.
+TS_SEEN: dict[str, tuple[int, str]] = {}
 _SEC_CACHE: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS"
 
 
@@ -194,16 +196,16 @@ def _iso(ms: int) -> str:
 
 def ts_pair(v: Any) -> tuple[int, str] | None:
     if type(v) is str:
-        r = _TS_CACHE.get(v)
+        r = TS_SEEN.get(v)
         if r is None:
             if len(v) > MAX_TS_CHARS:  # never a timestamp; not cached (the cache bounds entries)
                 return None
             ms = _str_ms(v)
-            r = _BAD_TS if ms is None else (ms, _iso(ms))
-            if len(_TS_CACHE) >= _CACHE_MAX:
-                _TS_CACHE.clear()
-            _TS_CACHE[v] = r
-        return None if r is _BAD_TS else r
+            r = TS_BAD if ms is None else (ms, _iso(ms))
+            if len(TS_SEEN) >= _CACHE_MAX:
+                TS_SEEN.clear()
+            TS_SEEN[v] = r
+        return None if r is TS_BAD else r
     ms = _num_ms(v)
     return None if ms is None else (ms, _iso(ms))
 

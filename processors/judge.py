@@ -104,27 +104,22 @@ def judge_batch(
     deadletter_max_bytes: int = DEADLETTER_MAX_BYTES,
     payload_max_bytes: int = PAYLOAD_MAX_BYTES,
 ) -> Judged:
-    cols: dict[str, list[Any]] = {name: [] for name in COLUMNS}
-    (c_offset, c_idx, c_status, c_reason, c_event_id, c_kind, c_source, c_user,
-     c_product, c_order, c_ts, c_payload, c_warnings) = (
-        cols["offset"], cols["idx"], cols["status"], cols["reason"], cols["event_id"],
-        cols["kind"], cols["source"], cols["user_id"], cols["product_id"], cols["order_id"],
-        cols["ts"], cols["payload"], cols["warnings"],
-    )
+    # One tuple per row, (offset, idx, status, reason, Event-shaped tuple, payload), turned into
+    # columns at the end by zip(*): a row costs one append, not one per column.
+    rows: list[tuple[int, int, str, str, Event, bytes]] = []
     dead: list[DeadLetter] = []
     valid: list[Event] = []
-    counts = {"valid": 0, "duplicate": 0, "invalid": 0}
     last_offset = -1
     truncated = 0
-    dumps = orjson.dumps
+    dumps, new = orjson.dumps, tuple.__new__
     stream, kind_key = contract.stream, contract.kind_field  # a rejected event's kind: read as it came
     # ... and its time, id and source, from the fields the contract gives those roles
     ts_key, id_key, source_key = (contract.role("time") or "ts", contract.role("event_id") or "event_id",
                                   contract.role("source") or "source")
-    judge = contract.judge
+    judge, is_duplicate = contract.judge, dedupe.is_duplicate
     coordinates = [("stocktake.topic", topic.encode()), ("stocktake.partition", str(partition).encode())]
     for record in records:
-        last_offset = record.offset
+        last_offset = offset = record.offset
         where: list[tuple[str, bytes]] = []  # made at the record's first dead letter, then shared
         key_cut: list[tuple[str, bytes]] = []
         key = record.key
@@ -135,25 +130,14 @@ def judge_batch(
             verdict: Event | Rejected = (
                 item.error if item.error is not None else judge(obj) if type(obj) is dict else normalize(contract, obj)
             )
-            c_offset.append(record.offset)
-            c_idx.append(idx)
             if isinstance(verdict, Rejected):
                 ts = parse_ts_ms(obj.get(ts_key)) if isinstance(obj, dict) else None
-                c_status.append("invalid")
-                c_reason.append(verdict.reason)
-                c_event_id.append(_text(obj, id_key))
-                c_kind.append(_text(obj, kind_key) if kind_key else "")
-                c_source.append(_text(obj, source_key))
-                c_user.append("")
-                c_product.append("")
-                c_order.append("")
-                c_ts.append(ts if ts is not None else fallback_ms)
-                c_warnings.append(())
                 raw = item_bytes(item)
-                c_payload.append(raw[:payload_max_bytes])
-                counts["invalid"] += 1
+                rows.append((offset, idx, "invalid", verdict.reason, new(Event, (
+                    _text(obj, id_key), _text(obj, kind_key) if kind_key else "", _text(obj, source_key), "", "", "",
+                    ts if ts is not None else fallback_ms, None, ())), raw[:payload_max_bytes]))
                 if not where:
-                    where = [*coordinates, ("stocktake.offset", str(record.offset).encode())]
+                    where = [*coordinates, ("stocktake.offset", str(offset).encode())]
                     if key is not None:
                         key, key_cut = _cut(key, KEY_MAX_BYTES, _KEY_CUT)
                 value, cut = _cut(raw, deadletter_max_bytes, _VALUE_CUT)
@@ -167,39 +151,45 @@ def judge_batch(
             event = verdict
             if event.ts_ms < 0:  # the event names no time of its own
                 event = event._replace(ts_ms=fallback_ms)
-            if event.event_id and dedupe.is_duplicate(event.event_id, event.ts_ms, partition):
-                c_status.append("duplicate")
-                c_reason.append("duplicate_event_id")
-                counts["duplicate"] += 1
-            else:
-                c_status.append("valid")
-                c_reason.append("")
-                counts["valid"] += 1
-                valid.append(event)
-            c_event_id.append(event.event_id)
-            c_kind.append(event.kind)
-            c_source.append(event.source)
-            c_user.append(event.user_id)
-            c_product.append(event.product_id)
-            c_order.append(event.order_id)
-            c_ts.append(event.ts_ms)
-            c_warnings.append(event.warnings)
             try:
                 # orjson's bytes keep their whole buffer (4 KiB for a 150-byte event): a copy of
                 # the exact size is what waits in the sink's buffer until the flush.
                 payload = bytes(memoryview(dumps(event.fields)))
             except TypeError:  # nested deeper than orjson writes (254), though it read it
                 payload = dump_json(event.fields)
-            c_payload.append(payload)
-    n = len(c_offset)
+            if event.event_id and is_duplicate(event.event_id, event.ts_ms, partition):
+                rows.append((offset, idx, "duplicate", "duplicate_event_id", event, payload))
+            else:
+                rows.append((offset, idx, "valid", "", event, payload))
+                valid.append(event)
+    cols = _columns(rows)
+    n = len(rows)
     cols["stream"] = [stream] * n
     cols["topic"] = [topic] * n
     cols["partition"] = [partition] * n
     cols["ingest_ts"] = [ingest_ms] * n
     cols["contract_version"] = [contract.version] * n
     cols["kind_key"] = [kind_key] * n
+    status = cols["status"]
+    counts = {"valid": status.count("valid"), "duplicate": status.count("duplicate"),
+              "invalid": status.count("invalid")}
     dedupe.expire()
     return Judged(cols, dead, valid, counts, last_offset, truncated)
+
+
+_ROW_COLUMNS = ("offset", "idx", "status", "reason", None, "payload")
+_EVENT_COLUMNS = ("event_id", "kind", "source", "user_id", "product_id", "order_id", "ts", None, "warnings")
+
+
+def _columns(rows: list[tuple[int, int, str, str, Event, bytes]]) -> dict[str, list[Any]]:
+    """Rows -> the per-row columns (the constant ones are the caller's), in C: zip(*)."""
+    if not rows:
+        return {name: [] for name in COLUMNS}
+    per_row = list(zip(*rows, strict=True))
+    cols = {name: list(values) for name, values in zip(_ROW_COLUMNS, per_row, strict=True) if name}
+    events = zip(*per_row[4], strict=True)
+    cols.update((name, list(values)) for name, values in zip(_EVENT_COLUMNS, events, strict=True) if name)
+    return cols
 
 
 def _detail(text: str) -> bytes:

@@ -90,7 +90,7 @@ def test_a_store_on_a_cluster_runs_its_ddl_there_and_writes_by_quorum(monkeypatc
 
     store.insert_arrow("ingest_log", pa.table({"offset": [1]}), dedup_token="t-0-1")
     assert client.settings[-1] == ("ingest_log", {"insert_quorum": "auto", "insert_quorum_parallel": 0,
-                                                  "insert_deduplication_token": "t-0-1",
+                                                  "parallel_view_processing": 1, "insert_deduplication_token": "t-0-1",
                                                   "deduplicate_blocks_in_dependent_materialized_views": 1})
     store.watermarks("t.behaviour")
     assert client.settings[-1][1] == {"select_sequential_consistency": 1}

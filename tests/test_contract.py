@@ -169,7 +169,7 @@ def test_ts_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decode, "_CACHE_MAX", 5)
     for i in range(50):
         assert parse_ts_ms(f"2019-10-01T00:00:{i % 60:02d}Z") == T0 + (i % 60) * 1000
-    assert len(decode._TS_CACHE) <= 5
+    assert len(decode.TS_SEEN) <= 5
 
 
 def test_ts_normalized_to_iso_millis() -> None:

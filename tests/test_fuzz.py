@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from stocktake.clickhouse.rows import ingest_log_table
 from stocktake.processors import judge as judge_module
-from stocktake.processors.contract import Contract, schemaless
-from stocktake.processors.contract_spec import shipped
+from stocktake.processors.contract import Contract, compile_contract, schemaless
+from stocktake.processors.contract_spec import parse_contract, shipped
 from stocktake.processors.decode import decode_message
 from stocktake.processors.dedupe import DedupeWindow
 from stocktake.processors.judge import COLUMNS, Judged, Record, judge_batch
@@ -297,3 +297,92 @@ def test_fuzz_one_field_of_a_valid_event(stream: str, data: st.DataObject, value
     check(stream, records, judged, 64, 32)
     if judged.columns["status"] == ["valid"]:
         assert orjson.loads(judged.columns["payload"][0])["event_id"] == judged.columns["event_id"][0]
+
+
+# ------------------------------------------------------------------ the generated fast paths
+
+# Every kind of field the fast paths inline (contract.py _fast_lines), each with a `warn` twin.
+EDGES = parse_contract('''
+stream = "edges"
+version = "1"
+[fields.id]
+type = "id"
+required = true
+role = "event_id"
+[fields.code]
+type = "id"
+pattern = "[A-Z]{2}[0-9]+"
+[fields.kind]
+type = "string"
+required = true
+role = "kind"
+case = "lower"
+pattern = "[a-z_]+"
+[fields.state]
+type = "string"
+enum = ["on", "off"]
+severity = "warn"
+[fields.src]
+type = "string"
+required = true
+role = "source"
+[fields.label]
+type = "string"
+max_length = 5
+severity = "warn"
+[fields.note]
+type = "string"
+[fields.at]
+type = "timestamp"
+required = true
+role = "time"
+[fields.seen]
+type = "timestamp"
+severity = "warn"
+[fields.n]
+type = "integer"
+min = 0
+''', "test")
+EDGE_VALID = {"id": "e1", "code": "AB12", "kind": "Tap", "state": "on", "src": "app", "label": "abc",
+              "note": "x", "at": "2019-10-01T00:00:00Z", "seen": T0, "n": 3}
+edge_values = st.one_of(
+    st.sampled_from([None, "", " ", "  e1 ", "AB12", " AB12", "ab12", "Tap", "TAP ", "tap", "t-p", "on", "ON",
+                     "off ", "abcdef", "abcde", "2019-10-01T00:00:00Z", " 2019-10-01T00:00:00Z", "2019-13-01",
+                     T0, -1, 0, 10**17, 10**18, -(10**18), 10**19, 12.0, 12.5, 2.0**60, True, [], {}, ["a"]]),
+    st.text(max_size=8), st.integers(), st.floats(allow_nan=True), st.text(min_size=250, max_size=300),
+)
+
+
+@st.composite
+def edge_events(draw: st.DrawFn) -> dict[str, Any]:
+    ev = dict(EDGE_VALID)
+    for name in draw(st.lists(st.sampled_from(sorted(EDGE_VALID)), max_size=4)):
+        if draw(st.booleans()):
+            ev[name] = draw(edge_values)
+        else:
+            ev.pop(name, None)
+    return ev
+
+
+@st.composite
+def any_contract_event(draw: st.DrawFn) -> tuple[Contract, dict[str, Any]]:
+    stream = draw(st.sampled_from([*shipped(), "edges"]))
+    if stream == "edges":
+        return EDGES, draw(edge_events())
+    try:
+        obj = orjson.loads(draw(st.one_of(st.just(orjson.dumps(VALID[stream])), mutated_event(stream))))
+    except orjson.JSONDecodeError:
+        obj = {}
+    return shipped()[stream], obj if type(obj) is dict else {}
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=any_contract_event(), twice=st.booleans())
+def test_fast_paths_judge_as_the_steps_do(case: tuple[Contract, dict[str, Any]], twice: bool) -> None:
+    """The generated judge's inline fast paths give every event the verdict the field steps
+    alone give it: the same Event (normalized fields and warnings included) or Rejected.
+    ``twice``: judged again, once the value caches (kind vocabulary, time strings) hold it."""
+    contract, obj = case
+    fast, steps = compile_contract(contract), compile_contract(contract, fast=False)
+    for _ in range(1 + twice):
+        assert fast(dict(obj)) == steps(dict(obj))
