@@ -129,7 +129,7 @@ def decode_message(value: bytes | None) -> list[Item]:
         return [_parse_one(ln) for ln in map(bytes.strip, value.split(b"\n")) if ln]
     if type(obj) is list:  # batch envelope; tuple.__new__: Item's own __new__ is Python, per element
         return [_new(Item, (x, None, None)) if x is not None else Item(None, b"null", _NULL) for x in obj]
-    return [Item(obj, value, None) if obj is not None else Item(None, value, _NULL)]
+    return [_new(Item, (obj, value, None)) if obj is not None else Item(None, value, _NULL)]
 
 
 # ---------------------------------------------------------------- timestamps

@@ -118,14 +118,11 @@ def judge_batch(
                                   contract.role("source") or "source")
     judge, is_duplicate = contract.judge, dedupe.is_duplicate
     coordinates = [("stocktake.topic", topic.encode()), ("stocktake.partition", str(partition).encode())]
-    for record in records:
-        last_offset = offset = record.offset
-        where: list[tuple[str, bytes]] = []  # made at the record's first dead letter, then shared
+    for offset, key, value, kafka_ms in records:
+        where: list[tuple[str, bytes]] | None = None  # made at the record's first dead letter, then shared
         key_cut: list[tuple[str, bytes]] = []
-        key = record.key
-        kafka_ms = record.timestamp_ms
         fallback_ms = kafka_ms if kafka_ms is not None and in_range_ms(kafka_ms) else ingest_ms
-        for idx, item in enumerate(decode_message(record.value)):
+        for idx, item in enumerate(decode_message(value)):
             obj = item.obj
             verdict: Event | Rejected = (
                 item.error if item.error is not None else judge(obj) if type(obj) is dict else normalize(contract, obj)
@@ -136,13 +133,13 @@ def judge_batch(
                 rows.append((offset, idx, "invalid", verdict.reason, new(Event, (
                     _text(obj, id_key), _text(obj, kind_key) if kind_key else "", _text(obj, source_key), "", "", "",
                     ts if ts is not None else fallback_ms, None, ())), raw[:payload_max_bytes]))
-                if not where:
+                if where is None:
                     where = [*coordinates, ("stocktake.offset", str(offset).encode())]
                     if key is not None:
                         key, key_cut = _cut(key, KEY_MAX_BYTES, _KEY_CUT)
-                value, cut = _cut(raw, deadletter_max_bytes, _VALUE_CUT)
+                kept, cut = _cut(raw, deadletter_max_bytes, _VALUE_CUT)
                 truncated += bool(cut)
-                dead.append(DeadLetter(key, value, [
+                dead.append(DeadLetter(key, kept, [
                     ("stocktake.reason", verdict.reason.encode()),
                     ("stocktake.detail", _detail(verdict.detail)),
                     *where, ("stocktake.index", str(idx).encode()), *cut, *key_cut,
@@ -162,6 +159,7 @@ def judge_batch(
             else:
                 rows.append((offset, idx, "valid", "", event, payload))
                 valid.append(event)
+        last_offset = offset
     cols = _columns(rows)
     n = len(rows)
     cols["stream"] = [stream] * n
