@@ -35,6 +35,7 @@ from faust.types import TP, Message
 from stocktake.processors.judge import Record
 
 log = logging.getLogger("stocktake.transport")
+_new = tuple.__new__
 
 
 class FetchBatch(NamedTuple):
@@ -189,8 +190,9 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         return FetchBatch(
             tp.topic, tp.partition,
             # Kafka's record timestamp (CreateTime or LogAppendTime, ms); -1/None: the record has none.
-            [Record(r.offset, r.key, r.value, r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None)
-             for r in tp_records],
+            # tuple.__new__: Record's own __new__ is Python, and this runs once a record
+            [_new(Record, (r.offset, r.key, r.value, r.timestamp if r.timestamp is not None and r.timestamp >= 0
+                           else None)) for r in tp_records],
             generation_id,
         )
 
