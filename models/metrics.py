@@ -1,4 +1,5 @@
-"""ROC-AUC and PR-AUC (average precision) in numpy, ties handled exactly.
+"""ROC-AUC and PR-AUC (average precision), ties handled exactly, and calibration (Brier score,
+reliability bins, expected calibration error), in numpy.
 
 Small own implementations instead of a scikit-learn dependency; checked against
 brute-force definitions in tests/test_models.py.
@@ -48,3 +49,34 @@ def pr_auc(y: np.ndarray, score: np.ndarray) -> float:
     recall = tp / pos
     prev = np.concatenate(([0.0], recall[:-1]))
     return float(np.sum((recall - prev) * precision))
+
+
+def brier(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean squared error of predicted probabilities against 0/1 outcomes (lower is better;
+    a constant at the base rate r scores r(1 - r)). nan when empty."""
+    y = np.asarray(y, np.float64)
+    p = np.asarray(p, np.float64)
+    return float(np.mean((p - y) ** 2)) if len(y) else float("nan")
+
+
+def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """The reliability diagram's points: predictions cut into ``bins`` equal-width bins of
+    [0, 1] (1.0 falls in the last); for each non-empty bin its range, the mean predicted
+    probability, the observed positive rate and the count."""
+    y = np.asarray(y, np.float64)
+    p = np.clip(np.asarray(p, np.float64), 0.0, 1.0)
+    which = np.minimum((p * bins).astype(np.intp), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    predicted = np.bincount(which, weights=p, minlength=bins)
+    observed = np.bincount(which, weights=y, minlength=bins)
+    return [{"lo": b / bins, "hi": (b + 1) / bins, "predicted": float(predicted[b] / count[b]),
+             "observed": float(observed[b] / count[b]), "count": int(count[b])}
+            for b in range(bins) if count[b]]
+
+
+def calibration_error(points: list[dict[str, float]]) -> float:
+    """Expected calibration error: |observed - predicted| of each bin, weighted by its count."""
+    total = sum(pt["count"] for pt in points)
+    if not total:
+        return float("nan")
+    return float(sum(pt["count"] * abs(pt["observed"] - pt["predicted"]) for pt in points) / total)

@@ -20,14 +20,19 @@ from stocktake.models.onnx_utils import set_metadata
 
 HIDDEN = (64, 32)
 OPSET = 17
+NO_CALIBRATION = (1.0, 0.0)  # (scale, bias) of the logit: the raw sigmoid
 
 
 class ScorerNet(nn.Module):
-    """x (raw features) -> where(mask, log1p(max(x, 0)), x) -> standardise -> MLP -> sigmoid -> [n]."""
+    """x (raw features) -> where(mask, log1p(max(x, 0)), x) -> standardise -> MLP -> logit ->
+    sigmoid(scale * logit + bias) -> [n]. ``calibration`` holds (scale, bias): training sets
+    them so that the score reads as a probability (models/train.py fit); (1, 0) is the raw
+    sigmoid, which is what versions trained before them load with."""
 
     log_mask: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
+    calibration: torch.Tensor
 
     def __init__(self, n_features: int, log_mask: np.ndarray, mean: np.ndarray, std: np.ndarray,
                  hidden: Sequence[int] = HIDDEN):
@@ -35,6 +40,7 @@ class ScorerNet(nn.Module):
         self.register_buffer("log_mask", torch.tensor(log_mask, dtype=torch.bool))
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        self.register_buffer("calibration", torch.tensor(NO_CALIBRATION, dtype=torch.float32))
         layers: list[nn.Module] = []
         width = n_features
         for h in hidden:
@@ -51,7 +57,7 @@ class ScorerNet(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(x))
+        return torch.sigmoid(self.logits(x) * self.calibration[0] + self.calibration[1])
 
 
 def build_module(n_features: int, log_mask: np.ndarray, mean: np.ndarray, std: np.ndarray,

@@ -27,6 +27,7 @@ in the last hour" (1/0). Both reported with ROC-AUC and PR-AUC next to the model
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -45,7 +46,7 @@ from stocktake.models.dataset import (
     history,
 )
 from stocktake.models.encoder import TextEncoder, export_text_encoder
-from stocktake.models.metrics import pr_auc, roc_auc
+from stocktake.models.metrics import brier, calibration_error, pr_auc, reliability, roc_auc
 from stocktake.models.network import HIDDEN, build_module
 from stocktake.models.versions import VersionStore
 from stocktake.processors.contract import Event
@@ -123,6 +124,9 @@ def fit(X: np.ndarray, y: np.ndarray, features: Sequence[str], *, epochs: int = 
                 break
     if best is not None:
         module.load_state_dict(best[2])
+    # The class-balanced loss learns the odds times pos_weight: its logit less log(pos_weight)
+    # is the probability's (the prior correction), so a published score reads as a probability.
+    module.calibration = torch.tensor([1.0, -math.log(float(pos_weight))])
     module.best_epochs = best[1] if best is not None else epochs
     module.eval()
     return module
@@ -142,6 +146,16 @@ def _iso(ms: int) -> str:
 
 def _scores(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
     return {"roc_auc": round(roc_auc(y, s), 4), "pr_auc": round(pr_auc(y, s), 4)}
+
+
+def _calibration(y: np.ndarray, p: np.ndarray, train_rate: float) -> dict[str, Any]:
+    """How far the scores can be read as probabilities, on the validation rows: the model's
+    Brier score, that of always predicting the training rows' positive rate (the reference a
+    model must beat to add anything as a probability), the reliability bins and their
+    expected calibration error."""
+    points = reliability(y, p)
+    return {"brier": round(brier(y, p), 5), "brier_base_rate": round(brier(y, np.full(len(y), train_rate)), 5),
+            "ece": round(calibration_error(points), 4), "bins": points}
 
 
 def split_time(ds: Dataset, fraction: float) -> int:
@@ -195,6 +209,7 @@ def evaluate(ds: Dataset, *, split: float = 0.7, purge: bool = True, epochs: int
         report["model_metrics_no_embeddings"] = _scores(y_va, predict(module, blind))
     report["model_metrics"] = _scores(y_va, s_va)
     report["baseline_metrics"] = _scores(y_va, ds.baseline[va])
+    report["calibration"] = _calibration(y_va, s_va, float(y_tr.mean()))
     report["beats_baseline"] = bool(
         report["model_metrics"]["roc_auc"] > report["baseline_metrics"]["roc_auc"]
         and report["model_metrics"]["pr_auc"] > report["baseline_metrics"]["pr_auc"])
@@ -269,7 +284,8 @@ def _train(source: str, out_dir: Path | str, *, data_dir: Path | None, store: An
         meta = {
             "model_name": ds.name, "feature_names": list(ds.features), "training_window": window,
             "metrics": {"train": rep["train"], "validation": rep["validation"], "model": rep["model_metrics"],
-                        "baseline": rep["baseline_metrics"], "baseline_rule": rep["baseline"]},
+                        "baseline": rep["baseline_metrics"], "baseline_rule": rep["baseline"],
+                        "calibration": rep["calibration"]},
             "source": source, "horizon_s": HORIZON_S[ds.name], "hidden": list(HIDDEN), "epochs": rep["epochs"],
             "embeddings": bool(embed),
         }
@@ -298,6 +314,9 @@ def format_report(report: dict[str, Any]) -> str:
             n = rep["model_metrics_no_embeddings"]
             lines.append(f"  model, embedding features zeroed  ROC-AUC {n['roc_auc']:.4f}  PR-AUC {n['pr_auc']:.4f}")
         lines.append(f"  baseline  ROC-AUC {b['roc_auc']:.4f}  PR-AUC {b['pr_auc']:.4f}  ({rep['baseline']})")
+        c = rep["calibration"]
+        lines.append(f"  calibration  Brier {c['brier']:.5f} (base rate alone {c['brier_base_rate']:.5f})  "
+                     f"ECE {c['ece']:.4f}")
         if "version" in rep:
             lines.append(f"  registered version {rep['version']} at {rep['path']}")
     return "\n".join(lines)

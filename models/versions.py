@@ -46,13 +46,14 @@ class ModelVersion:
         """The torch module of this version (needs torch and model.pt)."""
         import torch  # torch (and models.network) only here and in publish: the worker scores without it
 
-        from stocktake.models.network import build_module
+        from stocktake.models.network import NO_CALIBRATION, build_module
 
         meta = self.meta
         state = torch.load(self.path / TORCH_FILE, map_location="cpu", weights_only=True)
         n = len(meta["feature_names"])
         module = build_module(n, state["log_mask"].numpy(), state["mean"].numpy(), state["std"].numpy(),
                               hidden=meta.get("hidden", (64, 32)))
+        state.setdefault("calibration", torch.tensor(NO_CALIBRATION))  # a version from before calibration
         module.load_state_dict(state)
         return module.eval()
 

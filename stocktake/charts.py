@@ -409,3 +409,33 @@ def lanes(names: Sequence[str], bars: Sequence[Bar], *, label: str, x_range: tup
                       bbox_to_anchor=(1, 1), ncols=len(legend), handlelength=1, handleheight=1, borderaxespad=0.2,
                       columnspacing=1.5)
         return _svg(fig, label, tips)
+
+
+def reliability(points: Sequence[tuple[float, float, int]], *, label: str, size: int = 260,
+                theme: Theme = LIGHT, colour: str = "#1c7ed6") -> str:
+    """A reliability diagram: each bin of predictions as (mean predicted, observed rate,
+    count), a dot sized by its count, against the diagonal a calibrated model follows."""
+    from matplotlib.ticker import FuncFormatter
+
+    with _figure(size, size, theme) as fig:
+        tips = _Tips()
+        ax = _axes(fig, 44, 10, 10, 36)
+        ax.plot([0, 1], [0, 1], color=theme.grid, linewidth=1, linestyle="--")
+        peak = max((n for _, _, n in points), default=1)
+        if points:
+            xs, ys, _counts = zip(*points, strict=True)
+            ax.plot(xs, ys, color=colour, linewidth=1.5)
+            for x, y, n in points:
+                dot = ax.scatter([x], [y], s=12 + 140 * (n / peak) ** 0.5, color=colour, zorder=3)
+                tips.add(dot, f"predicted {x:.3f}, observed {y:.3f}, {n:,} examples")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xticks([0, 0.5, 1])
+        ax.set_yticks([0, 0.5, 1])
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("observed")
+        ax.grid(True)
+        ax.set_axisbelow(True)
+        return _svg(fig, label, tips, (size, size))

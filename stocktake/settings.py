@@ -205,6 +205,11 @@ class Settings(BaseSettings):
         return f"chdb://{(self.data_dir / 'chdb').resolve()}"
 
     @property
+    def model_registry(self) -> Path:
+        """Where model versions live: STOCKTAKE_MODELS_DIR, or models/ under data_dir."""
+        return Path(self.models_dir) if self.models_dir else self.data_dir / "models"
+
+    @property
     def topic_dot_prefix(self) -> str:
         """What every topic of this deployment starts with, e.g. ``stocktake.``."""
         return self.topic_prefix + "."

@@ -134,6 +134,29 @@ def test_render_is_self_contained_and_escaped() -> None:
 def test_render_with_empty_inventory() -> None:
     html = report.render({"inventory": {"assets": [], "fields": [], "entities": [], "drift": []}})
     assert "no events stored yet" in html and "No dead letters" in html
+    assert "No model is registered" in html
+
+
+def test_report_shows_the_registered_models_and_their_reliability(tmp_path: Path) -> None:
+    from stocktake.models.registry import ModelRegistry
+    from stocktake.settings import Settings
+
+    settings = Settings.from_env(data_dir=tmp_path)
+    assert report.registered_models(settings) == []
+    ModelRegistry(settings.model_registry).ensure_defaults()   # the shipped versions, as scoring installs them
+    models = report.registered_models(settings)
+    assert [m["name"] for m in models] == ["user_propensity", "product_demand"]
+    html = report.render({"inventory": {"assets": [], "fields": [], "entities": [], "drift": []}, "models": models})
+    section = html[html.index("<h2>Models</h2>"):]
+    bins = []
+    for m in models:
+        cal = m["metrics"]["calibration"]
+        assert f"{cal['brier']:.4f} ({cal['brier_base_rate']:.4f})" in section
+        assert f"{m['metrics']['model']['roc_auc']:.3f} ({m['metrics']['baseline']['roc_auc']:.3f})" in section
+        bins += [(f"{b['predicted']:.3f}", f"{b['observed']:.3f}", f"{b['count']:,}") for b in cal["bins"]]
+    # one dot a reliability bin, its numbers in the tooltip
+    assert re.findall(r"<title>predicted ([\d.]+), observed ([\d.]+), ([\d,]+) examples</title>", section) == bins
+    assert section.count('aria-label="reliability of') == 2
 
 
 def test_buckets_keep_charts_readable() -> None:

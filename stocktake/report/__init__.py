@@ -22,8 +22,10 @@ from stocktake.clickhouse import queries as Q
 from stocktake.clickhouse import series as S
 from stocktake.clickhouse.store import Store
 from stocktake.clickhouse.values import jsonable
+from stocktake.models.versions import VersionStore
 from stocktake.report.style import CSS
 from stocktake.services import inventory
+from stocktake.services.scoring import MODELS
 from stocktake.services.summary import consistency_issues, entity, human_age
 from stocktake.settings import Settings
 
@@ -45,7 +47,23 @@ def report_data(store: Store, settings: Settings) -> dict[str, Any]:
     scope = {"prefix": settings.topic_dot_prefix, "late_s": int(settings.lateness_s)}
     for stream, first, last in store.rows(S.SPANS_SQL, scope):
         _stream_series(store, {**scope, "stream": stream}, (_utc(first), _utc(last)), data)
+    data["models"] = registered_models(settings)
     return jsonable(data)
+
+
+def registered_models(settings: Settings) -> list[dict[str, Any]]:
+    """The newest registered version of each scorer, with the metrics its training measured
+    on held-out time (nothing when scoring never ran here: the registry is empty)."""
+    store = VersionStore(settings.model_registry)
+    found = []
+    for name in MODELS.values():
+        version = store.latest(name)
+        if version is not None:
+            meta = version.meta
+            found.append({"name": name, "version": version.version, "source": meta.get("source"),
+                          "created_at": meta.get("created_at"), "window": meta.get("training_window"),
+                          "metrics": meta.get("metrics", {})})
+    return found
 
 
 def _stream_series(store: Store, params: dict[str, Any], span: tuple[dt.datetime, dt.datetime],
@@ -203,6 +221,31 @@ def _quality(doc: dict[str, Any]) -> dict[str, Any]:
             "weights": ", ".join(f"{c} {w:g}" for c, w in (doc.get("quality_weights") or {}).items())}
 
 
+def _models(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each registered scorer's row of metrics and its reliability diagram."""
+    out = []
+    for m in data.get("models") or []:
+        metrics = m.get("metrics") or {}
+        model, base, cal = metrics.get("model") or {}, metrics.get("baseline") or {}, metrics.get("calibration")
+        valid = metrics.get("validation") or {}
+        row = [m["name"], m["version"], f"{_text(m.get('source'))}, {_when((m.get('window') or {}).get('to'))}",
+               f"{_n(valid.get('rows'))} rows, {_n(valid.get('positives'))} positive",
+               f"{_num(model.get('roc_auc'))} ({_num(base.get('roc_auc'))})",
+               f"{_num(model.get('pr_auc'))} ({_num(base.get('pr_auc'))})",
+               f"{_num(cal.get('brier'), 4)} ({_num(cal.get('brier_base_rate'), 4)})" if cal else "—",
+               _num(cal.get("ece"), 3) if cal else "—"]
+        chart = None
+        if cal:
+            points = [(b["predicted"], b["observed"], int(b["count"])) for b in cal.get("bins", [])]
+            chart = Markup(charts.reliability(points, label=f"reliability of {m['name']}"))
+        out.append({"name": m["name"], "row": row, "chart": chart})
+    return out
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) and not math.isnan(value) else "—"
+
+
 def _dead_letters(doc: dict[str, Any]) -> Markup | None:
     rows = sorted(((f"{a['asset']} · {reason}", n, COLOURS["invalid"]) for a in _streams(doc)
                    for reason, n in (a.get("invalid_by_reason") or {}).items()), key=lambda r: (-r[1], r[0]))
@@ -270,4 +313,4 @@ def render(data: dict[str, Any]) -> str:
         mismatches=[[_n(x.get(k)) for k in mismatch_keys] for x in orders.get("amount_mismatch_examples") or []],
         drift=[[_when(d.get("at")), *(_text(d.get(k)) for k in ("stream", "field", "kind", "type", "details"))]
                for d in doc.get("drift", [])],
-        dead_letters=_dead_letters(doc), fields=doc.get("fields", []))
+        dead_letters=_dead_letters(doc), fields=doc.get("fields", []), models=_models(data))

@@ -26,6 +26,9 @@ th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line
 th { background: var(--soft); font-weight: 600; white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fcfcfd; }
 table.compact { width: auto; min-width: 40%; }
+.reliability { display: flex; flex-wrap: wrap; gap: 24px; }
+.reliability figure { margin: 0; }
+.reliability figcaption { font-size: 12px; color: #495057; text-align: center; }
 .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .summary td { font-size: 14px; }
 .why { color: #495057; }

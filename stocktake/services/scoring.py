@@ -18,7 +18,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,8 +50,7 @@ class ScoringService:
         self.publish = publish
         self.features = FeatureState()
         self.streams = STREAMS
-        self.registry = ModelRegistry(Path(settings.models_dir) if settings.models_dir
-                                      else settings.data_dir / "models")
+        self.registry = ModelRegistry(settings.model_registry)
         self.registry.ensure_defaults()
         self.scorers = {entity: Scorer(self.registry, name, settings.device) for entity, name in MODELS.items()}
         self.queue: deque[tuple[str, list[Event]]] = deque()
