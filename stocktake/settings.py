@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     alert_outbox_max_pending: int = Field(default=1000, ge=1)
     # In-stream scoring: on/off, ONNX Runtime device, where model versions live.
     scoring: Switch = True
+    # With scoring: product text encoded in the worker (all-MiniLM-L6-v2), off the ingest path.
+    text_encoder: Switch = True
     device: Literal["auto", "cuda", "cpu"] = "auto"
     models_dir: str = ""
     score_interval_s: Annotated[Positive, _env("SCORE_INTERVAL")] = 0.5

@@ -164,5 +164,7 @@ def register(app: faust.App, store: Store, sink: Any, settings: Settings, alerti
                 "scoring": None if scoring is None else {
                     **scoring.stats, "queued_events": scoring.queued_events,
                     "models": {e: {"name": sc.name, "version": sc.version, "device": sc.device}
-                               for e, sc in scoring.scorers.items()}},
+                               for e, sc in scoring.scorers.items()},
+                    "embeddings": None if scoring.embedder is None else {
+                        **scoring.embedder.stats, "queued_texts": scoring.embedder.queued_texts}},
             })

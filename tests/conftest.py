@@ -21,6 +21,10 @@ from stocktake.broker import EmbeddedBroker
 from stocktake.clickhouse.store import Store
 from stocktake.settings import Settings
 
+# The commands tests run as child processes (pipeline_helpers.stocktake) would export the text
+# encoder into each test's fresh data dir: ~10 s of CPU each. Tests about it turn it on.
+os.environ.setdefault("STOCKTAKE_TEXT_ENCODER", "off")
+
 # Our own lifecycle logs at INFO are shown when a test fails; Faust's are noise.
 for _name in ("faust", "mode", "aiokafka", "stocktake.streams.app", "clickhouse_connect"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -56,6 +60,7 @@ def make_settings(tmp_path: Path, store_dsn: str):  # type: ignore[no-untyped-de
             "data_dir": tmp_path, "topic_prefix": prefix, "group_id": prefix, "partitions": 3,
             "flush_interval_s": 0.2, "clickhouse": store_dsn,
             "scoring": False,  # on only where a test is about scoring: keeps the others lean
+            "text_encoder": False,  # likewise: exporting the encoder takes ~10 s of CPU
             # A TTL would reach the other tests' rows, many dated years back: retention is
             # tested in stores of its own (tests/test_rollups.py).
             "raw_retention_s": 0,

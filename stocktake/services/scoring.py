@@ -18,7 +18,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -28,6 +28,9 @@ from stocktake.clickhouse.store import Store
 from stocktake.clickhouse.values import iso_utc
 from stocktake.processors.contract import Event
 from stocktake.settings import Settings
+
+if TYPE_CHECKING:
+    from stocktake.services.embedding import ProductEmbedder
 
 log = logging.getLogger("stocktake.scoring")
 
@@ -59,6 +62,11 @@ class ScoringService:
         self.max_batch = max_batch
         self.stats = {"events": 0, "dropped_events": 0, "scored_users": 0, "scored_products": 0,
                       "batches": 0, "score_seconds": 0.0}
+        self.embedder: ProductEmbedder | None = None
+        if settings.text_encoder:
+            from stocktake.services.embedding import ProductEmbedder
+
+            self.embedder = ProductEmbedder(settings, store, self.features)
 
     # The sink calls this at judge time with each batch's valid events: O(1), never blocks.
     def on_valid(self, stream: str, events: list[Event]) -> None:
@@ -82,6 +90,8 @@ class ScoringService:
             self.queued_events -= len(events)
             self.stats["events"] += len(events)
             changed_users, changed_products = self.features.update(stream, events)
+            if stream == "product" and self.embedder is not None:
+                self.embedder.offer(events)
             users |= changed_users
             products |= changed_products
             newest = max(newest, max(e.ts_ms for e in events))
@@ -92,6 +102,8 @@ class ScoringService:
             await self._score("user", sorted(users), newest)
         if products:
             await self._score("product", sorted(products), newest)
+        if self.embedder is not None:
+            await self.embedder.step()
 
     async def _score(self, entity: str, ids: list[str], features_ms: int) -> None:
         scorer = self.scorers[entity]
