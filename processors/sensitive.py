@@ -133,7 +133,7 @@ def classify_value(value: Any) -> str | None:
     return "name" if _is_name(s) else None
 
 
-def _snake(name: str) -> str:
+def snake_case(name: str) -> str:
     name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)  # camelCase -> camel_Case
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
@@ -141,7 +141,7 @@ def _snake(name: str) -> str:
 def hint_from_name(name: str) -> str | None:
     """Kind suggested by a field name alone: exact names (after snake_casing) or a known suffix
     ("customer_email", "billing_phone"); "name" alone is not a hint (product names)."""
-    n = _snake(name)
+    n = snake_case(name)
     if n.startswith(("is_", "has_")):  # flags such as is_mobile
         return None
     for kind, names in _HINTS.items():

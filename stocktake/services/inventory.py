@@ -20,6 +20,8 @@ from stocktake.clickhouse.store import Store
 from stocktake.clickhouse.values import jsonable
 from stocktake.processors.assets import Asset, is_stream
 from stocktake.processors.drift import DriftEvent, FieldType, detect_drift
+from stocktake.processors.field_types import FieldType as SemanticType
+from stocktake.processors.field_types import decide, lexical_similarity
 from stocktake.processors.quality import WEIGHTS, quality_score
 from stocktake.processors.sensitive import classify_field, mask
 from stocktake.services.alerts import list_alerts
@@ -50,6 +52,18 @@ def _ms(value: Any) -> int | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return int(value.timestamp() * 1000)
+
+
+# A field typed as one of these, confidently, is masked like one the value patterns flag.
+_SENSITIVE_TYPES = {"email": "email", "phone": "phone", "person_name": "name"}
+
+
+def field_type(name: str, examples: list[Any]) -> SemanticType:
+    """A field's semantic type from its name and sampled values: the rules and the word overlap
+    of its name with each type's phrases (processors/field_types.py), cheap enough for every
+    read. (The text model's version, models/field_types.py, is not on this path: it needs the
+    encoder loaded.) Below the confidence that counts, the type is "unknown"."""
+    return decide(name, examples, lexical_similarity(name))
 
 
 def _example(raw: str) -> Any:
@@ -129,7 +143,8 @@ def field_inventory(assets: list[dict[str, Any]], rows: list[dict[str, Any]],
                 warned[b["field"]] += int(b["events"])
         for name, f in sorted(by_field.items()):
             examples = f["examples"][:5]
-            sensitive = classify_field(name, examples)
+            semantic = field_type(name, examples)
+            sensitive = classify_field(name, examples) or _SENSITIVE_TYPES.get(semantic.semantic_type)
             bad = min(f["present"], f["bad"] + warned.get(name, 0))
             fields.append({
                 "stream": asset, "field": name,
@@ -138,6 +153,7 @@ def field_inventory(assets: list[dict[str, Any]], rows: list[dict[str, Any]],
                 "completeness": round(f["present"] / events, 4) if events else None,
                 "validity": round(1 - bad / f["present"], 4) if f["present"] else None,
                 "distinct_approx": f["distinct_approx"],
+                "semantic_type": semantic.semantic_type, "confidence": semantic.confidence,
                 "sensitive": sensitive,
                 "examples": [mask(x, sensitive) for x in examples],
                 "first_seen": f["first_seen"], "last_seen": f["last_seen"],
