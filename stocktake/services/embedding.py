@@ -6,7 +6,7 @@ of each (``product_text``: title, category, brand) is hashed, and
 - a product whose text has not changed since it was encoded costs nothing more;
 - a text encoded before (another product, or this one again) comes from a bounded cache;
 - any other text waits, and ``step`` encodes up to ``batch`` of them at a time with ONNX
-  Runtime in a thread (CUDA when there is one, one CPU thread otherwise), then sets each
+  Runtime in a thread (CUDA in fp16 when there is one, one CPU thread otherwise), then sets each
   product's embedding in the features and stores it in ``product_embeddings`` with the
   encoder's name and version.
 
@@ -73,10 +73,14 @@ class ProductEmbedder:
     def _load(self) -> None:
         try:
             from stocktake.models.encoder import TextEncoder, export_text_encoder
+            from stocktake.models.onnx_utils import resolve_device
             from stocktake.models.registry import ModelRegistry
 
-            path = export_text_encoder(ModelRegistry(self.settings.model_registry).encoder_dir())
-            self.encoder = TextEncoder(path, self.settings.device, threads=1)   # the other core ingests
+            device = resolve_device(self.settings.device)
+            # fp16 on a GPU (the export writes that variant for CUDA); fp32 on the CPU
+            path = export_text_encoder(ModelRegistry(self.settings.model_registry).encoder_dir(),
+                                       fp16=device == "cuda")
+            self.encoder = TextEncoder(path, device, threads=1)   # on a CPU the other core ingests
             self.stats["encoder"] = "ready"
             log.info("text encoder %s ready (%s)", self.encoder_name, self.encoder.device)
         except Exception as exc:   # derived data: the worker goes on without embeddings
