@@ -15,12 +15,12 @@ import pytest
 
 pytest.importorskip("torch")
 
-from stocktake.clickhouse.store import Store  # noqa: E402
-from stocktake.models.encoder import TextEncoder, export_text_encoder, product_text  # noqa: E402
-from stocktake.processors.contract import Event  # noqa: E402
-from stocktake.processors.features import FeatureState  # noqa: E402
-from stocktake.services.embedding import ProductEmbedder, text_hash  # noqa: E402
-from stocktake.services.scoring import ScoringService  # noqa: E402
+from stocktake.clickhouse.store import Store
+from stocktake.models.encoder import TextEncoder, export_text_encoder, product_text
+from stocktake.processors.contract import Event
+from stocktake.processors.features import FeatureState
+from stocktake.services.embedding import ProductEmbedder, text_hash
+from stocktake.services.scoring import ScoringService
 
 T0 = 1_569_888_000_000
 
@@ -80,7 +80,8 @@ def test_texts_are_encoded_once_cached_and_stored(store: Store, make_settings: A
 def test_waiting_texts_are_bounded_until_the_encoder_is_ready(store: Store, make_settings: Any) -> None:
     embedder = ProductEmbedder(make_settings(), store, FeatureState(), encoder=object(), max_pending=3)
     embedder.encoder = None                                     # not loaded yet
-    embedder.offer([product(i, f"p{i}", f"kettle {word}") for i, word in enumerate("red green blue black white".split())])
+    colours = ["red", "green", "blue", "black", "white"]
+    embedder.offer([product(i, f"p{i}", f"kettle {colour}") for i, colour in enumerate(colours)])
     assert embedder.queued_texts == 3 and embedder.stats["pending_dropped"] == 2
     assert asyncio.run(embedder.step()) == 0 and embedder.queued_texts == 3
 

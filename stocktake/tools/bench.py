@@ -95,7 +95,9 @@ async def _worker_rate(runtime: Runtime, settings: Settings, expected_rows: int)
         stats = sink.stats.as_dict()
         scoring_service = getattr(app, "stocktake_scoring", None)
         if scoring_service is not None:
-            scoring_stats = dict(scoring_service.stats)
+            embedder = scoring_service.embedder
+            scoring_stats = {**scoring_service.stats, "embeddings": None if embedder is None else {
+                **embedder.stats, "queued_texts": embedder.queued_texts}}
     finally:
         await runtime.stop_worker(app, sink)
     rows = stats["rows_inserted"]
