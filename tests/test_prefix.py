@@ -166,7 +166,8 @@ def test_scoring_publishes_and_stores_under_the_prefix(tmp_path: Path) -> None:
     from stocktake.processors.contract_spec import shipped
     from stocktake.services.scoring import ScoringService
 
-    settings = Settings(topic_prefix=PREFIX, data_dir=tmp_path, models_dir=str(tmp_path / "models"), device="cpu")
+    settings = Settings(topic_prefix=PREFIX, data_dir=tmp_path, models_dir=str(tmp_path / "models"), device="cpu",
+                        text_encoder=False)
     published: dict[str, int] = {}
     stored: list[Any] = []
 
@@ -202,7 +203,8 @@ def test_scoring_leaves_out_streams_without_features(tmp_path: Path) -> None:
     from stocktake.processors.contract_spec import shipped
     from stocktake.services.scoring import ScoringService
 
-    settings = Settings(topic_prefix=PREFIX, data_dir=tmp_path, models_dir=str(tmp_path / "models"), device="cpu")
+    settings = Settings(topic_prefix=PREFIX, data_dir=tmp_path, models_dir=str(tmp_path / "models"), device="cpu",
+                        text_encoder=False)
     published: dict[str, int] = {}
 
     class FakeStore:
