@@ -140,7 +140,7 @@ def test_help_lists_every_command_in_order() -> None:
     assert result.returncode == 0, result.stderr
     listed = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
     assert listed == ["up", "worker", "replay", "inventory", "alerts", "query", "status", "report", "reconcile",
-                      "contract", "grafana", "train", "export-encoder", "eval-gaps", "backtest", "bench"]
+                      "contract", "grafana", "train", "export-encoder", "eval-fields", "eval-gaps", "backtest", "bench"]
 
 
 # A fake worker (worker.json naming this process and a local HTTP API), then the command

@@ -20,7 +20,7 @@ def cli(log_level: str | None) -> None:
 
 for command in (serve.up, serve.worker, serve.replay, inspect.inventory, inspect.alerts, inspect.query,
                 inspect.status, inspect.report, inspect.reconcile, contracts.contract, grafana.grafana, models.train,
-                models.export_encoder, tools.eval_gaps, backtest.backtest, tools.bench):
+                models.export_encoder, models.eval_fields, tools.eval_gaps, backtest.backtest, tools.bench):
     cli.add_command(command)
 
 

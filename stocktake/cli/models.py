@@ -1,4 +1,5 @@
-"""`stocktake train` and `stocktake export-encoder`: the ML commands (the `ml` extra)."""
+"""`stocktake train`, `stocktake export-encoder` and `stocktake eval-fields`: the ML commands (the `ml`
+extra)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def _needs_ml_extra(command: Callable[..., int]) -> Callable[..., int]:
 @data_dir_option
 @click.option("--source", default="rees46",
               help="rees46 | olist | store (the valid events in ClickHouse) | PATH (contract CSV/JSONL)")
-@click.option("--out", type=PATH, default=None, help="model registry directory (default DATA_DIR/models)")
+@click.option("--out", type=PATH, default=None,
+              help="model registry directory (default STOCKTAKE_MODELS_DIR, else DATA_DIR/models)")
 @click.option("--epochs", type=int, default=40, help="most epochs (early stopping picks fewer)")
 @click.option("--seed", type=int, default=0)
 @click.option("--no-embeddings", is_flag=True,
@@ -50,7 +52,7 @@ def train(settings: Settings, source: str, out: Path | None, epochs: int, seed: 
         from stocktake.cli.worker_or_store import open_store
         store = open_store(settings)
     try:
-        report = train_models(source, out or settings.data_dir / "models", store=store,
+        report = train_models(source, out or settings.model_registry, store=store,
                               embeddings=not no_embeddings, epochs=epochs, seed=seed,
                               topic_prefix=settings.topic_dot_prefix if source == "store" else None)
     finally:
@@ -77,4 +79,28 @@ def export_encoder(settings: Settings, out: Path | None, fp16: bool) -> int:
     from stocktake.models.registry import ModelRegistry
 
     print(export_text_encoder(out or ModelRegistry(settings.data_dir / "models").encoder_dir(), fp16=fp16))
+    return 0
+
+
+@click.command("eval-fields", help="semantic field types on the hand-labelled fixture: accuracy per type with "
+                                   "and without the text model, confidence, throughput")
+@data_dir_option
+@click.option("--fixture", type=PATH, default=None, help="default: tests/data/field_types.json")
+@click.option("--mistakes", "show_mistakes", is_flag=True, help="also list the text model's wrong answers")
+@json_option
+@pass_settings
+@_needs_ml_extra
+def eval_fields(settings: Settings, fixture: Path | None, show_mistakes: bool, as_json: bool) -> int:
+    from stocktake.models.registry import ModelRegistry
+    from stocktake.tools import evalfields
+
+    report = evalfields.run(fixture or evalfields.FIXTURE, ModelRegistry(settings.model_registry).encoder_dir(),
+                            settings.device, progress=None if as_json else lambda m: print(m, file=sys.stderr))
+    if as_json:
+        print_json(report)
+        return 0
+    print(evalfields.markdown(report))
+    if show_mistakes:
+        print()
+        print(evalfields.mistakes(report))
     return 0

@@ -1,4 +1,4 @@
-"""`python -m stocktake.tools.evalfields`: how well semantic field types (models/field_types.py)
+"""`stocktake eval-fields`: how well semantic field types (models/field_types.py)
 match the hand-labelled fixture tests/data/field_types.json (every column of the shipped REES46 and
 Olist samples, plus columns of public e-commerce schemas with invented values).
 
@@ -27,7 +27,6 @@ from typing import Any
 
 from stocktake.models.encoder import TextEncoder, export_text_encoder
 from stocktake.models.field_types import FieldTyper
-from stocktake.paths import data_dir
 from stocktake.processors.field_types import UNKNOWN, FieldType, decide, lexical_similarity
 
 FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "data" / "field_types.json"
@@ -109,12 +108,12 @@ def throughput(typer: FieldTyper, fields: Sequence[dict[str, Any]], repeat: int 
             "warm_fields_per_s": round(n / statistics.median(warm), 1)}
 
 
-def run(fixture: Path = FIXTURE, encoder_dir: Path | None = None, device: str = "auto",
+def run(fixture: Path, encoder_dir: Path, device: str = "auto",
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     say = progress or (lambda _m: None)
     fields = load_fixture(fixture)
     t0 = time.perf_counter()
-    path = export_text_encoder(encoder_dir or data_dir() / "models" / "encoder")
+    path = export_text_encoder(encoder_dir)
     encoder = TextEncoder(path, device=device)
     typer = FieldTyper(encoder)
     say(f"encoder and prototypes ready in {time.perf_counter() - t0:.1f} s ({encoder.device})")
@@ -152,31 +151,7 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--fixture", type=Path, default=FIXTURE)
-    parser.add_argument("--encoder-dir", type=Path, default=None,
-                        help="where the exported encoder lives (default STOCKTAKE_DATA_DIR/models/encoder)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--json", action="store_true", help="the whole report as JSON")
-    parser.add_argument("--mistakes", action="store_true", help="also list the model's mistakes")
-    args = parser.parse_args(argv)
-    report = run(args.fixture, args.encoder_dir, args.device,
-                 progress=None if args.json else lambda m: print(m, file=sys.stderr))
-    if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-        return 0
-    print(markdown(report))
-    if args.mistakes:
-        print()
-        for m in report["modes"]["model"]["mistakes"]:
-            print(f"- {m['source']} `{m['name']}`: {m['type']} -> {m['predicted']} ({m['confidence']:.2f}) "
-                  f"{m['evidence']}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def mistakes(report: dict[str, Any]) -> str:
+    """The text model's wrong answers, a line each."""
+    return "\n".join(f"- {m['source']} `{m['name']}`: {m['type']} -> {m['predicted']} ({m['confidence']:.2f}) "
+                     f"{m['evidence']}" for m in report["modes"]["model"]["mistakes"])
