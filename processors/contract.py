@@ -421,7 +421,7 @@ def compile_contract(c: Contract, *, fast: bool = True) -> Callable[[dict[str, A
     event costs about what hand-written checks would. Conditions compare a field's
     (normalized) value with strings: a value of another type (a list, a number) never matches."""
     ns: dict[str, Any] = {"_new": tuple.__new__, "Event": Event, "_Bad": _Bad, "_missing": _missing,
-                          "_absent": _absent, "_TS_SEEN": TS_SEEN, "_TS_BAD": TS_BAD}
+                          "_TS_SEEN": TS_SEEN, "_TS_BAD": TS_BAD}
     body = ["def judge(o):", "    f = dict(o)", "    w = []", "    try:"]
     role_of: dict[str, str] = {}
     # Plain fields first, in the file's order; then the conditional ones, whose conditions

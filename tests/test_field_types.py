@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,8 +27,8 @@ from stocktake.processors.field_types import (
     profile_values,
 )
 from stocktake.processors.field_vocab import PROTOTYPES
+from stocktake.tools.evalfields import load_fixture
 
-FIXTURE = Path(__file__).resolve().parent / "data" / "field_types.json"
 SHIPPED = Path(__file__).resolve().parents[1] / "stocktake" / "data"
 
 
@@ -156,11 +155,6 @@ def test_taxonomy_is_documented() -> None:
 
 
 # ------------------------------------------------------------------ the fixture
-
-
-def load_fixture() -> list[dict[str, Any]]:
-    fields: list[dict[str, Any]] = json.loads(FIXTURE.read_text(encoding="utf-8"))["fields"]
-    return fields
 
 
 def test_fixture_is_complete() -> None:
