@@ -8,7 +8,6 @@ records of one act (REES46 sends both) count once, keyed by (user, product, ts).
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import math
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from stocktake.models.encoder import product_text
 from stocktake.processors.contract import Event, normalize
@@ -60,16 +60,9 @@ def history(source: str, *, data_dir: Path | None = None, store: Any = None,
             "multiIf(stream = 'product', 0, stream = 'behaviour', 1, 2), partition, offset, idx",
             params)
         for stream, payload in rows:
-            contract = CONTRACTS.get(stream)
-            if contract is None:
-                continue
-            try:
-                obj = json.loads(payload)
-            except (TypeError, ValueError):
-                continue
-            ev = normalize(contract, obj)
-            if isinstance(ev, Event):
-                items.append((stream, ev))
+            stored = stored_event(stream, payload)
+            if stored is not None:
+                items.append((stream, stored))
     else:
         for rev in load_events(source, data_dir):
             contract = CONTRACTS.get(rev.stream)
@@ -80,6 +73,23 @@ def history(source: str, *, data_dir: Path | None = None, store: Any = None,
                 items.append((rev.stream, ev))
     items.sort(key=lambda it: it[1].ts_ms)  # stable
     return items
+
+
+def stored_event(stream: str, payload: str, ts_ms: int = -1) -> Event | None:
+    """A valid event as stored in ``ingest_log`` (its payload), judged again under contract v1
+    as training sees it; None for a stream without features or a payload it refuses.
+    ``ts_ms``: the stored event time, for an event whose payload names none."""
+    contract = CONTRACTS.get(stream)
+    if contract is None:
+        return None
+    try:
+        obj = orjson.loads(payload)
+    except (TypeError, ValueError):
+        return None
+    ev = normalize(contract, obj)
+    if not isinstance(ev, Event):
+        return None
+    return ev._replace(ts_ms=ts_ms) if ev.ts_ms < 0 <= ts_ms else ev
 
 
 # ------------------------------------------------------------------ datasets

@@ -179,8 +179,8 @@ class _User:
 
 
 class _Product:
-    __slots__ = ("cat", "complete", "counts", "deleted", "emb", "first_ms", "in_catalog", "last_ms",
-                 "orders", "pcat", "price", "price_change", "price_changes", "purchase_ms", "seen_ms",
+    __slots__ = ("cat", "complete", "counts", "deleted", "emb", "emb_sims", "first_ms", "in_catalog", "last_ms",
+                 "orders", "pcat", "price", "price_change", "price_changes", "purchase_ms", "rel_cat", "seen_ms",
                  "stock", "users")
 
     def __init__(self, ts: int, nw: int):
@@ -200,6 +200,9 @@ class _Product:
         self.pcat: str | None = None  # the category its price is counted under (category means)
         self.orders: dict[str, None] = {}
         self.emb: np.ndarray | None = None
+        # Store-wide comparisons, as of the product's last event (see FeatureState._capture)
+        self.rel_cat = 0.0
+        self.emb_sims: tuple[float, ...] = (0.0, 0.0, 0.0)
 
 
 _B_VIEW, _B_CART, _B_PURCHASE = 1, 2, 3  # counter slots: 0 = any event
@@ -393,6 +396,8 @@ class FeatureState:
                 p.purchase_ms = max(p.purchase_ms, ts)
         elif kind == "remove_from_cart" and pid:
             u.open_carts.pop(pid, None)
+        if p is not None:
+            self._capture(p)
 
     def _catalog(self, ev: Event, users: set[str], products: set[str]) -> None:
         p = self._product(ev.product_id, ev.ts_ms)
@@ -402,6 +407,7 @@ class FeatureState:
             self._forget_price(p)  # out of its category's mean price
             p.deleted = True
             p.in_catalog = False
+            self._capture(p)
             return
         f = ev.fields
         self._forget_price(p)
@@ -421,6 +427,7 @@ class FeatureState:
             p.stock = stock
         p.complete = sum(f.get(k) not in (None, "") for k in _COMPLETENESS_FIELDS) / len(_COMPLETENESS_FIELDS)
         self._remember_price(p)
+        self._capture(p)
 
     def _transaction(self, ev: Event, users: set[str], products: set[str]) -> None:
         ts = ev.ts_ms
@@ -431,6 +438,7 @@ class FeatureState:
         u.last_ms = max(u.last_ms, ts)
         p.last_ms = max(p.last_ms, ts)
         if ev.kind not in NEW_ORDER:
+            self._capture(p)
             return
         key = ev.order_id
         if key not in u.orders:
@@ -447,6 +455,23 @@ class FeatureState:
             p.orders[key] = None
             p.purchase_ms = max(p.purchase_ms, ts)
             p.counts.add(ts, (3,), self._taus, 4)
+        self._capture(p)
+
+    def _capture(self, p: _Product) -> None:
+        """The product's store-wide comparisons, as of now (its latest event): its price against
+        its category's mean, its text against what sells. Read with the rest of its features, so
+        a score depends on the events up to the product's own last one, not on what came after
+        it in the same scoring batch (and training, which reads right after each event, sees
+        the same values)."""
+        cat = p.cat
+        n = self._cat_n.get(cat, 0) if cat is not None else 0
+        mean = self._cat_sum[cat] / n if n else 0.0   # type: ignore[index]
+        p.rel_cat = p.price / mean if (p.price is not None and mean > 0) else 0.0
+        if p.emb is not None:
+            c = self._centroid
+            norms = np.sqrt((c * c).sum(axis=1))
+            dots = c @ p.emb.astype(np.float64)
+            p.emb_sims = tuple(float(d / m) if m > 0 else 0.0 for d, m in zip(dots, norms, strict=True))
 
     def set_embedding(self, product_id: str, vector: np.ndarray) -> None:
         """Attach a product's text embedding (normalised here; stored as float16). A
@@ -461,6 +486,7 @@ class FeatureState:
         p = self.products.get(product_id)
         if p is not None:
             p.emb = (v / n).astype(np.float16)
+            self._capture(p)
 
     def has_embedding(self, product_id: str) -> bool:
         p = self.products.get(product_id)
@@ -471,26 +497,39 @@ class FeatureState:
     def _live(self, ent: Any) -> bool:
         return ent is not None and ent.last_ms >= self.watermark_ms - self.ttl_ms
 
-    def user_matrix(self, user_ids: Sequence[str], now_ms: int) -> np.ndarray:
-        """float32 [n, len(user_features)] at event time ``now_ms``; unknown users get
-        the row of a user never seen (zeros; recencies at the cap; u_age_s, u_known 0)."""
+    def feature_times(self, entity: str, ids: Sequence[str], default_ms: int) -> list[int]:
+        """Each entity's newest event time (``default_ms`` for one the state does not hold):
+        the time a score describes when each entity is read as of its own last event."""
+        held = self.users if entity == "user" else self.products
+        out = []
+        for id_ in ids:
+            ent = held.get(id_)
+            out.append(ent.last_ms if ent is not None else default_ms)
+        return out
+
+    def user_matrix(self, user_ids: Sequence[str], now_ms: int | Sequence[int]) -> np.ndarray:
+        """float32 [n, len(user_features)] at event time ``now_ms`` (one for all rows, or one
+        a row); unknown users get the row of a user never seen (zeros; recencies at the cap;
+        u_age_s, u_known 0)."""
         nw, taus = self._nw, self._taus
         width = len(self.user_features)
         out = np.zeros((len(user_ids), width), np.float32)
         blank = [0.0] * (4 * nw) + [CAP_S] * 3 + [0.0] * (width - 4 * nw - 3)
+        times = [now_ms] * len(user_ids) if isinstance(now_ms, int) else now_ms
         for r, uid in enumerate(user_ids):
             u = self.users.get(uid)
             if not self._live(u):
                 out[r] = blank
                 continue
             assert u is not None
-            row = u.counts.read(now_ms, taus, 4)
-            s_live = now_ms - u.s_last_ms <= SESSION_GAP_S * 1000  # the session is still open
+            now = times[r]
+            row = u.counts.read(now, taus, 4)
+            s_live = now - u.s_last_ms <= SESSION_GAP_S * 1000  # the session is still open
             row += [
-                _cap(max(0, now_ms - u.last_ms) / 1000),
-                _cap(max(0, now_ms - u.cart_ms) / 1000) if u.cart_ms >= 0 else CAP_S,
-                _cap(max(0, now_ms - u.purchase_ms) / 1000) if u.purchase_ms >= 0 else CAP_S,
-                _cap(max(0, now_ms - u.first_ms) / 1000),
+                _cap(max(0, now - u.last_ms) / 1000),
+                _cap(max(0, now - u.cart_ms) / 1000) if u.cart_ms >= 0 else CAP_S,
+                _cap(max(0, now - u.purchase_ms) / 1000) if u.purchase_ms >= 0 else CAP_S,
+                _cap(max(0, now - u.first_ms) / 1000),
                 u.s_events if s_live else 0, u.s_views if s_live else 0,
                 u.s_carts if s_live else 0, u.s_purchases if s_live else 0,
                 (u.s_last_ms - u.s_start_ms) / 1000 if s_live else 0.0,
@@ -503,51 +542,43 @@ class FeatureState:
             out[r] = row
         return out
 
-    def product_matrix(self, product_ids: Sequence[str], now_ms: int) -> np.ndarray:
-        """float32 [n, len(product_features)] at event time ``now_ms``; unknown
-        products get the row of a product never seen."""
+    def product_matrix(self, product_ids: Sequence[str], now_ms: int | Sequence[int]) -> np.ndarray:
+        """float32 [n, len(product_features)] at event time ``now_ms`` (one for all rows, or
+        one a row); unknown products get the row of a product never seen. The comparisons
+        with the rest of the store (price against the category, text against what sells)
+        are as of the product's last event."""
         nw, taus = self._nw, self._taus
         width = len(self.product_features)
         out = np.zeros((len(product_ids), width), np.float32)
         base = 4 * nw
         blank = [0.0] * width
         blank[base + 2] = blank[base + 3] = CAP_S
-        emb_rows: list[int] = []
-        embs: list[np.ndarray] = []
         last = len(taus) - 1
+        times = [now_ms] * len(product_ids) if isinstance(now_ms, int) else now_ms
         for r, pid in enumerate(product_ids):
             p = self.products.get(pid)
             if not self._live(p):
                 out[r] = blank
                 continue
             assert p is not None
-            row = p.counts.read(now_ms, taus, 4)
+            now = times[r]
+            row = p.counts.read(now, taus, 4)
             views, carts, buys = row[4 * last], row[4 * last + 1], row[4 * last + 2] + row[4 * last + 3]
-            cat_mean = (self._cat_sum[p.cat] / self._cat_n[p.cat]) if p.cat in self._cat_n else 0.0
+            embedded = p.emb is not None
             row += [
                 buys / (views + 1.0), carts / (views + 1.0),
-                _cap(max(0, now_ms - p.seen_ms) / 1000) if p.seen_ms >= 0 else CAP_S,
-                _cap(max(0, now_ms - p.purchase_ms) / 1000) if p.purchase_ms >= 0 else CAP_S,
-                _cap(max(0, now_ms - p.first_ms) / 1000),
+                _cap(max(0, now - p.seen_ms) / 1000) if p.seen_ms >= 0 else CAP_S,
+                _cap(max(0, now - p.purchase_ms) / 1000) if p.purchase_ms >= 0 else CAP_S,
+                _cap(max(0, now - p.first_ms) / 1000),
                 len(p.users),
                 p.price or 0.0, 1.0 if p.price is not None else 0.0, p.price_change, p.price_changes,
-                (p.price / cat_mean) if (p.price is not None and cat_mean > 0) else 0.0,
+                p.rel_cat,
                 p.stock or 0.0, 1.0 if p.stock is not None else 0.0,
                 1.0 if (p.stock or 0) > 0 else 0.0,
                 p.complete, 1.0 if p.in_catalog else 0.0, 1.0 if p.deleted else 0.0,
-                1.0 if p.emb is not None else 0.0, 0.0, 0.0, 0.0, 1.0,
+                1.0 if embedded else 0.0, *(p.emb_sims if embedded else (0.0, 0.0, 0.0)), 1.0,
             ]
             out[r] = row
-            if p.emb is not None:
-                emb_rows.append(r)
-                embs.append(p.emb)
-        if emb_rows:
-            c = self._centroid
-            norms = np.linalg.norm(c, axis=1)
-            unit = np.where(norms[:, None] > 0, c / np.where(norms > 0, norms, 1.0)[:, None], 0.0)
-            sims = np.stack(embs).astype(np.float64) @ unit.T  # [k, 3]
-            col = width - 4
-            out[emb_rows, col:col + 3] = sims.astype(np.float32)
         return out
 
 

@@ -35,6 +35,7 @@ Switch = Annotated[bool, BeforeValidator(_stripped)]
 # NonNegative and other judgement bounds: finite, never negative (NaN and inf are refused).
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Similarity = Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)]   # a cosine
 
 
 def _env(name: str) -> Any:
@@ -113,6 +114,22 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     models_dir: str = ""
     score_interval_s: Annotated[Positive, _env("SCORE_INTERVAL")] = 0.5
+    # With the text encoder: catalog findings from its vectors (services/catalog.py). Different
+    # products whose texts are at least this similar (cosine) are likely duplicates; a text with
+    # at least NEIGHBOURS other texts within INDISTINCT_SIMILARITY is indistinct; a product whose
+    # text is less similar than MISMATCH_SIMILARITY to its category's centroid (categories of at
+    # least MIN_CATEGORY products) is a category mismatch. At most MAX_PRODUCTS are held (the
+    # least recently added go first).
+    catalog_duplicate_similarity: Similarity = 0.97
+    catalog_indistinct_similarity: Similarity = 0.90
+    catalog_indistinct_neighbours: int = Field(default=5, ge=1)
+    catalog_mismatch_similarity: Similarity = 0.5
+    catalog_min_category: int = Field(default=20, ge=2)
+    catalog_max_products: int = Field(default=1_000_000, ge=1)
+    # The scorer folds stored events in event-time order: a partition silent this long stops
+    # holding that order back. Its features are snapshotted into the store this often.
+    score_idle_s: Annotated[Positive, _env("SCORE_IDLE")] = 5.0
+    score_snapshot_interval_s: Annotated[Positive, _env("SCORE_SNAPSHOT_INTERVAL")] = 60.0
     # The worker's HTTP API (inventory/query while it runs).
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)

@@ -162,7 +162,7 @@ def register(app: faust.App, store: Store, sink: Any, settings: Settings, alerti
                 "watermarks": {f"{t}[{p}]": o for (t, p), o in sink.watermarks.items()},
                 "alerting": alerting.runner is not None,
                 "scoring": None if scoring is None else {
-                    **scoring.stats, "queued_events": scoring.queued_events,
+                    **scoring.stats, "leading": scoring.leading, "lag": scoring.lag,
                     "models": {e: {"name": sc.name, "version": sc.version, "device": sc.device}
                                for e, sc in scoring.scorers.items()},
                     "embeddings": None if scoring.embedder is None else {

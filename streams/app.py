@@ -170,6 +170,14 @@ def create_app(
             except Exception as exc:  # scoring is derived data: never take the worker down
                 log.exception("scoring step failed: %s", exc)
 
+        async def _last_snapshot(sender: Any, **kwargs: Any) -> None:
+            try:   # a clean stop leaves the next scorer nothing to redo
+                await scoring.snapshot()
+            except Exception as exc:
+                log.error("scoring snapshot at stop failed: %s", exc)
+
+        app.on_before_shutdown.connect(_last_snapshot)  # type: ignore[arg-type]
+
     if web:
         if not api_token:
             raise ValueError("the worker's HTTP API needs a token")
@@ -218,16 +226,20 @@ def _start_scoring(settings: Settings, store: Store, sink: Sink, app: faust.App,
         await asyncio.to_thread(produce, topic, messages)
 
     try:
-        service = ScoringService(settings, store, publish)
+        return ScoringService(settings, store, publish, leads=lambda: leads(settings, sink))
     except Exception as exc:
         log.error("scoring disabled: %s", exc)
         return None
-    sink.valid_hooks.append(service.on_valid)
-    return service
+
+
+def leads(settings: Settings, sink: Sink) -> bool:
+    """Whether this worker runs the deployment's one alerting and one scoring: it owns
+    partition 0 of the behaviour topic (Kafka's group protocol gives that to exactly one)."""
+    return (settings.topic("behaviour"), 0) in sink.assigned and not sink.closed
 
 
 class Alerting:
-    """Runs the AlertRunner on the one worker that owns partition 0 of the behaviour topic."""
+    """Runs the AlertRunner on the one worker that `leads`."""
 
     def __init__(self, settings: Settings, store: Store, sink: Sink, monitor: Any, app: faust.App):
         self.settings = settings
@@ -251,8 +263,7 @@ class Alerting:
             await future
 
     async def step(self) -> None:
-        leader = (self.settings.topic("behaviour"), 0) in self.sink.assigned and not self.sink.closed
-        if not leader:
+        if not leads(self.settings, self.sink):
             self.runner = None
             if not self.sink.closed:  # a stopping worker keeps it for the last round
                 self.outbox = None

@@ -21,6 +21,7 @@ from stocktake.processors.contract import Event
 from stocktake.processors.features import FeatureState
 from stocktake.services.embedding import ProductEmbedder, text_hash
 from stocktake.services.scoring import ScoringService
+from tests.scoring_helpers import fold_all, store_valid
 
 T0 = 1_569_888_000_000
 
@@ -90,7 +91,8 @@ def test_the_scoring_service_embeds_product_text_in_the_stream(store: Store, mak
                                                                 encoder_path: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
     shutil.copytree(encoder_path.parent, models / "encoder")    # exported already: loading is quick
-    settings = make_settings(scoring=True, text_encoder=True, models_dir=str(models), device="cpu")
+    settings = make_settings(scoring=True, text_encoder=True, models_dir=str(models), device="cpu",
+                             score_idle_s=0.2)
 
     async def publish(topic: str, messages: list[tuple[bytes, bytes]]) -> None:
         pass
@@ -102,8 +104,9 @@ def test_the_scoring_service_embeds_product_text_in_the_stream(store: Store, mak
         time.sleep(0.1)
     assert service.embedder.stats["encoder"] == "ready"
     name = f"x{uuid.uuid4().hex[:6]}"
-    service.on_valid("product", [product(1, name, "stainless kettle 1.7 l", "appliances.kitchen", "kettleco")])
-    asyncio.run(service.step())
-    assert service.features.has_embedding(name)
+    event = product(1, name, "stainless kettle 1.7 l", "appliances.kitchen", "kettleco")
+    store_valid(store, settings, [("product", 0, 0, event, event.fields)])
+    asyncio.run(fold_all(service, 1))
+    assert service.features is not None and service.features.has_embedding(name)
     assert [r[0] for r in stored(store, settings.topic_dot_prefix)] == [name]
     assert service.features.product_matrix([name], T0 + 10)[0].any()

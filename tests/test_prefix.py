@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,70 +161,54 @@ def test_bench_inventory_deployments_are_named_after_the_settings() -> None:
 # --------------------------------------------------------------------------- unit: scoring
 
 
-def test_scoring_publishes_and_stores_under_the_prefix(tmp_path: Path) -> None:
+def test_scoring_publishes_and_stores_under_the_prefix(store: Any, make_settings: Any, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from stocktake.processors.contract import Event, normalize
-    from stocktake.processors.contract_spec import shipped
     from stocktake.services.scoring import ScoringService
+    from tests.scoring_helpers import fold_all, rees46_events, store_valid
 
-    settings = Settings(topic_prefix=PREFIX, data_dir=tmp_path, models_dir=str(tmp_path / "models"), device="cpu",
-                        text_encoder=False)
+    settings = make_settings(topic_prefix=f"{PREFIX}{uuid.uuid4().hex[:6]}", models_dir=str(tmp_path / "models"),
+                             device="cpu", scoring=True, score_idle_s=0.2)
     published: dict[str, int] = {}
-    stored: list[Any] = []
-
-    class FakeStore:
-        def insert_arrow(self, table: str, data: Any) -> None:
-            stored.append((table, data))
 
     async def publish(topic: str, messages: list[tuple[bytes, bytes]]) -> None:
         published[topic] = published.get(topic, 0) + len(messages)
 
-    service = ScoringService(settings, FakeStore(), publish)  # type: ignore[arg-type]
-    by_stream: dict[str, list[Event]] = {}
-    contracts = shipped()
-    for rev in sources.load_events("rees46")[:2000]:
-        ev = normalize(contracts[rev.stream], rev.event)
-        if isinstance(ev, Event):
-            by_stream.setdefault(rev.stream, []).append(ev)
-    for stream, events in by_stream.items():
-        service.on_valid(stream, events)
-    asyncio.run(service.step())
+    events = rees46_events(2000, partitions=3)
+    store_valid(store, settings, events)
+    service = ScoringService(settings, store, publish)
+    asyncio.run(fold_all(service, len(events)))
 
-    assert set(published) == set(settings.score_topics) == {"acme.scores.users", "acme.scores.products"}
-    assert stored and {table for table, _ in stored} == {"scores"}
-    assert {p for _, data in stored for p in data.column("topic_prefix").to_pylist()} == {"acme."}
+    assert set(published) == set(settings.score_topics) == {settings.topic("scores.users"),
+                                                            settings.topic("scores.products")}
+    stored = store.rows("SELECT topic_prefix, count() FROM scores WHERE startsWith(topic_prefix, {p:String}) "
+                        "GROUP BY topic_prefix", {"p": PREFIX})
+    assert [prefix for prefix, _ in stored if prefix.startswith(settings.topic_prefix)] == [settings.topic_dot_prefix]
 
 
-def test_scoring_leaves_out_streams_without_features(tmp_path: Path) -> None:
-    """The sink hands scoring the valid events of every stream, and a stream without a contract
-    (judged schemaless) or a file's own stream has no features: FeatureState.update raised
-    ValueError on it, so each scoring step that met one failed and scored nothing."""
+def test_scoring_leaves_out_streams_without_features(store: Any, make_settings: Any, tmp_path: Path) -> None:
+    """Valid events of a stream without a contract (judged schemaless) or of a file's own stream
+    have no features: the scorer reads contract v1's topics only (FeatureState.update raises
+    ValueError on any other stream, so a step that met one failed and scored nothing)."""
     pytest.importorskip("onnxruntime")
     from stocktake.processors.contract import Event, normalize, schemaless
-    from stocktake.processors.contract_spec import shipped
     from stocktake.services.scoring import ScoringService
+    from tests.scoring_helpers import fold_all, rees46_events, store_valid
 
-    settings = Settings(topic_prefix=PREFIX, data_dir=tmp_path, models_dir=str(tmp_path / "models"), device="cpu",
-                        text_encoder=False)
+    settings = make_settings(models_dir=str(tmp_path / "models"), device="cpu", scoring=True, score_idle_s=0.2)
     published: dict[str, int] = {}
-
-    class FakeStore:
-        def insert_arrow(self, table: str, data: Any) -> None:
-            pass
 
     async def publish(topic: str, messages: list[tuple[bytes, bytes]]) -> None:
         published[topic] = published.get(topic, 0) + len(messages)
 
-    service = ScoringService(settings, FakeStore(), publish)  # type: ignore[arg-type]
-    click = normalize(schemaless("clicks"), {"event_id": "c1", "user_id": 1, "product_id": 2, "ts": 1569888000})
+    raw = {"event_id": "c1", "user_id": 1, "product_id": 2, "ts": 1569888000}
+    click = normalize(schemaless("clicks"), raw)
     assert isinstance(click, Event)
-    service.on_valid("clicks", [click])
-    behaviour = [ev for rev in sources.load_events("rees46")[:500] if rev.stream == "behaviour"
-                 and isinstance(ev := normalize(shipped()["behaviour"], rev.event), Event)]
-    service.on_valid("behaviour", behaviour)
-    asyncio.run(service.step())
-    assert service.stats["events"] == len(behaviour) and service.stats["dropped_events"] == 0
-    assert published.get("acme.scores.users", 0) > 0
+    behaviour = [e for e in rees46_events(500, partitions=3) if e[0] == "behaviour"]
+    store_valid(store, settings, [("clicks", 0, 0, click, raw), *behaviour])
+    service = ScoringService(settings, store, publish)
+    asyncio.run(fold_all(service, len(behaviour)))
+    assert service.stats["events"] == len(behaviour) and service.stats["unreadable"] == 0
+    assert published.get(settings.topic("scores.users"), 0) > 0
 
 
 # --------------------------------------------------------------------------- end to end
