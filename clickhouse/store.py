@@ -201,6 +201,15 @@ class Store:
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.query(sql, parameters)[1]
 
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        """A result as one Arrow table: columnar reads of many rows or of arrays (embeddings)."""
+        with self._lock:
+            try:
+                table: pa.Table = self.client.query_arrow(sql, parameters=parameters)
+            except Exception as exc:
+                raise StoreError(_describe(exc, self.dsn)) from None
+            return table
+
     def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None) -> None:
         """One insert = one atomic block (rows per batch stay far below max_insert_block_size).
         ``dedup_token``: the same token again within the table's deduplication window (migration

@@ -274,6 +274,27 @@ INVENTORY = DashSpec(
                   description="Products the catalog never announced, referenced in the range (by the picked "
                               "streams and sources); their references, streams and first/last reference "
                               "over all history. Top 50 by references"),
+        Row("Catalog findings (product text)"),
+        PanelSpec("Catalog findings", S.CATALOG_COUNTS, "stat",
+                  ("catalog_products", "duplicate_groups", "duplicate_products", "indistinct_texts",
+                   "category_mismatches"), w=24, h=4, unit="short", may_be_empty=True,
+                  columns_colors=(("catalog_products", BLUE), ("duplicate_groups", ORANGE),
+                                  ("duplicate_products", ORANGE), ("indistinct_texts", YELLOW),
+                                  ("category_mismatches", RED)),
+                  description="From the product text model, as the worker keeps them (the catalog now, "
+                              "whatever the range and filters): products in the index; groups of different "
+                              "products with identical or near-identical text (cosine >= "
+                              "STOCKTAKE_CATALOG_DUPLICATE_SIMILARITY) and their products; texts with many "
+                              "near neighbours (STOCKTAKE_CATALOG_INDISTINCT_*); products far from their "
+                              "category's centroid (STOCKTAKE_CATALOG_MISMATCH_SIMILARITY). All 0 while the "
+                              "text encoder is off or has encoded nothing"),
+        PanelSpec("Catalog findings: examples", S.CATALOG_EXAMPLES, "table",
+                  ("finding", "example", "similarity", "example_products", "ids", "example_texts",
+                   "category_or_nearest"), w=24, h=10, may_be_empty=True,
+                  description="Up to 10 examples a finding: the largest duplicate groups (similarity: the "
+                              "weakest link; 1 for identical text; up to 5 of their ids), the most crowded "
+                              "texts (similarity of the k-th nearest; their nearest texts), the products "
+                              "least similar to their category's centroid (and the category)"),
     ),
 )
 
@@ -378,7 +399,7 @@ SCORES = DashSpec(
     uid="stocktake-scores",
     title="stocktake · Scores",
     description="In-stream model scores (stocktake.scores.users / .products): distributions, top "
-                "users and products, scoring latency and model versions.",
+                "users and products, the scorer's lag, scoring latency and model versions.",
     variables=("datasource", "prefix", "entity", "model"),
     time_from="now-3h",
     refresh="1m",
@@ -396,6 +417,9 @@ SCORES = DashSpec(
                   w=12, h=9, may_be_empty=True),
         PanelSpec("Scoring latency (per row's batch)", S.SCORING_LATENCY, "timeseries",
                   ("time", "device", "p50", "p95", "p99"), w=12, h=8, unit="ms", may_be_empty=True),
+        PanelSpec("Scorer lag (events stored, not yet in the features)", S.SCORING_LAG, "timeseries",
+                  ("time", "lag_events", "lag_s"), w=24, h=7, unit="short", may_be_empty=True,
+                  columns_units=(("lag_s", "s"),)),
         PanelSpec("Scores per minute by model version", S.SCORES_PER_VERSION, "timeseries",
                   ("time", "version", "scores_per_min"), w=12, h=8, unit="suffix: scores/min", may_be_empty=True),
         PanelSpec("Model versions", S.MODEL_VERSIONS, "table",

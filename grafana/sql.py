@@ -525,6 +525,14 @@ SELECT count() AS scored, uniqExactIf(id, entity = 'user') AS users, uniqExactIf
 FROM {SCORES}
 """
 
+# The scorer's lag (services/scoring.py stores it every few seconds): events stored and not yet
+# folded into the features, and how far its event time is behind the newest stored.
+SCORING_LAG = f"""
+SELECT $__timeInterval(at) AS time, max(lag_events) AS lag_events, max(lag_s) AS lag_s
+FROM scoring_lag WHERE {OF_PREFIX} AND $__timeFilter(at)
+GROUP BY time ORDER BY time
+"""
+
 SCORE_HISTOGRAM = f"""
 SELECT if(entity = 'user', score, NULL) AS user_score, if(entity = 'product', score, NULL) AS product_score
 FROM {SCORES}
@@ -567,6 +575,31 @@ SELECT model, model_version, entity, device, count() AS scored, min(scored_at) A
        max(scored_at) AS last_scored, avg(score) AS mean_score, quantile(0.95)(latency_ms) AS latency_p95_ms
 FROM {SCORES}
 GROUP BY model, model_version, entity, device ORDER BY last_scored DESC
+"""
+
+# -- catalog findings (services/catalog.py) --------------------------------------------------------
+
+# The newest snapshot the worker wrote (migration 014): at most 34 rows, whatever the catalog's
+# size and the range (the findings are the catalog as it is now).
+_CATALOG_SNAPSHOT = (f"catalog_findings WHERE {OF_PREFIX} AND updated_at = "
+                     f"(SELECT max(updated_at) FROM catalog_findings WHERE {OF_PREFIX})")
+
+CATALOG_COUNTS = f"""
+SELECT maxIf(items, finding = 'catalog') AS catalog_products,
+       maxIf(items, finding = 'likely_duplicates') AS duplicate_groups,
+       maxIf(products, finding = 'likely_duplicates') AS duplicate_products,
+       maxIf(items, finding = 'indistinct_text') AS indistinct_texts,
+       maxIf(items, finding = 'category_mismatch') AS category_mismatches
+FROM {_CATALOG_SNAPSHOT} AND rank = 0
+"""
+
+CATALOG_EXAMPLES = f"""
+SELECT finding, rank AS example, similarity, products AS example_products,
+       arrayStringConcat(product_ids, ', ') AS ids, arrayStringConcat(arrayDistinct(texts), ' · ') AS example_texts,
+       if(finding = 'category_mismatch', detail, arrayStringConcat(related, ' · ')) AS category_or_nearest
+FROM {_CATALOG_SNAPSHOT} AND rank > 0 AND notEmpty(product_ids)
+ORDER BY finding, rank
+LIMIT 1 BY finding, rank
 """
 
 # -- variable queries -------------------------------------------------------------------------

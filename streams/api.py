@@ -94,6 +94,9 @@ def register(app: faust.App, store: Store, sink: Any, settings: Settings, alerti
         async def get(self, request: Request) -> Response:
             # ?ready=1 for readiness probes; plain for liveness (a supervisor restarts on 503).
             state = health(sink, app.consumer, settings)
+            if scoring is not None and scoring.leading and scoring.lag:   # this worker scores: how far behind
+                state["scoring_lag_events"] = scoring.lag["events"]
+                state["scoring_lag_s"] = scoring.lag["seconds"]
             wanted = "ready" if request.query.get("ready", "") in ("1", "true") else "live"
             return _json(self, state, 200 if state[wanted] else 503)
 

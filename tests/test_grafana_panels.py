@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from markupsafe import escape as html_escape  # the preview's templates escape with it
@@ -105,6 +106,7 @@ def insert_alerts_baselines_scores(store: Store, tag: str, model: str) -> None:
         "upper": [r[6] for r in rows], "model": ["robust_rolling"] * len(rows),
         "updated_at": pa.array([now] * len(rows), ts),
     }))
+    store.insert_arrow("catalog_findings", catalog_snapshot(tag))
     n = 400
     store.insert_arrow("scores", pa.table({
         "topic_prefix": [f"{tag}."] * n,
@@ -116,6 +118,29 @@ def insert_alerts_baselines_scores(store: Store, tag: str, model: str) -> None:
         "latency_ms": pa.array([1.5 + (i % 10) / 10 for i in range(n)], pa.float32()),
         "device": ["cuda" if i % 2 else "cpu" for i in range(n)],
     }))
+    store.insert_arrow("scoring_lag", pa.table({   # the scorer falling behind, then catching up
+        "topic_prefix": [f"{tag}."] * 12, "at": pa.array([_t(60 - 5 * i) for i in range(12)], ts),
+        "watermark": pa.array([_t(61 - 5 * i) for i in range(12)], ts),
+        "lag_events": pa.array([max(0, 6 - abs(6 - i)) * 1000 for i in range(12)], pa.uint64()),
+        "lag_s": [max(0, 6 - abs(6 - i)) * 2.5 for i in range(12)],
+    }))
+
+
+def catalog_snapshot(tag: str) -> pa.Table:
+    """A snapshot of catalog findings as the worker writes it: two duplicate groups, a crowded text
+    and a product far from its category."""
+    from stocktake.processors.catalog import CatalogIndex
+    from stocktake.services.catalog import snapshot_table
+
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((3, 384)).astype(np.float32)
+    ix = CatalogIndex(min_category=5, indistinct_neighbours=3)
+    for i in range(8):   # a crowd of near texts in one category
+        ix.add(f"c{i}", i, f"kettle {i}", "kitchen", centres[0] + 0.15 * rng.standard_normal(384).astype(np.float32))
+    ix.add("c8", 0, "kettle 0", "kitchen", centres[0])                      # kettle 0 again: identical text
+    ix.add("odd", 99, "garden hose", "kitchen", centres[1])                 # far from kitchen
+    doc = {**ix.findings(), "evicted": 0, "max_products": ix.max_products}
+    return snapshot_table(f"{tag}.", doc, dt.datetime.now(dt.UTC))
 
 
 @pytest.fixture(scope="module")
@@ -320,6 +345,31 @@ def test_scores_panels_return_their_columns_on_no_rows(store, filled):  # type: 
         assert tuple(r[0] for r in described) == p.columns, p.title
         if p.viz == "timeseries":
             assert described[0][1].startswith("DateTime"), p.title
+
+
+def test_catalog_panels_match_the_inventory(store, filled):  # type: ignore[no-untyped-def]
+    d = BUILT["stocktake-inventory.json"]
+    panels = {p.title: p for p in D.INVENTORY.panels}
+    doc = inventory.build(store, filled["settings"])["catalog"]
+    columns, rows = run_panel(store, d, panels["Catalog findings"].sql, filled)
+    counts = dict(zip(columns, rows[0], strict=True))
+    assert doc["status"] == "ok" and doc["likely_duplicates"]["groups"] > 0
+    assert doc["category_mismatch"]["products"] > 0 and doc["indistinct_text"]["texts"] > 0
+    assert counts == {"catalog_products": doc["products"], "duplicate_groups": doc["likely_duplicates"]["groups"],
+                      "duplicate_products": doc["likely_duplicates"]["products"],
+                      "indistinct_texts": doc["indistinct_text"]["texts"],
+                      "category_mismatches": doc["category_mismatch"]["products"]}
+    _, rows = run_panel(store, d, panels["Catalog findings: examples"].sql, filled)
+    shown = {(r[0], r[4]) for r in rows}
+    for finding in ("likely_duplicates", "indistinct_text", "category_mismatch"):
+        for x in doc[finding]["examples"]:
+            assert (finding, ", ".join(p["id"] for p in x["products"])) in shown, finding
+    assert len(rows) == sum(len(doc[f]["examples"]) for f in ("likely_duplicates", "indistinct_text",
+                                                              "category_mismatch"))
+    # another deployment (or one whose encoder wrote nothing): zeros, and no example rows
+    _, rows = run_panel(store, d, panels["Catalog findings"].sql, filled, prefix="no-such-deployment.")
+    assert rows == [(0, 0, 0, 0, 0)]
+    assert run_panel(store, d, panels["Catalog findings: examples"].sql, filled, prefix="no-such-deployment.")[1] == []
 
 
 def test_preview_renders_every_panel(store, filled, tmp_path: Path):  # type: ignore[no-untyped-def]

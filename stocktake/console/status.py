@@ -199,6 +199,9 @@ def worker_line(health: dict[str, Any] | None) -> Text | None:
         detail.append(f"last insert {age:,.0f} s ago")
     if waiting is not None:
         detail.append(f"ClickHouse away for {waiting:,.0f} s")
+    if health.get("scoring_lag_events") is not None:   # the worker that scores: how far behind the store
+        detail.append(f"scoring {health['scoring_lag_events']:,} events / {health.get('scoring_lag_s') or 0:,.1f} s "
+                      "behind")
     style = "bold red" if state in ("stalled", "failed") else "yellow" if state == "starting" else "green"
     return Text.assemble(("worker ", "bold"), (state, style), " · " + " · ".join(detail))
 

@@ -242,6 +242,30 @@ def _models(data: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _catalog(doc: dict[str, Any]) -> dict[str, Any]:
+    """The catalog findings' counts and example rows (the worker's newest snapshot)."""
+    cat = doc.get("catalog") or {}
+    dup, ind, mis = (cat.get(k) or {} for k in ("likely_duplicates", "indistinct_text", "category_mismatch"))
+
+    def ids(x: dict[str, Any]) -> str:
+        return ", ".join(p["id"] for p in x.get("products", []))
+
+    def texts(x: dict[str, Any]) -> str:
+        return " · ".join(dict.fromkeys(p["text"] for p in x.get("products", [])))
+
+    return {
+        "status": cat.get("status", "not in this inventory"), "updated_at": cat.get("updated_at"),
+        "products": cat.get("products", 0), "texts": cat.get("texts", 0),
+        "evicted": cat.get("evicted", 0), "max_products": cat.get("max_products"),
+        "dup": dup, "ind": ind, "mis": mis,
+        "dup_rows": [[_num(x["similarity"]), _n(x["size"]), ids(x), texts(x)] for x in dup.get("examples", [])],
+        "ind_rows": [[x.get("text", ""), _n(x["neighbours"]), _num(x["similarity"]), " · ".join(x.get("like", [])),
+                      ids(x)] for x in ind.get("examples", [])],
+        "mis_rows": [[ids(x), texts(x), x.get("category", ""), _num(x["similarity"])]
+                     for x in mis.get("examples", [])],
+    }
+
+
 def _num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) and not math.isnan(value) else "—"
 
@@ -313,4 +337,4 @@ def render(data: dict[str, Any]) -> str:
         mismatches=[[_n(x.get(k)) for k in mismatch_keys] for x in orders.get("amount_mismatch_examples") or []],
         drift=[[_when(d.get("at")), *(_text(d.get(k)) for k in ("stream", "field", "kind", "type", "details"))]
                for d in doc.get("drift", [])],
-        dead_letters=_dead_letters(doc), fields=doc.get("fields", []), models=_models(data))
+        dead_letters=_dead_letters(doc), fields=doc.get("fields", []), models=_models(data), catalog=_catalog(doc))

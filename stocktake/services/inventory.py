@@ -25,6 +25,7 @@ from stocktake.processors.field_types import decide, lexical_similarity
 from stocktake.processors.quality import WEIGHTS, quality_score
 from stocktake.processors.sensitive import classify_field, mask
 from stocktake.services.alerts import list_alerts
+from stocktake.services.catalog import read_findings
 from stocktake.settings import Settings
 
 
@@ -306,4 +307,5 @@ def build(store: Store, settings: Settings, now_ms: int | None = None) -> dict[s
         "entities": entities,
         "drift": drift_events(schema_drift(store, settings, rows, field_rows)),
         "alerts": list_alerts(store, settings, open_only=True),
+        "catalog": read_findings(store, settings),
     })

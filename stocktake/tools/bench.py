@@ -96,7 +96,8 @@ async def _worker_rate(runtime: Runtime, settings: Settings, expected_rows: int)
         scoring_service = getattr(app, "stocktake_scoring", None)
         if scoring_service is not None:
             embedder = scoring_service.embedder
-            scoring_stats = {**scoring_service.stats, "lag": scoring_service.lag, "embeddings": None if embedder is None else {
+            scoring_stats = {**scoring_service.stats, "lag": scoring_service.lag,
+                             "embeddings": None if embedder is None else {
                 **embedder.stats, "queued_texts": embedder.queued_texts}}
     finally:
         await runtime.stop_worker(app, sink)
