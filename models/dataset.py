@@ -75,7 +75,7 @@ def history(source: str, *, data_dir: Path | None = None, store: Any = None,
     return items
 
 
-def stored_event(stream: str, payload: str, ts_ms: int = -1) -> Event | None:
+def stored_event(stream: str, payload: str | bytes, ts_ms: int = -1) -> Event | None:
     """A valid event as stored in ``ingest_log`` (its payload), judged again under contract v1
     as training sees it; None for a stream without features or a payload it refuses.
     ``ts_ms``: the stored event time, for an event whose payload names none."""

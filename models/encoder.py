@@ -5,7 +5,8 @@ normalisation inside the graph, run with ONNX Runtime.
     path = export_text_encoder(Path(".stocktake/models/encoder"))   # once; ~90 MB, ~20 s on 2 cores
     enc = TextEncoder(path)                                          # STOCKTAKE_DEVICE auto|cuda|cpu
     vectors = enc.encode([product_text(e.fields) for e in product_events])
-    pairs = likely_duplicates(ids, vectors)                          # catalog finding
+    pairs = likely_duplicates(ids, vectors)                          # brute force, all pairs
+    # the worker keeps these findings incrementally instead: processors/catalog.py
 
 Nothing is ever downloaded: HF_HUB_OFFLINE=1 and local_files_only=True; the
 weights and tokenizer are the package's own files. torch/transformers are needed
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from stocktake.models.onnx_utils import make_session, read_metadata, resolve_device, set_metadata
+from stocktake.processors.catalog import connected_groups
 
 log = logging.getLogger("stocktake.models.encoder")
 
@@ -220,21 +222,6 @@ def likely_duplicates(ids: Sequence[str], vectors: np.ndarray, threshold: float 
 
 
 def duplicate_groups(pairs: Sequence[tuple[str, str, float]]) -> list[list[str]]:
-    """Connected groups of the pairs (union-find), largest first, ids sorted in a group."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b, _ in pairs:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[str, list[str]] = {}
-    for x in parent:
-        groups.setdefault(find(x), []).append(x)
-    return sorted((sorted(g) for g in groups.values()), key=lambda g: (-len(g), g[0]))
+    """Connected groups of the pairs (union-find), largest first, ids sorted in a group. The
+    streaming index (processors/catalog.py) groups its links with the same function."""
+    return connected_groups(pairs)

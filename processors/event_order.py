@@ -17,7 +17,8 @@ partition stays silent for ``idle_s`` while others run ahead of it.
 
 - A partition that has sent nothing for ``idle_s`` (wall clock) stops holding the watermark
   back; when all are idle, everything read is released. Partitions named by ``expect`` hold
-  it back from the start, before their first row. The first ``idle_s`` after a start
+  it back from the start, before their first row, and so do partitions named by ``touch``
+  (the caller saw their Kafka log grow: rows are on their way to the store). The first ``idle_s`` after a start
   release nothing, so that every partition with stored rows has been read once.
 - A row whose event time is already below the watermark when it is read (late) goes out
   with the next release, in the same order among that release: the one case where the
@@ -37,13 +38,13 @@ from typing import Any
 
 # A stored row as the merger sorts it:
 # (ts_ms, stream rank, topic, partition, offset, idx, stream, payload)
-Row = tuple[int, int, str, int, int, int, str, str]
+Row = tuple[int, int, str, int, int, int, str, str | bytes]
 Partition = tuple[str, int]
 
 STREAM_RANK = {"product": 0, "behaviour": 1, "transaction": 2}
 
 
-def row(stream: str, topic: str, partition: int, offset: int, idx: int, ts_ms: int, payload: str) -> Row:
+def row(stream: str, topic: str, partition: int, offset: int, idx: int, ts_ms: int, payload: str | bytes) -> Row:
     return (ts_ms, STREAM_RANK.get(stream, 3), topic, partition, offset, idx, stream, payload)
 
 
@@ -60,6 +61,7 @@ class EventTimeMerger:
         self.pending: list[Row] = []                           # a heap, in release order
         self.watermark = -1                                    # rows with ts < watermark are ready
         self.stats = {"read": 0, "released": 0, "late": 0, "forced": 0}
+        self.last_late: tuple[str, int, int] | None = None      # (topic, partition, ts) of the newest late row
 
     def expect(self, partitions: Iterable[Partition], now: float) -> None:
         """Partitions known to exist before any of their rows is read (the topics' partitions):
@@ -68,6 +70,18 @@ class EventTimeMerger:
             if key not in self.newest:
                 self.newest[key] = -1
                 self.grew[key] = now
+
+    def touch(self, partitions: Iterable[Partition], now: float) -> None:
+        """Partitions known to have new rows on their way (their Kafka log grew) though none is
+        stored yet: they count as active, so the watermark waits for those rows instead of
+        passing them while a worker stores them."""
+        for key in partitions:
+            self.newest.setdefault(key, -1)
+            self.grew[key] = now
+
+    def idle(self, now: float, after: float) -> list[Partition]:
+        """The partitions that have sent nothing for ``after`` seconds."""
+        return [key for key in self.newest if now - self.grew.get(key, now) >= after]
 
     def add(self, rows: Iterable[Row], now: float) -> int:
         """Rows read from the store, each partition's in offset order after its position."""
@@ -83,6 +97,7 @@ class EventTimeMerger:
             self.grew[key] = now
             if r[0] < self.watermark:
                 self.stats["late"] += 1
+                self.last_late = (r[2], r[3], r[0])
             heapq.heappush(self.pending, r)
             n += 1
         self.stats["read"] += n

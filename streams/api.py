@@ -166,6 +166,7 @@ def register(app: faust.App, store: Store, sink: Any, settings: Settings, alerti
                 "alerting": alerting.runner is not None,
                 "scoring": None if scoring is None else {
                     **scoring.stats, "leading": scoring.leading, "lag": scoring.lag,
+                    "order": None if scoring.merger is None else scoring.merger.stats,
                     "models": {e: {"name": sc.name, "version": sc.version, "device": sc.device}
                                for e, sc in scoring.scorers.items()},
                     "embeddings": None if scoring.embedder is None else {

@@ -225,8 +225,24 @@ def _start_scoring(settings: Settings, store: Store, sink: Sink, app: faust.App,
     async def publish(topic: str, messages: list[tuple[bytes, bytes]]) -> None:
         await asyncio.to_thread(produce, topic, messages)
 
+    # The scorer asks the broker how far each quiet partition's log reaches (one short request a
+    # partition, from a thread); not a group member, it takes no partitions.
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    watcher = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{settings.group_id}.scorer-log-ends",
+                        "enable.auto.commit": False, "logger": KAFKA_LOG})
+
+    def log_ends(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        ends = {}
+        for topic, partition in partitions:
+            try:
+                ends[(topic, partition)] = int(watcher.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=1.0, cached=False)[1])
+            except KafkaException:   # not there (yet): silence decides for it
+                continue
+        return ends
+
     try:
-        return ScoringService(settings, store, publish, leads=lambda: leads(settings, sink))
+        return ScoringService(settings, store, publish, leads=lambda: leads(settings, sink), log_ends=log_ends)
     except Exception as exc:
         log.error("scoring disabled: %s", exc)
         return None

@@ -4,59 +4,24 @@ it has folded in everything stored, and each entity's final score."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
-import zlib
 from typing import Any
 
-import orjson
-
 from stocktake import sources
-from stocktake.clickhouse.rows import ingest_log_table
 from stocktake.clickhouse.store import Store
-from stocktake.processors.contract import Event, normalize
-from stocktake.processors.contract_spec import shipped
 from stocktake.services.scoring import ScoringService
 from stocktake.settings import Settings
-
-Stored = tuple[str, int, int, Event, dict[str, Any]]   # stream, partition, offset, judged, raw
-
-
-def rees46_events(n: int, partitions: int) -> list[Stored]:
-    """The first ``n`` REES46 events of contract v1, each on the partition its key hashes to
-    (user for behaviour, product for the catalog, order for transactions), in order."""
-    contracts = shipped()
-    offsets: dict[tuple[str, int], int] = {}
-    out: list[Stored] = []
-    for rev in sources.load_events("rees46")[:n]:
-        ev = normalize(contracts[rev.stream], rev.event)
-        if not isinstance(ev, Event):
-            continue
-        key = ev.user_id if rev.stream == "behaviour" else ev.product_id if rev.stream == "product" else ev.order_id
-        partition = zlib.crc32(key.encode()) % partitions
-        offset = offsets.get((rev.stream, partition), 0)
-        offsets[(rev.stream, partition)] = offset + 1
-        out.append((rev.stream, partition, offset, ev, rev.event))
-    return out
+from stocktake.tools.bench_scorer import StoredEvent, keyed_events, valid_rows
 
 
-def store_valid(store: Store, settings: Settings, events: list[Stored]) -> None:
+def rees46_events(n: int, partitions: int) -> list[StoredEvent]:
+    """The contract v1 events among the first ``n`` REES46 ones, keyed onto ``partitions``."""
+    return keyed_events(sources.load_events("rees46")[:n], partitions)
+
+
+def store_valid(store: Store, settings: Settings, events: list[StoredEvent]) -> None:
     """As the sink stores them: one ingest_log row each, valid."""
-    now = dt.datetime.now(dt.UTC)
-    cols: dict[str, list[Any]] = {k: [] for k in (
-        "stream", "topic", "partition", "offset", "idx", "status", "reason", "event_id", "kind", "source",
-        "user_id", "product_id", "order_id", "ts", "ingest_ts", "payload", "contract_version", "kind_key",
-        "warnings")}
-    for stream, partition, offset, ev, raw in events:
-        for key, value in (("stream", stream), ("topic", settings.topic(stream)), ("partition", partition),
-                           ("offset", offset), ("idx", 0), ("status", "valid"), ("reason", ""),
-                           ("event_id", ev.event_id), ("kind", ev.kind), ("source", ev.source),
-                           ("user_id", ev.user_id), ("product_id", ev.product_id), ("order_id", ev.order_id),
-                           ("ts", dt.datetime.fromtimestamp(ev.ts_ms / 1000, dt.UTC)), ("ingest_ts", now),
-                           ("payload", orjson.dumps(raw)), ("contract_version", "1"), ("kind_key", ""),
-                           ("warnings", [])):
-            cols[key].append(value)
-    store.insert_arrow("ingest_log", ingest_log_table(cols))
+    store.insert_arrow("ingest_log", valid_rows(settings, events))
 
 
 async def fold_all(service: ScoringService, want: int, timeout: float = 60) -> None:

@@ -98,6 +98,8 @@ def test_the_scoring_service_embeds_product_text_in_the_stream(store: Store, mak
         pass
 
     service = ScoringService(settings, store, publish)
+    assert service.embedder is None                             # not the scorer yet: no encoder held
+    asyncio.run(service.step())                                 # it leads: becomes the scorer
     assert service.embedder is not None
     deadline = time.monotonic() + 60
     while service.embedder.stats["encoder"] == "loading" and time.monotonic() < deadline:

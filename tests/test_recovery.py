@@ -7,6 +7,7 @@ HTTP API on 127.0.0.1, as `stocktake query` does.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -152,3 +153,119 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ig
     assert n == distinct == total
     assert stats["skipped_stored"] > 0, "the restart never exercised the watermark"
     assert not (tmp_path / "worker" / "worker.json").exists()
+
+
+def test_scores_after_sigkill_and_restart_equal_those_of_a_scorer_that_never_stopped(  # type: ignore[no-untyped-def]
+        broker, store, tmp_path):
+    """The worker scores (#15): killed mid-stream with SIGKILL, restarted, it gives every user and
+    product the final score one uninterrupted scorer gives the same stored events."""
+    from stocktake.services.scoring import ScoringService
+    from stocktake.settings import Settings
+    from tests.scoring_helpers import final_scores, fold_all
+
+    prefix = f"s{uuid.uuid4().hex[:10]}"
+    data_dir = tmp_path / "worker"
+    env = {
+        **os.environ, "STOCKTAKE_KAFKA": broker.bootstrap, "STOCKTAKE_DATA_DIR": str(data_dir),
+        "STOCKTAKE_CLICKHOUSE": os.environ.get("STOCKTAKE_TEST_CLICKHOUSE", ""),
+        "STOCKTAKE_TOPIC_PREFIX": prefix, "STOCKTAKE_GROUP_ID": prefix, "STOCKTAKE_PARTITIONS": "3",
+        "STOCKTAKE_HTTP_PORT": str(free_port()), "STOCKTAKE_FLUSH_INTERVAL": "0.1",
+        "STOCKTAKE_SCORING": "true", "STOCKTAKE_TEXT_ENCODER": "false", "STOCKTAKE_DEVICE": "cpu",
+        "STOCKTAKE_SCORE_INTERVAL": "0.2", "STOCKTAKE_SCORE_IDLE": "1", "STOCKTAKE_SCORE_SNAPSHOT_INTERVAL": "0.5",
+    }
+    # single events, produced in event-time order: an envelope of a sparse stream (10 transactions)
+    # spans minutes of event time and would arrive late by the design of its producer
+    messages = retopic(list(replay.to_messages(sources.load_events("rees46")[:3000], envelope=1)), prefix)
+    total = sum(max(m.events, 1) for m in messages)
+    where = f"startsWith(topic, '{prefix}.')"
+
+    def scoring() -> dict[str, Any]:
+        return dict(_api(data_dir, "/api/stats")["scoring"])
+
+    first = _start_worker(env, tmp_path / "worker1.log")
+    try:
+        _wait_api(first, data_dir)
+
+        def produce_paced() -> None:
+            chunk = max(1, len(messages) // 40)
+            for i in range(0, len(messages), chunk):
+                replay.produce(broker.bootstrap, messages[i:i + chunk])
+                time.sleep(0.15)
+
+        producer = threading.Thread(target=produce_paced)
+        producer.start()
+        deadline = time.monotonic() + 60
+        folded = 0
+        while time.monotonic() < deadline:
+            state = scoring()
+            folded = state["events"]
+            if state["snapshots"] >= 1 and folded >= total * 0.3:
+                break
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        producer.join()
+        assert 0 < folded < total, f"kill did not land mid-stream ({folded}/{total} folded)"
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+    second = _start_worker(env, tmp_path / "worker2.log")
+    try:
+        _wait_api(second, data_dir)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            (valid,), = _query(data_dir, f"SELECT countIf(status = 'valid') FROM ingest_log WHERE {where}")
+            state = scoring()
+            done = state["restored_events"] + state["events"] + state["unreadable"]
+            if valid and sum(_query(data_dir, f"SELECT count() FROM ingest_log WHERE {where}")[0]) >= total \
+                    and done >= valid and state["order"] and state["order"]["released"] >= state["order"]["read"]:
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)   # the last step's scores stored
+        state = scoring()
+        got = {(e, i): (float(s), ts) for e, i, s, ts in _query(
+            data_dir, "SELECT entity, id, argMax(score, (features_ts, scored_at)), toString(max(features_ts)) "
+                      f"FROM scores WHERE topic_prefix = '{prefix}.' GROUP BY entity, id")}
+        stored = _query(data_dir, "SELECT stream, partition, offset, idx, toUnixTimestamp64Milli(ts), payload "
+                                  f"FROM ingest_log WHERE {where} AND status = 'valid' ORDER BY stream, partition, "
+                                  "offset, idx")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert state["restored_events"] > 0, "the restart did not start from a snapshot"
+    assert state["order"]["late"] == 0
+
+    # One scorer that never stopped, over the same stored events (this test's own store).
+    reference = Settings.from_env({}, data_dir=tmp_path / "reference", topic_prefix=f"r{prefix}", scoring=True,
+                                  text_encoder=False, device="cpu", score_idle_s=0.2,
+                                  models_dir=str(tmp_path / "reference-models"), raw_retention_s=0)
+    store.insert_arrow("ingest_log", _valid_rows(reference, stored))
+
+    async def publish(topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+        pass
+
+    asyncio.run(fold_all(ScoringService(reference, store, publish), len(stored)))
+    want = final_scores(store, reference.topic_dot_prefix)
+    assert want and got.keys() == want.keys()
+    for key, (score, features_ts) in want.items():
+        assert got[key][1] == features_ts, key
+        assert got[key][0] == pytest.approx(score, abs=1e-6), key
+
+
+def _valid_rows(settings: Any, stored: list[list[Any]]) -> Any:
+    import datetime as dt
+
+    from stocktake.clickhouse.rows import ingest_log_table
+    now = dt.datetime.now(dt.UTC)
+    n = len(stored)
+    return ingest_log_table({
+        "stream": [r[0] for r in stored], "topic": [settings.topic(r[0]) for r in stored],
+        "partition": [r[1] for r in stored], "offset": [r[2] for r in stored], "idx": [r[3] for r in stored],
+        "status": ["valid"] * n, "reason": [""] * n, "event_id": [""] * n, "kind": [""] * n, "source": [""] * n,
+        "user_id": [""] * n, "product_id": [""] * n, "order_id": [""] * n,
+        "ts": [dt.datetime.fromtimestamp(r[4] / 1000, dt.UTC) for r in stored], "ingest_ts": [now] * n,
+        "payload": [r[5].encode() for r in stored], "contract_version": ["1"] * n, "kind_key": [""] * n,
+        "warnings": [[] for _ in range(n)]})

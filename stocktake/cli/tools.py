@@ -38,6 +38,9 @@ if TYPE_CHECKING:
                    "size, and time the alerting worker's look at each")
 @click.option("--history", type=str, default="1000000,10000000", show_default=True,
               help="with --looks: stored events to time the look at, comma-separated")
+@click.option("--scorer", is_flag=True,
+              help="store the REES46 replay multiplied to --events (default 200,000) as valid in a fresh embedded "
+                   "store, then time the one scorer folding it in, its snapshot and a new scorer loading that")
 @click.option("--latency", is_flag=True,
               help="offer events at each --rates from a producer process, single events and envelopes of "
                    "--envelope, and report produced -> counted in the inventory p50/p95/p99 and peak RSS")
@@ -49,11 +52,14 @@ if TYPE_CHECKING:
 @json_option
 @pass_settings
 def bench(settings: Settings, events: int | None, envelope: int, scoring: str, inventory: bool, looks: bool,
-          history: str, latency: bool, rates: str, seconds: float, json_out: Path | None, as_json: bool) -> int:
+          history: str, scorer: bool, latency: bool, rates: str, seconds: float, json_out: Path | None,
+          as_json: bool) -> int:
     from stocktake.tools import bench as benchmark
-    from stocktake.tools import bench_inventory, bench_latency, bench_looks
+    from stocktake.tools import bench_inventory, bench_latency, bench_looks, bench_scorer
     progress = None if as_json else lambda text: click.echo(f"bench: {text}", err=True)
-    if looks:
+    if scorer:
+        report = bench_scorer.run_scorer(events or 200_000, progress=progress)
+    elif looks:
         report = bench_looks.run_looks(_counts("--history", history), progress=progress)
     elif latency:
         report = bench_latency.run_latency(_counts("--rates", rates), seconds, (1, envelope), progress=progress)
@@ -72,6 +78,8 @@ def bench(settings: Settings, events: int | None, envelope: int, scoring: str, i
             raise CliError(f"cannot write {json_out}: {exc.strerror or exc}") from None
     if as_json:
         print_json(report)
+    elif scorer:
+        bench_scorer.print_scorer_report(report)
     elif looks:
         bench_looks.print_looks_report(report)
     elif latency:

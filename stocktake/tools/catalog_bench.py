@@ -91,7 +91,7 @@ def run(products: Any, index: CatalogIndex, report_every: int = 0, trace: bool =
             "findings_s": round(findings_s, 3), "rss_growth_mb": round(_rss_mb() - rss0, 1),
             "traced_mb": None if traced is None else round(traced, 1),
             "estimate_mb": round(index.memory_bytes() / 2**20, 1),
-            "candidates_per_new_text": round(index.stats["candidates"] / max(1, index.stats["texts_inserted"]), 1),
+            "cosines_per_new_text": round(index.stats["candidates"] / max(1, index.stats["texts_inserted"]), 1),
             "counts": {k: {kk: vv for kk, vv in found[k].items() if kk != "examples"}
                        for k in ("likely_duplicates", "indistinct_text", "category_mismatch")}}
 
