@@ -46,12 +46,24 @@ class ModelRegistry(VersionStore):
         on the REES46 sample (~10 s, needs torch). ``encoder``: also export the text
         encoder if missing (~6 s, needs torch+transformers; returns quickly after)."""
         missing = [n for n in MODEL_NAMES if self.latest(n) is None]
-        for name in list(missing):
+        for name in MODEL_NAMES:
             shipped = version_numbers(ARTIFACTS / name)
-            if shipped:
-                mv = self.import_version(ARTIFACTS / name / str(shipped[-1]), name, version=str(shipped[-1]))
+            latest = self.latest(name)
+            if latest is not None and tuple(latest.feature_names) == EXPECTED_FEATURES[name]:
+                continue
+            # none yet, or the newest was made for other features (an older stocktake): the
+            # shipped one goes in as the next version, so scoring never meets a width it cannot feed
+            if shipped and tuple(ModelVersion(name, str(shipped[-1]), ARTIFACTS / name / str(shipped[-1]))
+                                 .feature_names) != EXPECTED_FEATURES[name]:
+                log.error("the shipped %s does not fit this stocktake's features: not installed", name)
+            elif shipped:
+                mv = self.import_version(ARTIFACTS / name / str(shipped[-1]), name,
+                                         version=None if latest is not None else str(shipped[-1]))
                 log.info("installed shipped model %s version %s", name, mv.version)
-                missing.remove(name)
+                if name in missing:
+                    missing.remove(name)
+            elif latest is not None:
+                missing.append(name)
         if missing:
             from stocktake.models.train import train  # torch: only when the shipped models are missing
 

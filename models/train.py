@@ -65,7 +65,8 @@ MIN_POSITIVES = 5  # per split; below this a model is not trained (and says why)
 
 
 def emb_columns(features: Sequence[str]) -> list[int]:
-    return [i for i, f in enumerate(features) if f.startswith("p_emb_")]
+    """The features made from text embeddings (named ``*_emb_*``)."""
+    return [i for i, f in enumerate(features) if "_emb_" in f]
 
 
 def _preprocess_stats(X: np.ndarray, features: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -69,6 +69,7 @@ def user_feature_names(windows: Sequence[int] = DEFAULT_WINDOWS) -> tuple[str, .
             "u_recency_s", "u_since_cart_s", "u_since_purchase_s", "u_age_s",
             "u_session_events", "u_session_views", "u_session_carts", "u_session_purchases",
             "u_session_duration_s", "u_session_products",
+            "u_session_cart_rate", "u_emb_session_coherence", "u_emb_view_sim_session",
             "u_open_carts", "u_open_cart_value",
             "u_distinct_products", "u_distinct_categories",
             "u_price_mean", "u_price_max",
@@ -96,8 +97,9 @@ PRODUCT_FEATURES: tuple[str, ...] = product_feature_names()
 # rates, flags or similarities already in a small range. Used by models.train.
 LOG_SCALED: frozenset[str] = frozenset(
     n for n in (*USER_FEATURES, *PRODUCT_FEATURES)
-    if not n.startswith(("p_emb_", "p_has_", "p_in_", "p_conversion", "p_cart_rate", "p_completeness",
-                         "p_deleted", "p_known", "u_known", "p_price_change", "p_price_rel"))
+    if "_emb_" not in n and not n.startswith((
+        "p_has_", "p_in_", "p_conversion", "p_cart_rate", "p_completeness", "p_deleted", "p_known", "u_known",
+        "p_price_change", "p_price_rel", "u_session_cart_rate"))
 )
 _COMPLETENESS_FIELDS = ("title", "category", "brand", "price", "currency", "stock")
 
@@ -157,8 +159,8 @@ class _Decay:
 class _User:
     __slots__ = ("cart_ms", "cats", "counts", "first_ms", "last_ms", "open_carts", "order_amount",
                  "orders", "price_max", "price_n", "price_sum", "products", "purchase_ms",
-                 "s_carts", "s_events", "s_id", "s_last_ms", "s_products", "s_purchases", "s_start_ms",
-                 "s_views")
+                 "s_carts", "s_events", "s_id", "s_last_ms", "s_nvec", "s_products", "s_purchases", "s_sim",
+                 "s_start_ms", "s_vec", "s_views")
 
     def __init__(self, ts: int, nw: int):
         self.counts = _Decay(4 * nw)
@@ -168,6 +170,11 @@ class _User:
         self.s_start_ms = self.s_last_ms = ts
         self.s_events = self.s_views = self.s_carts = self.s_purchases = 0
         self.s_products: set[str] = set()
+        # the session's viewed products' text: the sum of their embeddings, how many, and how
+        # like the earlier ones the latest view was (0 when the latest event is not a view)
+        self.s_vec: np.ndarray | None = None
+        self.s_nvec = 0
+        self.s_sim = 0.0
         self.open_carts: dict[str, float] = {}
         self.products: set[str] = set()
         self.cats: set[str] = set()
@@ -351,6 +358,8 @@ class FeatureState:
             u.s_start_ms = u.s_last_ms = ts
             u.s_events = u.s_views = u.s_carts = u.s_purchases = 0
             u.s_products = set()
+            u.s_vec, u.s_nvec = None, 0
+        u.s_sim = 0.0
         u.s_events += 1
         u.s_last_ms = max(u.s_last_ms, ts)
         u.last_ms = max(u.last_ms, ts)
@@ -383,6 +392,8 @@ class FeatureState:
                 self._centroid_add(slot - 1, p.emb, ts)
         if slot == _B_VIEW:
             u.s_views += 1
+            if p is not None and p.emb is not None:
+                self._session_view(u, p.emb)
         elif slot == _B_CART:
             u.s_carts += 1
             u.cart_ms = max(u.cart_ms, ts)
@@ -398,6 +409,17 @@ class FeatureState:
             u.open_carts.pop(pid, None)
         if p is not None:
             self._capture(p)
+
+    @staticmethod
+    def _session_view(u: _User, emb: np.ndarray) -> None:
+        v = emb.astype(np.float32)
+        if u.s_vec is None:
+            u.s_vec = v.copy()
+        else:
+            n = float(np.linalg.norm(u.s_vec))
+            u.s_sim = float(u.s_vec @ v) / n if n > 0 else 0.0
+            u.s_vec += v
+        u.s_nvec += 1
 
     def _catalog(self, ev: Event, users: set[str], products: set[str]) -> None:
         p = self._product(ev.product_id, ev.ts_ms)
@@ -436,6 +458,7 @@ class FeatureState:
         users.add(ev.user_id)
         products.add(ev.product_id)
         u.last_ms = max(u.last_ms, ts)
+        u.s_sim = 0.0   # the latest event is not a view
         p.last_ms = max(p.last_ms, ts)
         if ev.kind not in NEW_ORDER:
             self._capture(p)
@@ -534,6 +557,9 @@ class FeatureState:
                 u.s_carts if s_live else 0, u.s_purchases if s_live else 0,
                 (u.s_last_ms - u.s_start_ms) / 1000 if s_live else 0.0,
                 len(u.s_products) if s_live else 0,
+                u.s_carts / (u.s_views + 1.0) if s_live else 0.0,
+                float(np.linalg.norm(u.s_vec)) / u.s_nvec if (s_live and u.s_vec is not None) else 0.0,
+                u.s_sim if s_live else 0.0,
                 len(u.open_carts), sum(u.open_carts.values()),
                 len(u.products), len(u.cats),
                 u.price_sum / u.price_n if u.price_n else 0.0, u.price_max,

@@ -299,3 +299,28 @@ def test_update_rejects_unknown_stream_and_bad_config() -> None:
         FeatureState(windows_s=())
     with pytest.raises(ValueError):
         FeatureState(max_users=0)
+
+
+def test_session_funnel_and_text_features() -> None:
+    s = FeatureState()
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=EMBED_DIM)
+    b = a + 0.1 * rng.normal(size=EMBED_DIM)      # like a
+    c = rng.normal(size=EMBED_DIM)                # unlike both
+    replay_into(s, [prod(0, "pa", T0), prod(1, "pb", T0), prod(2, "pc", T0)])
+    for pid, v in (("pa", a), ("pb", b), ("pc", c)):
+        s.set_embedding(pid, v)
+    u = col("u_session_cart_rate"), col("u_emb_session_coherence"), col("u_emb_view_sim_session")
+
+    s.update("behaviour", [beh(3, "view", "u", "pa", T0 + 1)[1], beh(4, "view", "u", "pb", T0 + 2)[1]])
+    rate, coherence, sim = s.user_matrix(["u"], T0 + 2)[0][list(u)]
+    assert rate == 0.0 and sim > 0.9 and coherence > 0.95        # two alike views
+    s.update("behaviour", [beh(5, "view", "u", "pc", T0 + 3)[1]])
+    rate, coherence, sim = s.user_matrix(["u"], T0 + 3)[0][list(u)]
+    assert abs(sim) < 0.3 and 0.5 < coherence < 0.9               # an unlike one
+    s.update("behaviour", [beh(6, "cart", "u", "pc", T0 + 4)[1]])
+    rate, coherence, sim = s.user_matrix(["u"], T0 + 4)[0][list(u)]
+    assert rate == pytest.approx(1 / 4) and sim == 0.0            # a cart: no view to compare
+    s.update("behaviour", [beh(7, "view", "u", "pa", T0 + 5, session="s2")[1]])
+    rate, coherence, sim = s.user_matrix(["u"], T0 + 5)[0][list(u)]
+    assert rate == 0.0 and sim == 0.0 and coherence == pytest.approx(1.0, abs=1e-3)   # a new session

@@ -428,3 +428,25 @@ def test_cli_export_encoder_and_train(tmp_path: Path, encoder_path: Path,
     assert main(["train", "--source", "olist", "--out", str(out), "--no-embeddings",
                  "--data-dir", str(tmp_path)]) == 1
     assert "not trained" in capsys.readouterr().out
+
+
+def test_a_registry_from_an_older_stocktake_gets_the_shipped_model_for_the_features_of_now(tmp_path: Path) -> None:
+    """A registry whose newest user model was made for other features (before the session text
+    features) would leave the worker unable to score: the shipped version goes in after it."""
+    reg = ModelRegistry(tmp_path / "models")
+    reg.ensure_defaults()
+    shipped = reg.latest("user_propensity")
+    assert shipped is not None and tuple(shipped.feature_names) == USER_FEATURES
+    old = reg.import_version(shipped.path, "user_propensity")
+    meta = json.loads((old.path / "meta.json").read_text())
+    meta["feature_names"] = [f for f in USER_FEATURES if not f.startswith(("u_session_cart_rate", "u_emb_"))]
+    (old.path / "meta.json").write_text(json.dumps(meta))
+    product = reg.latest("product_demand")
+    reg.ensure_defaults()
+    newest = reg.latest("user_propensity")
+    assert newest is not None and int(newest.version) == int(old.version) + 1
+    assert tuple(newest.feature_names) == USER_FEATURES
+    assert Scorer(reg, "user_propensity", "cpu").version == newest.version
+    assert reg.latest("product_demand") == product          # up to date: left alone
+    reg.ensure_defaults()
+    assert reg.latest("user_propensity") == newest          # and nothing more the next time

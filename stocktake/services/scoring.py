@@ -131,8 +131,6 @@ class ScoringService:
             await self._take_over()
         features, merger = self.features, self.merger
         assert features is not None and merger is not None
-        began = time.perf_counter()
-        deadline = began + self.DUTY * self.settings.score_interval_s
         if merger.waiting < self.max_pending // 2:
             merger.add(await asyncio.to_thread(self._read, merger), time.monotonic())
         if self.log_ends is not None:
@@ -146,11 +144,13 @@ class ScoringService:
             merger.last_late = None
         users: set[str] = set()
         products: set[str] = set()
-        while time.perf_counter() < deadline:
-            ready = merger.release(time.monotonic(), RELEASE_CHUNK)
-            if not ready:
-                break
+        # the read ran in a thread; the fold has the loop: at least one chunk a step, so a slow
+        # read never starves it
+        deadline = time.perf_counter() + self.DUTY * self.settings.score_interval_s
+        while ready := merger.release(time.monotonic(), RELEASE_CHUNK):
             self._fold(features, ready, users, products)
+            if time.perf_counter() >= deadline:
+                break
         for scorer in self.scorers.values():
             if scorer.maybe_reload():
                 log.warning("scoring with %s version %s", scorer.name, scorer.version)
@@ -323,6 +323,7 @@ class ScoringService:
         if self.embedder is not None:
             self.embedder.features = self.features
         self.stats["takeovers"] += 1
+        self._cut, self._ends, self._late_logged = set(), {}, self.merger.stats["late"]
         self._snapshot_due = now + self.settings.score_snapshot_interval_s
         log.warning("this worker scores %s: %s", ", ".join(self.topics),
                     "from nothing" if saved is None else f"from a snapshot of {self.folded:,} events")
