@@ -490,6 +490,9 @@ class FeatureState:
         n = self._cat_n.get(cat, 0) if cat is not None else 0
         mean = self._cat_sum[cat] / n if n else 0.0   # type: ignore[index]
         p.rel_cat = p.price / mean if (p.price is not None and mean > 0) else 0.0
+        self._capture_text(p)
+
+    def _capture_text(self, p: _Product) -> None:
         if p.emb is not None:
             c = self._centroid
             norms = np.sqrt((c * c).sum(axis=1))
@@ -509,7 +512,7 @@ class FeatureState:
         p = self.products.get(product_id)
         if p is not None:
             p.emb = (v / n).astype(np.float16)
-            self._capture(p)
+            self._capture_text(p)   # the text part only: the rest stays as of the product's last event
 
     def has_embedding(self, product_id: str) -> bool:
         p = self.products.get(product_id)
