@@ -76,7 +76,7 @@ class ScoringService:
 
     def __init__(self, settings: Settings, store: Store, publish: Publish, *,
                  leads: Callable[[], bool] = lambda: True, log_ends: LogEnds | None = None,
-                 max_batch: int = 4096, read_rows: int = 50_000, max_pending: int = 200_000):
+                 max_batch: int = 4096, read_rows: int = 8192, max_pending: int = 200_000):
         from stocktake.models.registry import ModelRegistry, Scorer
         from stocktake.processors.features import STREAMS
 
@@ -131,7 +131,9 @@ class ScoringService:
             await self._take_over()
         features, merger = self.features, self.merger
         assert features is not None and merger is not None
-        if merger.waiting < self.max_pending // 2:
+        # Read about what a step can fold: each read holds the store (whose one connection the
+        # sink's inserts share) and its rows are turned into Python on the loop.
+        if merger.waiting < self.read_rows:
             merger.add(await asyncio.to_thread(self._read, merger), time.monotonic())
         if self.log_ends is not None:
             await self._watch_logs(merger, self.log_ends)
