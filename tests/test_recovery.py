@@ -63,29 +63,38 @@ def _wait_api(proc: subprocess.Popen[bytes], data_dir: Path, timeout: float = 60
     raise TimeoutError("worker API did not come up with partitions")
 
 
+def _worker_env(broker: Any, data_dir: Path, prefix: str, **extra: str) -> dict[str, str]:
+    """A `stocktake worker` of its own: data dir, topic prefix, group, a free loopback port."""
+    return {**os.environ, "STOCKTAKE_KAFKA": broker.bootstrap, "STOCKTAKE_DATA_DIR": str(data_dir),
+            "STOCKTAKE_CLICKHOUSE": os.environ.get("STOCKTAKE_TEST_CLICKHOUSE", ""),
+            "STOCKTAKE_TOPIC_PREFIX": prefix, "STOCKTAKE_GROUP_ID": prefix, "STOCKTAKE_PARTITIONS": "3",
+            "STOCKTAKE_HTTP_PORT": str(free_port()), "STOCKTAKE_FLUSH_INTERVAL": "0.1", **extra}
+
+
+def _produce_paced(broker: Any, messages: list[replay.Message]) -> threading.Thread:
+    """The messages in 40 chunks 0.15 s apart (~6 s of traffic), from a thread: a kill lands mid-stream."""
+    def produce() -> None:
+        chunk = max(1, len(messages) // 40)
+        for i in range(0, len(messages), chunk):
+            replay.produce(broker.bootstrap, messages[i:i + chunk])
+            time.sleep(0.15)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    return producer
+
+
 def _query(data_dir: Path, sql: str) -> list[list[Any]]:
     return list(_api(data_dir, "/api/query", {"sql": sql})["rows"])
 
 
 def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ignore[no-untyped-def]
     prefix = f"k{uuid.uuid4().hex[:10]}"
-    port = free_port()
     data_dir = tmp_path / "worker"
-    env = {
-        **os.environ,
-        "STOCKTAKE_KAFKA": broker.bootstrap,
-        "STOCKTAKE_DATA_DIR": str(data_dir),
-        "STOCKTAKE_CLICKHOUSE": os.environ.get("STOCKTAKE_TEST_CLICKHOUSE", ""),
-        "STOCKTAKE_TOPIC_PREFIX": prefix,
-        "STOCKTAKE_GROUP_ID": prefix,
-        "STOCKTAKE_PARTITIONS": "3",
-        "STOCKTAKE_HTTP_PORT": str(port),
-        "STOCKTAKE_BATCH_ROWS": "200",
-        "STOCKTAKE_FLUSH_INTERVAL": "0.1",
-        # First run commits no offsets: after the kill, EVERY stored record comes
-        # back and only the ClickHouse watermark keeps it from being counted twice.
-        "STOCKTAKE_COMMIT_OFFSETS": "false",
-    }
+    env = _worker_env(broker, data_dir, prefix, STOCKTAKE_BATCH_ROWS="200",
+                      # First run commits no offsets: after the kill, EVERY stored record comes
+                      # back and only the ClickHouse watermark keeps it from being counted twice.
+                      STOCKTAKE_COMMIT_OFFSETS="false")
     events = sources.load_events("rees46")[:6000]
     # with a stream no contract names, discovered under the prefix
     create_topics(broker.bootstrap, {f"{prefix}.{DISCOVERED}": 3})
@@ -99,15 +108,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ig
     first = _start_worker(env, tmp_path / "worker1.log")
     try:
         _wait_api(first, data_dir)
-
-        def produce_paced() -> None:
-            chunk = max(1, len(messages) // 40)
-            for i in range(0, len(messages), chunk):
-                replay.produce(broker.bootstrap, messages[i:i + chunk])
-                time.sleep(0.15)
-
-        producer = threading.Thread(target=produce_paced)
-        producer.start()
+        producer = _produce_paced(broker, messages)
         deadline = time.monotonic() + 60
         stored = 0
         while time.monotonic() < deadline:
@@ -159,20 +160,16 @@ def test_scores_after_sigkill_and_restart_equal_those_of_a_scorer_that_never_sto
         broker, store, tmp_path):
     """The worker scores (#15): killed mid-stream with SIGKILL, restarted, it gives every user and
     product the final score one uninterrupted scorer gives the same stored events."""
+    from stocktake.models.dataset import stored_event
     from stocktake.services.scoring import ScoringService
     from stocktake.settings import Settings
-    from tests.scoring_helpers import final_scores, fold_all
+    from tests.scoring_helpers import final_scores, fold_all, store_valid
 
     prefix = f"s{uuid.uuid4().hex[:10]}"
     data_dir = tmp_path / "worker"
-    env = {
-        **os.environ, "STOCKTAKE_KAFKA": broker.bootstrap, "STOCKTAKE_DATA_DIR": str(data_dir),
-        "STOCKTAKE_CLICKHOUSE": os.environ.get("STOCKTAKE_TEST_CLICKHOUSE", ""),
-        "STOCKTAKE_TOPIC_PREFIX": prefix, "STOCKTAKE_GROUP_ID": prefix, "STOCKTAKE_PARTITIONS": "3",
-        "STOCKTAKE_HTTP_PORT": str(free_port()), "STOCKTAKE_FLUSH_INTERVAL": "0.1",
-        "STOCKTAKE_SCORING": "true", "STOCKTAKE_TEXT_ENCODER": "false", "STOCKTAKE_DEVICE": "cpu",
-        "STOCKTAKE_SCORE_INTERVAL": "0.2", "STOCKTAKE_SCORE_IDLE": "1", "STOCKTAKE_SCORE_SNAPSHOT_INTERVAL": "0.5",
-    }
+    env = _worker_env(broker, data_dir, prefix, STOCKTAKE_SCORING="true", STOCKTAKE_TEXT_ENCODER="false",
+                      STOCKTAKE_DEVICE="cpu", STOCKTAKE_SCORE_INTERVAL="0.2", STOCKTAKE_SCORE_IDLE="1",
+                      STOCKTAKE_SCORE_SNAPSHOT_INTERVAL="0.5")
     # single events, produced in event-time order: an envelope of a sparse stream (10 transactions)
     # spans minutes of event time and would arrive late by the design of its producer
     messages = retopic(list(replay.to_messages(sources.load_events("rees46")[:3000], envelope=1)), prefix)
@@ -185,15 +182,7 @@ def test_scores_after_sigkill_and_restart_equal_those_of_a_scorer_that_never_sto
     first = _start_worker(env, tmp_path / "worker1.log")
     try:
         _wait_api(first, data_dir)
-
-        def produce_paced() -> None:
-            chunk = max(1, len(messages) // 40)
-            for i in range(0, len(messages), chunk):
-                replay.produce(broker.bootstrap, messages[i:i + chunk])
-                time.sleep(0.15)
-
-        producer = threading.Thread(target=produce_paced)
-        producer.start()
+        producer = _produce_paced(broker, messages)
         deadline = time.monotonic() + 60
         folded = 0
         while time.monotonic() < deadline:
@@ -242,7 +231,10 @@ def test_scores_after_sigkill_and_restart_equal_those_of_a_scorer_that_never_sto
     reference = Settings.from_env({}, data_dir=tmp_path / "reference", topic_prefix=f"r{prefix}", scoring=True,
                                   text_encoder=False, device="cpu", score_idle_s=0.2,
                                   models_dir=str(tmp_path / "reference-models"), raw_retention_s=0)
-    store.insert_arrow("ingest_log", _valid_rows(reference, stored))
+    events = [(stream, partition, offset, stored_event(stream, payload, ts), orjson.loads(payload))
+              for stream, partition, offset, _, ts, payload in stored]
+    store_valid(store, reference, [e for e in events if e[3] is not None])   # type: ignore[misc]
+    assert all(e[3] is not None for e in events)
 
     async def publish(topic: str, messages: list[tuple[bytes, bytes]]) -> None:
         pass
@@ -254,18 +246,3 @@ def test_scores_after_sigkill_and_restart_equal_those_of_a_scorer_that_never_sto
         assert got[key][1] == features_ts, key
         assert got[key][0] == pytest.approx(score, abs=1e-6), key
 
-
-def _valid_rows(settings: Any, stored: list[list[Any]]) -> Any:
-    import datetime as dt
-
-    from stocktake.clickhouse.rows import ingest_log_table
-    now = dt.datetime.now(dt.UTC)
-    n = len(stored)
-    return ingest_log_table({
-        "stream": [r[0] for r in stored], "topic": [settings.topic(r[0]) for r in stored],
-        "partition": [r[1] for r in stored], "offset": [r[2] for r in stored], "idx": [r[3] for r in stored],
-        "status": ["valid"] * n, "reason": [""] * n, "event_id": [""] * n, "kind": [""] * n, "source": [""] * n,
-        "user_id": [""] * n, "product_id": [""] * n, "order_id": [""] * n,
-        "ts": [dt.datetime.fromtimestamp(r[4] / 1000, dt.UTC) for r in stored], "ingest_ts": [now] * n,
-        "payload": [r[5].encode() for r in stored], "contract_version": ["1"] * n, "kind_key": [""] * n,
-        "warnings": [[] for _ in range(n)]})
