@@ -22,6 +22,7 @@ import orjson
 from stocktake.models.encoder import product_text
 from stocktake.processors.contract import Event, normalize
 from stocktake.processors.contract_spec import shipped
+from stocktake.processors.event_order import STREAM_RANK
 from stocktake.processors.features import NEW_ORDER, PRODUCT_FEATURES, USER_FEATURES, FeatureState
 from stocktake.sources import load_events
 
@@ -55,10 +56,11 @@ def history(source: str, *, data_dir: Path | None = None, store: Any = None,
             params["p"] = topic_prefix.rstrip(".") + "."
         rows = store.rows(
             # at equal times: catalog, then behaviour, then transactions (the replay's convention:
-            # a product is announced before it is viewed, viewed before it is sold)
+            # a product is announced before it is viewed, viewed before it is sold); the scorer
+            # folds in the same order (processors/event_order.STREAM_RANK)
             f"SELECT stream, payload FROM ingest_log WHERE {where} ORDER BY ts, "
-            "multiIf(stream = 'product', 0, stream = 'behaviour', 1, 2), partition, offset, idx",
-            params)
+            "transform(stream, {ranked:Array(String)}, {ranks:Array(UInt8)}, 3), partition, offset, idx",
+            {**params, "ranked": list(STREAM_RANK), "ranks": list(STREAM_RANK.values())})
         for stream, payload in rows:
             stored = stored_event(stream, payload)
             if stored is not None:
