@@ -245,6 +245,12 @@ class Store:
             params["p"] = list(partitions)
         return {int(p): int(o) for p, o in self.query(sql + " GROUP BY partition", params, self._consistent)[1]}
 
+    def all_watermarks(self) -> dict[tuple[str, int], int]:
+        """Highest stored offset of every (topic, partition) ever stored."""
+        return {(str(t), int(p)): int(o) for t, p, o in self.query(
+            "SELECT topic, partition, max(offset_max) FROM partition_rollup GROUP BY topic, partition",
+            None, self._consistent)[1]}
+
     def log_bases(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
         """The base in force per partition (stored offset = Kafka offset + base; migration 011)."""
         return {int(p): int(b) for p, b in self.query(

@@ -184,6 +184,44 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0,
 
 
 
+def fetched_log_ends(bootstrap: str, listed: dict[tuple[str, int], int],
+                     timeout: float = 5.0) -> dict[tuple[str, int], int]:
+    """Each partition's log end, given the one ListOffsets answered (``listed``), checked by
+    fetching there. Tansu answers ListOffsets with the start of its last batch + 1, below the
+    log's end whenever that batch holds more than one record (DESIGN.md); a fetch's high
+    watermark is right. A log that ends where listed answers "end of log"; one that holds
+    records from there on answers with them, and with its high watermark. No answer within
+    ``timeout``: the listed end stands."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "stocktake-log-ends",
+                         "enable.auto.commit": False, "auto.offset.reset": "error",
+                         "enable.partition.eof": True, "fetch.wait.max.ms": 10, "logger": KAFKA_LOG})
+    ends = dict(listed)
+    decided: set[tuple[str, int]] = set()
+    try:   # assigned, not subscribed: no group membership, nothing committed
+        consumer.assign([TopicPartition(t, p, o) for (t, p), o in listed.items()])
+        deadline = time.monotonic() + timeout
+        while len(decided) < len(listed) and time.monotonic() < deadline:
+            message = consumer.poll(0.1)
+            if message is None or message.topic() is None:
+                continue
+            key = (message.topic(), message.partition())
+            if key in decided or key not in listed:
+                continue
+            error = message.error()
+            if error is None:
+                high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)[1]
+                ends[key] = max(listed[key], (message.offset() or 0) + 1, high)
+            elif error.code() not in (KafkaError._PARTITION_EOF, KafkaError._AUTO_OFFSET_RESET,
+                                      KafkaError.OFFSET_OUT_OF_RANGE):
+                continue   # transient: ask on until the deadline
+            decided.add(key)
+    finally:
+        consumer.close()
+    return ends
+
+
 def list_topics(bootstrap: str, timeout: float = 5.0) -> dict[str, int]:
     """Every topic the broker has, with its partition count (one metadata request)."""
     config: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000, "logger": KAFKA_LOG}

@@ -18,7 +18,7 @@ import faust
 import orjson
 from faust.types import TP
 
-from stocktake.broker import KAFKA_LOG
+from stocktake.broker import KAFKA_LOG, fetched_log_ends
 from stocktake.clickhouse.store import Store, StoreError
 from stocktake.processors.judge import DeadLetter
 from stocktake.services.alerting import AlertRunner
@@ -132,7 +132,7 @@ def create_app(
 
     async def _assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         await sink.on_assigned([(tp.topic, tp.partition) for tp in assigned],
-                               lambda keys: _log_bounds(app, [TP(t, p) for t, p in keys]))
+                               lambda keys: _log_bounds(app, bootstrap, [TP(t, p) for t, p in keys]))
 
     async def _revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         await sink.on_revoked((tp.topic, tp.partition) for tp in revoked)
@@ -185,17 +185,20 @@ def create_app(
     return app, sink
 
 
-async def _log_bounds(app: faust.App, tps: list[TP]) -> dict[tuple[str, int], tuple[int, int]] | None:
+async def _log_bounds(app: faust.App, bootstrap: str, tps: list[TP]) -> dict[tuple[str, int], tuple[int, int]] | None:
     """Kafka's (log start, log end) of ``tps``: how the sink sees a log that lost its records."""
     if not tps:
         return {}
     consumer: Any = app.consumer
     try:
         starts, ends = await consumer.earliest_offsets(*tps), await consumer.highwaters(*tps)
+        # ListOffsets' ends, checked by a fetch (Tansu lists less than its log holds)
+        listed = {(tp.topic, tp.partition): int(ends[tp]) for tp in tps if tp in ends}
+        fetched = await asyncio.to_thread(fetched_log_ends, bootstrap, listed)
     except Exception as exc:  # not fatal: the offsets are checked at the next assignment
         log.warning("could not read the log bounds of %d partitions: %s", len(tps), exc)
         return None
-    return {(tp.topic, tp.partition): (int(starts[tp]), int(ends[tp])) for tp in tps if tp in starts and tp in ends}
+    return {key: (int(starts[TP(*key)]), end) for key, end in fetched.items() if TP(*key) in starts}
 
 
 def _start_scoring(settings: Settings, store: Store, sink: Sink, app: faust.App, bootstrap: str) -> Any:

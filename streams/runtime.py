@@ -43,6 +43,8 @@ class Runtime:
         self._owns_store = store is None
         self._bootstrap = bootstrap
         self.workers: list[tuple[StocktakeApp, Sink]] = []
+        # (topic, partition) -> the highest offset stored from a log the embedded broker lost
+        self.lost_logs: dict[tuple[str, int], int] = {}
         self.http_url: str | None = None
         self.broker_failure: str | None = None
         # The API's bearer token: random per worker process, handed over in worker.json only.
@@ -64,6 +66,8 @@ class Runtime:
         if self.store is None:
             self.store = Store(s.clickhouse_dsn, retry_for=s.connect_timeout_s, cluster=s.clickhouse_cluster)
         rollups.prepare(self.store, raw_retention_s=s.raw_retention_s)
+        if self.broker is not None:
+            self._lose_logs()
         self.open_topics()
         return self
 
@@ -79,8 +83,18 @@ class Runtime:
                   self.broker.returncode, self.broker.bootstrap)
         self.broker.stop()
         self.broker.start()
+        self._lose_logs()
         self.open_topics()
         return True
+
+    def _lose_logs(self) -> None:
+        """A started embedded broker holds no log: everything stored so far came from logs it
+        lost (its storage is memory). Its workers store each partition's new log after the
+        stored offsets (Sink._rebase), whatever Kafka says of the log's length."""
+        assert self.store is not None
+        self.lost_logs = self.store.all_watermarks()
+        for _app, sink in self.workers:
+            sink.lost_logs = self.lost_logs
 
     def open_topics(self) -> None:
         """Create the settings' topics: the three default streams and stocktake's own outputs.
@@ -106,6 +120,7 @@ class Runtime:
             self.http_url = f"http://{self.settings.http_host}:{web_port}"
         app, sink = create_app(self.settings, self.store, self.bootstrap, web_port=web_port,
                                api_token=self.api_token)
+        sink.lost_logs = self.lost_logs
         await app.start()
         self.workers.append((app, sink))
         if web:

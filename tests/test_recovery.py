@@ -8,90 +8,27 @@ HTTP API on 127.0.0.1, as `stocktake query` does.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from stocktake import sources
-from stocktake.broker import create_topics, free_port
-from stocktake.streams.discovery import auth_headers, running_worker
+from stocktake.broker import create_topics
 from stocktake.tools import replay
 from tests.pipeline_helpers import DISCOVERED, expected_counts, impressions, retopic
+from tests.worker_helpers import produce_paced, start_worker, wait_assigned, worker_api, worker_env, worker_query
 
 pytestmark = pytest.mark.integration
-
-
-def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "stocktake.cli", "worker"], env=env,
-                            stdout=out, stderr=subprocess.STDOUT)
-
-
-def _api(data_dir: Path, path: str, body: dict[str, Any] | None = None) -> Any:
-    """The worker's API, as the CLI asks it: address and token from DATA_DIR/worker.json."""
-    import urllib.request
-    data = orjson.dumps(body) if body is not None else None
-    info = running_worker(data_dir)
-    if info is None:
-        raise ConnectionRefusedError("no live worker.json yet")
-    request = urllib.request.Request(info["http"] + path, data=data,
-                                     headers={"Content-Type": "application/json", **auth_headers(info)})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return orjson.loads(response.read())
-
-
-def _wait_api(proc: subprocess.Popen[bytes], data_dir: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "worker exited while starting"
-        try:
-            stats = _api(data_dir, "/api/stats")
-            if stats["assigned"]:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("worker API did not come up with partitions")
-
-
-def _worker_env(broker: Any, data_dir: Path, prefix: str, **extra: str) -> dict[str, str]:
-    """A `stocktake worker` of its own: data dir, topic prefix, group, a free loopback port."""
-    return {**os.environ, "STOCKTAKE_KAFKA": broker.bootstrap, "STOCKTAKE_DATA_DIR": str(data_dir),
-            "STOCKTAKE_CLICKHOUSE": os.environ.get("STOCKTAKE_TEST_CLICKHOUSE", ""),
-            "STOCKTAKE_TOPIC_PREFIX": prefix, "STOCKTAKE_GROUP_ID": prefix, "STOCKTAKE_PARTITIONS": "3",
-            "STOCKTAKE_HTTP_PORT": str(free_port()), "STOCKTAKE_FLUSH_INTERVAL": "0.1", **extra}
-
-
-def _produce_paced(broker: Any, messages: list[replay.Message]) -> threading.Thread:
-    """The messages in 40 chunks 0.15 s apart (~6 s of traffic), from a thread: a kill lands mid-stream."""
-    def produce() -> None:
-        chunk = max(1, len(messages) // 40)
-        for i in range(0, len(messages), chunk):
-            replay.produce(broker.bootstrap, messages[i:i + chunk])
-            time.sleep(0.15)
-
-    producer = threading.Thread(target=produce)
-    producer.start()
-    return producer
-
-
-def _query(data_dir: Path, sql: str) -> list[list[Any]]:
-    return list(_api(data_dir, "/api/query", {"sql": sql})["rows"])
 
 
 def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ignore[no-untyped-def]
     prefix = f"k{uuid.uuid4().hex[:10]}"
     data_dir = tmp_path / "worker"
-    env = _worker_env(broker, data_dir, prefix, STOCKTAKE_BATCH_ROWS="200",
+    env = worker_env(broker, data_dir, prefix, STOCKTAKE_BATCH_ROWS="200",
                       # First run commits no offsets: after the kill, EVERY stored record comes
                       # back and only the ClickHouse watermark keeps it from being counted twice.
                       STOCKTAKE_COMMIT_OFFSETS="false")
@@ -105,14 +42,14 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ig
     total = sum(want.values())
     where = f"startsWith(topic, '{prefix}.')"
 
-    first = _start_worker(env, tmp_path / "worker1.log")
+    first = start_worker(env, tmp_path / "worker1.log")
     try:
-        _wait_api(first, data_dir)
-        producer = _produce_paced(broker, messages)
+        wait_assigned(first, data_dir)
+        producer = produce_paced(broker, messages)
         deadline = time.monotonic() + 60
         stored = 0
         while time.monotonic() < deadline:
-            stored = _query(data_dir, f"SELECT count() FROM ingest_log WHERE {where}")[0][0]
+            stored = worker_query(data_dir, f"SELECT count() FROM ingest_log WHERE {where}")[0][0]
             if stored >= total * 0.3:
                 break
             time.sleep(0.05)
@@ -125,24 +62,24 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, tmp_path):  # type: ig
             first.kill()
 
     env["STOCKTAKE_COMMIT_OFFSETS"] = "true"
-    second = _start_worker(env, tmp_path / "worker2.log")
+    second = start_worker(env, tmp_path / "worker2.log")
     try:
-        _wait_api(second, data_dir)
+        wait_assigned(second, data_dir)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            if _query(data_dir, f"SELECT count() FROM ingest_log WHERE {where}")[0][0] >= total:
+            if worker_query(data_dir, f"SELECT count() FROM ingest_log WHERE {where}")[0][0] >= total:
                 break
             time.sleep(0.2)
         time.sleep(1.0)  # a double insert would land now
-        rows = _query(data_dir, f"SELECT stream, toString(status), count() FROM ingest_log "
+        rows = worker_query(data_dir, f"SELECT stream, toString(status), count() FROM ingest_log "
                             f"WHERE {where} GROUP BY stream, status")
-        (n, distinct), = _query(data_dir, f"SELECT count(), uniqExact(topic, partition, offset, idx) "
+        (n, distinct), = worker_query(data_dir, f"SELECT count(), uniqExact(topic, partition, offset, idx) "
                                       f"FROM ingest_log WHERE {where}")
         # What the inventory reads: the rollups the same inserts filled, and their proof.
-        rolled = _query(data_dir, f"SELECT stream, toString(status), sum(n) FROM asset_rollup "
+        rolled = worker_query(data_dir, f"SELECT stream, toString(status), sum(n) FROM asset_rollup "
                               f"WHERE startsWith(topic, '{prefix}.') AND asset = stream GROUP BY stream, status")
-        proof = _api(data_dir, "/api/reconcile")
-        stats = _api(data_dir, "/api/stats")["sink"]
+        proof = worker_api(data_dir, "/api/reconcile")
+        stats = worker_api(data_dir, "/api/stats")["sink"]
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0
     finally:
@@ -167,7 +104,7 @@ def test_scores_after_sigkill_and_restart_equal_those_of_a_scorer_that_never_sto
 
     prefix = f"s{uuid.uuid4().hex[:10]}"
     data_dir = tmp_path / "worker"
-    env = _worker_env(broker, data_dir, prefix, STOCKTAKE_SCORING="true", STOCKTAKE_TEXT_ENCODER="false",
+    env = worker_env(broker, data_dir, prefix, STOCKTAKE_SCORING="true", STOCKTAKE_TEXT_ENCODER="false",
                       STOCKTAKE_DEVICE="cpu", STOCKTAKE_SCORE_INTERVAL="0.2", STOCKTAKE_SCORE_IDLE="1",
                       STOCKTAKE_SCORE_SNAPSHOT_INTERVAL="0.5")
     # single events, produced in event-time order: an envelope of a sparse stream (10 transactions)
@@ -177,12 +114,12 @@ def test_scores_after_sigkill_and_restart_equal_those_of_a_scorer_that_never_sto
     where = f"startsWith(topic, '{prefix}.')"
 
     def scoring() -> dict[str, Any]:
-        return dict(_api(data_dir, "/api/stats")["scoring"])
+        return dict(worker_api(data_dir, "/api/stats")["scoring"])
 
-    first = _start_worker(env, tmp_path / "worker1.log")
+    first = start_worker(env, tmp_path / "worker1.log")
     try:
-        _wait_api(first, data_dir)
-        producer = _produce_paced(broker, messages)
+        wait_assigned(first, data_dir)
+        producer = produce_paced(broker, messages)
         deadline = time.monotonic() + 60
         folded = 0
         while time.monotonic() < deadline:
@@ -199,24 +136,24 @@ def test_scores_after_sigkill_and_restart_equal_those_of_a_scorer_that_never_sto
         if first.poll() is None:
             first.kill()
 
-    second = _start_worker(env, tmp_path / "worker2.log")
+    second = start_worker(env, tmp_path / "worker2.log")
     try:
-        _wait_api(second, data_dir)
+        wait_assigned(second, data_dir)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            (valid,), = _query(data_dir, f"SELECT countIf(status = 'valid') FROM ingest_log WHERE {where}")
+            (valid,), = worker_query(data_dir, f"SELECT countIf(status = 'valid') FROM ingest_log WHERE {where}")
             state = scoring()
             done = state["restored_events"] + state["events"] + state["unreadable"]
-            if valid and sum(_query(data_dir, f"SELECT count() FROM ingest_log WHERE {where}")[0]) >= total \
+            if valid and sum(worker_query(data_dir, f"SELECT count() FROM ingest_log WHERE {where}")[0]) >= total \
                     and done >= valid and state["order"] and state["order"]["released"] >= state["order"]["read"]:
                 break
             time.sleep(0.2)
         time.sleep(1.0)   # the last step's scores stored
         state = scoring()
-        got = {(e, i): (float(s), ts) for e, i, s, ts in _query(
+        got = {(e, i): (float(s), ts) for e, i, s, ts in worker_query(
             data_dir, "SELECT entity, id, argMax(score, (features_ts, scored_at)), toString(max(features_ts)) "
                       f"FROM scores WHERE topic_prefix = '{prefix}.' GROUP BY entity, id")}
-        stored = _query(data_dir, "SELECT stream, partition, offset, idx, toUnixTimestamp64Milli(ts), payload "
+        stored = worker_query(data_dir, "SELECT stream, partition, offset, idx, toUnixTimestamp64Milli(ts), payload "
                                   f"FROM ingest_log WHERE {where} AND status = 'valid' ORDER BY stream, partition, "
                                   "offset, idx")
         second.send_signal(signal.SIGTERM)

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from stocktake.cli.common import CliError
+from stocktake.settings import mask_url
 
 if TYPE_CHECKING:
     from stocktake.settings import Settings
@@ -62,7 +63,7 @@ async def _serve_async(runtime: Runtime, duration: float | None, events: list[An
     _app, sink = await runtime.start_worker(web=True)
     console.print(
         f"[bold]stocktake[/] Kafka [cyan]{runtime.bootstrap}[/] · ClickHouse "
-        f"[cyan]{settings.clickhouse_dsn}[/] · API [cyan]{runtime.http_url}[/]"
+        f"[cyan]{mask_url(settings.clickhouse_dsn)}[/] · API [cyan]{runtime.http_url}[/]"
     )
     replay_state: dict[str, Any] = {"produced": 0, "done": events is None or not events, "error": None}
     if events:
