@@ -44,9 +44,6 @@ class SinkFailed(RuntimeError):
     """The sink stopped for good (see Sink.fail): the worker must exit and restart."""
 
 Key = tuple[str, int]  # (topic, partition)
-# The buffers may grow to this many batch_rows in all while an insert is in flight; then
-# judging waits for the insert (memory stays bounded; the store sets the pace).
-BACKLOG_BATCHES = 3
 PublishFn = Callable[[list[DeadLetter]], Awaitable[None]]
 PartitionsFn = Callable[[set[tuple[str, int]]], None]
 LogBoundsFn = Callable[[list[tuple[str, int]]], Awaitable[Mapping[tuple[str, int], tuple[int, int]] | None]]
@@ -160,7 +157,6 @@ class Sink:
         self.lost_logs: Mapping[Key, int] = {}
         self._lock = asyncio.Lock()
         self._in_flight: asyncio.Task[None] | None = None
-        self._after_store: asyncio.Task[None] | None = None   # its reference, so it is not collected
 
     def stream_of(self, topic: str) -> str | None:
         """The stream ``topic`` carries (settings.stream_of), None: not one we consume."""
@@ -320,32 +316,17 @@ class Sink:
             buffer.add(judged)
             # While the store is away its partitions are paused: what was fetched before waits
             # here, and the lock stays free (the retrying store call is not awaited under it).
-            # While an insert is in flight the buffers grow on: judging overlaps the insert, and
-            # the insert's end flushes them (_stored), into one larger insert, which chDB stores
-            # at a lower cost a row. Past BACKLOG_BATCHES batches in all, we wait for it.
-            if (buffer.rows >= self.settings.batch_rows and self.store_down_since is None
-                    and (not self.inserting or self.buffered_rows >= BACKLOG_BATCHES * self.settings.batch_rows)):
-                await self._flush(list(self.buffers))
-
-    @property
-    def buffered_rows(self) -> int:
-        return sum(b.rows for b in self.buffers.values())
-
-    @property
-    def inserting(self) -> bool:
-        """A store-and-commit task is running."""
-        return self._in_flight is not None and not self._in_flight.done()
+            if buffer.rows >= self.settings.batch_rows and self.store_down_since is None:
+                await self._flush([tp])
 
     async def flush_due(self) -> None:
-        """Timer, and the end of each insert: flush every buffer with events once one of them
-        is older than the flush interval or holds batch_rows (batches by size AND time). Not
-        while an insert is in flight: its end calls this again."""
+        """Timer: once a buffer is older than the flush interval, flush it and every other
+        buffer with events along with it (batches by size AND time)."""
         now = time.monotonic()
         async with self._lock:
-            if self.closed or self.store_down_since is not None or self.inserting:
+            if self.closed or self.store_down_since is not None:
                 return
-            if any(b.last_offset >= 0 and (now - b.since >= self.settings.flush_interval_s
-                                           or b.rows >= self.settings.batch_rows)
+            if any(b.last_offset >= 0 and now - b.since >= self.settings.flush_interval_s
                    for b in self.buffers.values()):
                 await self._flush(list(self.buffers))
 
@@ -368,20 +349,8 @@ class Sink:
             self.buffers[tp] = PartitionBuffer(b.stream)
         if due:
             self._in_flight = asyncio.create_task(self._store_or_fail(due))
-            self._in_flight.add_done_callback(self._stored)
             if wait:
                 await self._drain()
-
-    def _stored(self, task: asyncio.Task[None]) -> None:
-        """An insert ended: what was judged meanwhile may be due already (flush_due)."""
-        if not self.closed:
-            self._after_store = asyncio.get_running_loop().create_task(self._flush_due_or_fail())
-
-    async def _flush_due_or_fail(self) -> None:
-        try:
-            await self.flush_due()
-        except Exception as exc:  # as the timer's flush: recorded, the worker exits
-            self.fail(exc)
 
     async def _drain(self) -> None:
         """Wait for the store-and-commit task in flight (its failure is raised here)."""
