@@ -5,10 +5,9 @@ Order per flush of one or more partitions (DESIGN.md "Correctness without Kafka 
   2. insert every judged event with its coordinates in ONE insert (atomic),
   3. raise the in-memory watermarks, then commit offset+1 to Kafka.
 Every insert also runs the rollups' materialized views (migration 008), whose cost is mostly
-per insert (~50-100 ms of planning the views, whatever the rows; then ~9 µs a row): a flush
+per insert (50-115 ms of running the views, whatever the rows; README: Performance): a flush
 takes every partition with buffered events, so one worker makes about one insert per flush
-interval, however many partitions it owns. Under load, what is judged while an insert is in
-flight leaves in one insert when it ends: inserts grow with the load, and cost less a row.
+interval, however many partitions it owns.
 A crash after 2 and before 3 redelivers records that step 2 stored; the
 watermark read back from ClickHouse on assignment skips them.
 """
