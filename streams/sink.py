@@ -224,7 +224,7 @@ class Sink:
         stored watermark and be skipped as stored: instead they are stored from the watermark on
         (stored offset = Kafka offset + base), recorded before anything of the new log is
         stored. A re-created topic that regrew past the watermark before we were assigned it
-        cannot be told from the old log by offsets (README: limits)."""
+        cannot be told from the old log by offsets (README: How counts stay exact, 7)."""
         stored, base = self.stored[tp], self.bases[tp]
         if stored < 0 or (end + base > stored and not lost):
             return
