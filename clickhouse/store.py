@@ -238,18 +238,20 @@ class Store:
     def watermarks(self, topic: str, partitions: Sequence[int] | None = None) -> dict[int, int]:
         """Highest stored offset per partition of a topic (from partition_rollup: it outlives
         the raw rows' retention)."""
-        sql = "SELECT partition, max(offset_max) FROM partition_rollup WHERE topic = {t:String}"
+        where = "topic = {t:String}"
         params: dict[str, Any] = {"t": topic}
         if partitions is not None:
-            sql += " AND partition IN {p:Array(UInt32)}"
+            where += " AND partition IN {p:Array(UInt32)}"
             params["p"] = list(partitions)
-        return {int(p): int(o) for p, o in self.query(sql + " GROUP BY partition", params, self._consistent)[1]}
+        return {p: o for (_t, p), o in self._watermarks(where, params).items()}
 
     def all_watermarks(self) -> dict[tuple[str, int], int]:
         """Highest stored offset of every (topic, partition) ever stored."""
-        return {(str(t), int(p)): int(o) for t, p, o in self.query(
-            "SELECT topic, partition, max(offset_max) FROM partition_rollup GROUP BY topic, partition",
-            None, self._consistent)[1]}
+        return self._watermarks("1", {})
+
+    def _watermarks(self, where: str, params: dict[str, Any]) -> dict[tuple[str, int], int]:
+        sql = f"SELECT topic, partition, max(offset_max) FROM partition_rollup WHERE {where} GROUP BY topic, partition"
+        return {(str(t), int(p)): int(o) for t, p, o in self.query(sql, params, self._consistent)[1]}
 
     def log_bases(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
         """The base in force per partition (stored offset = Kafka offset + base; migration 011)."""
