@@ -6,8 +6,8 @@ Order per flush of one or more partitions (DESIGN.md "Correctness without Kafka 
   3. raise the in-memory watermarks, then commit offset+1 to Kafka.
 Every insert also runs the rollups' materialized views (migration 008), whose cost is mostly
 per insert (50-115 ms of running the views, whatever the rows; README: Performance): a flush
-takes every partition with buffered events, so one worker makes about one insert per flush
-interval, however many partitions it owns.
+takes every partition with buffered events, so one worker makes at most one insert per flush
+interval, however many partitions it owns, unless flush_idle_rows events wait for an idle store.
 A crash after 2 and before 3 redelivers records that step 2 stored; the
 watermark read back from ClickHouse on assignment skips them.
 """
@@ -315,19 +315,30 @@ class Sink:
             buffer.add(judged)
             # While the store is away its partitions are paused: what was fetched before waits
             # here, and the lock stays free (the retrying store call is not awaited under it).
-            if buffer.rows >= self.settings.batch_rows and self.store_down_since is None:
-                await self._flush([tp])
+            if self.store_down_since is None:
+                if self._idle_and_full():
+                    await self._flush(list(self.buffers))
+                elif buffer.rows >= self.settings.batch_rows:
+                    await self._flush([tp])
 
     async def flush_due(self) -> None:
-        """Timer: once a buffer is older than the flush interval, flush it and every other
-        buffer with events along with it (batches by size AND time)."""
+        """Timer: once a buffer is older than the flush interval, or enough events wait for an
+        idle store (_idle_and_full), flush every buffer with events."""
         now = time.monotonic()
         async with self._lock:
             if self.closed or self.store_down_since is not None:
                 return
-            if any(b.last_offset >= 0 and now - b.since >= self.settings.flush_interval_s
-                   for b in self.buffers.values()):
+            if self._idle_and_full() or any(b.last_offset >= 0 and now - b.since >= self.settings.flush_interval_s
+                                            for b in self.buffers.values()):
                 await self._flush(list(self.buffers))
+
+    def _idle_and_full(self) -> bool:
+        """No insert is in flight and enough events wait to be worth one (flush_idle_rows): under
+        load, inserts then follow one another and an event waits about two inserts, not the
+        flush interval plus one."""
+        least = self.settings.flush_idle_rows
+        return (least > 0 and (self._in_flight is None or self._in_flight.done())
+                and sum(b.rows for b in self.buffers.values()) >= least)
 
     async def flush_all(self) -> None:
         async with self._lock:

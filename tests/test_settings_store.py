@@ -40,6 +40,7 @@ def test_defaults() -> None:
     assert s.partitions == 4
     assert s.batch_rows == 20_000
     assert s.flush_interval_s == 0.5
+    assert s.flush_idle_rows == 4_000
     assert s.gap_interval_s == 2.0
     assert s.commit_offsets is True
     assert s.topic("behaviour") == "stocktake.behaviour"
@@ -177,7 +178,8 @@ def test_every_documented_variable_is_read() -> None:
     """The names README.md documents; renaming a field must not rename its variable."""
     assert set(Settings().masked()) == {f"STOCKTAKE_{name}" for name in (
         "KAFKA", "CLICKHOUSE", "CLICKHOUSE_CLUSTER", "DATA_DIR", "TOPIC_PREFIX", "PARTITIONS", "GROUP_ID", "BATCH_ROWS",
-        "FLUSH_INTERVAL", "DEDUPE_WINDOW", "DEDUPE_MAX_KEYS", "LATENESS", "FRESHNESS_TARGET", "DRIFT_GRACE",
+        "FLUSH_INTERVAL", "FLUSH_IDLE_ROWS", "DEDUPE_WINDOW", "DEDUPE_MAX_KEYS", "LATENESS", "FRESHNESS_TARGET",
+        "DRIFT_GRACE",
         "FIELD_VANISH_AFTER", "AMOUNT_TOLERANCE", "GAP_INTERVAL", "MINUTE_CLOSE_DELAY", "WATERMARK_IDLE", "GAPS_CONFIG",
         "ALERT_WEBHOOK", "SCORING", "TEXT_ENCODER", "DEVICE", "MODELS_DIR", "SCORE_INTERVAL", "HTTP_HOST", "HTTP_PORT",
         "LOG_LEVEL", "CONNECT_TIMEOUT", "COMMIT_OFFSETS", "RAW_RETENTION", "QUERY_TIMEOUT", "QUERY_MAX_ROWS",

@@ -151,13 +151,14 @@ def run_latency(rates: Sequence[float], seconds: float = 20.0, envelopes: Sequen
                         f"p99 {lat['p99']} ms, {run['achieved_per_s']:,}/s stored, RSS {run['peak_rss_mib']} MiB")
         finally:
             runtime.close()
-    return {"partitions": base.partitions, "flush_interval_s": base.flush_interval_s, "warmup_s": WARMUP_S,
-            "runs": runs}
+    return {"partitions": base.partitions, "flush_interval_s": base.flush_interval_s,
+            "flush_idle_rows": base.flush_idle_rows, "warmup_s": WARMUP_S, "runs": runs}
 
 
 def print_latency_report(report: dict[str, Any]) -> None:
     print(f"produced -> counted in the inventory, {report['partitions']} partitions, "
-          f"flush interval {report['flush_interval_s']} s, first {report['warmup_s']:.0f} s of each run left out")
+          f"flush interval {report['flush_interval_s']} s or {report['flush_idle_rows']:,} events for an idle store, "
+          f"first {report['warmup_s']:.0f} s of each run left out")
     print(f"{'offered/s':>10} {'envelope':>8} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7} {'stored/s':>9} "
           f"{'kept up':>7} {'peak RSS':>9}")
     for run in report["runs"]:
