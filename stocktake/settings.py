@@ -70,12 +70,13 @@ class Settings(BaseSettings):
     deadletter_max_bytes: int = Field(default=512 * 1024, ge=1024, le=960_000)
     partitions: int = Field(default=4, ge=1)
     group_id: str = "stocktake"
-    # Sink batching: one insert per partition when either bound is reached.
+    # Sink batching: an insert when a partition holds batch_rows events, when a buffer's oldest
+    # event has waited flush_interval_s, or when no insert is in flight and the buffers hold
+    # flush_idle_rows events in all (0: off). An insert's views cost 50-115 ms whatever its
+    # rows: below flush_idle_rows a flush waits for the interval, so a trickle pays that cost
+    # twice a second at most.
     batch_rows: int = Field(default=20_000, ge=1)
     flush_interval_s: Annotated[Positive, _env("FLUSH_INTERVAL")] = 0.5
-    # ...and sooner when no insert is in flight and the buffers hold this many events in all
-    # (0: off). An insert's views cost 50-115 ms whatever its rows: below this a flush waits
-    # for the interval, so a trickle pays that cost twice a second at most.
     flush_idle_rows: int = Field(default=4_000, ge=0)
     # Source-side duplicate window (event time) and its hard size bound.
     dedupe_window_s: Annotated[NonNegative, _env("DEDUPE_WINDOW")] = 3600.0
