@@ -48,6 +48,14 @@ async def _nothing(*_args: Any) -> bool:
     return True
 
 
+def _gated_sink(make_settings: Callable[..., Settings], store: Store, idle_rows: int) -> tuple[Sink, GatedStore, str]:
+    """A sink on the gated store whose buffers go only at batch_rows (1,000), or at idle_rows
+    for an idle store: the flush interval (60 s) never passes in a test."""
+    settings = make_settings(flush_interval_s=60.0, batch_rows=1000, flush_idle_rows=idle_rows, commit_offsets=False)
+    gated = GatedStore(store)
+    return Sink(settings, gated, _nothing, _nothing), gated, settings.topic("behaviour")  # type: ignore[arg-type]
+
+
 async def _until(done: Callable[[], bool]) -> None:
     for _ in range(3000):
         if done():
@@ -58,12 +66,9 @@ async def _until(done: Callable[[], bool]) -> None:
 
 def test_an_idle_store_takes_the_buffers_once_enough_events_wait(
         make_settings: Callable[..., Settings], store: Store) -> None:
-    settings = make_settings(flush_interval_s=60.0, batch_rows=1000, flush_idle_rows=10, commit_offsets=False)
-    topic = settings.topic("behaviour")
-    gated = GatedStore(store)
+    sink, gated, topic = _gated_sink(make_settings, store, idle_rows=10)
 
     async def run() -> None:
-        sink = Sink(settings, gated, _nothing, _nothing)  # type: ignore[arg-type]
         await sink.on_assigned([(topic, 0), (topic, 1)])
         await sink.add(_batch(topic, 0, 0, 6))
         await sink.flush_due()
@@ -92,12 +97,9 @@ def test_an_idle_store_takes_the_buffers_once_enough_events_wait(
 
 def test_without_flush_idle_rows_events_wait_for_the_interval(
         make_settings: Callable[..., Settings], store: Store) -> None:
-    settings = make_settings(flush_interval_s=60.0, batch_rows=1000, flush_idle_rows=0, commit_offsets=False)
-    topic = settings.topic("behaviour")
-    gated = GatedStore(store)
+    sink, gated, topic = _gated_sink(make_settings, store, idle_rows=0)
 
     async def run() -> None:
-        sink = Sink(settings, gated, _nothing, _nothing)  # type: ignore[arg-type]
         await sink.on_assigned([(topic, 0)])
         await sink.add(_batch(topic, 0, 0, 500))
         await sink.flush_due()
